@@ -31,6 +31,12 @@ class Volume:
         return tuple(float(s) for s in self.header.get_zooms()[:3])
 
 
+def volume_from_array(data: np.ndarray, affine: np.ndarray) -> Volume:
+    """A Volume with a fresh header consistent with ``data`` and ``affine`` (zooms from the affine)."""
+    image = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
+    return Volume(data=np.asarray(data), affine=np.asarray(affine, dtype=np.float64), header=image.header.copy())
+
+
 def read_nifti(path: str | Path, dtype: Any = np.float32) -> Volume:
     """Read a 3D NIfTI file; raises ImageReadError naming the file when it is unreadable or not 3D."""
     path = Path(path)

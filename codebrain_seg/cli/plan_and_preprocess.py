@@ -1,0 +1,53 @@
+"""``codebrain_plan_and_preprocess -d D``: fingerprint, plans, splits and preprocessed arrays."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from codebrain_seg.cli.common import run_cli
+
+REFERENCE_GPU_MEMORY_GB = 24.0  # the paper's RTX 4090
+
+
+def _gpu_memory_gb(device: str, requested: float | None) -> float:
+    if requested is not None:
+        return requested
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 1e9
+    return REFERENCE_GPU_MEMORY_GB
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of codebrain_plan_and_preprocess."""
+    parser = argparse.ArgumentParser(prog="codebrain_plan_and_preprocess", description=__doc__)
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configurations to preprocess (default: all in the plans, e.g. 2d 2d_cpu)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="with cuda, the batch size of the 2d configuration is fitted to this GPU's memory")
+    parser.add_argument("--gpu-memory-gb", type=float, default=None,
+                        help=f"GPU memory budget for the 2d configuration (default: the GPU's, else "
+                             f"{REFERENCE_GPU_MEMORY_GB:g}, the paper's GPU)")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="check every raw case before planning")
+    parser.add_argument("--replan", action="store_true", help="recompute fingerprint and plans")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        from planners.plan_and_preprocess import plan_and_preprocess
+
+        out = plan_and_preprocess(args.dataset, args.configurations,
+                                  gpu_memory_gb=_gpu_memory_gb(args.device, args.gpu_memory_gb),
+                                  num_processes=args.num_processes, verify=args.verify_dataset_integrity,
+                                  replan=args.replan)
+        print(f"plans and preprocessed data: {out}")
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The ``codebrain_plan_and_preprocess`` stage: fingerprint -> plans -> splits -> preprocessed arrays."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from codebrain_seg import paths
+from codebrain_seg.io import read_json, write_json
+from codebrain_seg.raw_dataset import list_cases, load_dataset_json
+from planners.experiment_planner import PLANS_NAME, get_configuration, plan_experiment
+from planners.fingerprint import extract_fingerprint
+from planners.preprocessing import preprocess_dataset
+
+logger = logging.getLogger(__name__)
+
+NUM_FOLDS = 5
+SPLIT_SEED = 12345
+
+
+def make_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict[str, list[str]]]:
+    """Deterministic k-fold train/val splits (nnU-Net's own split function and seed)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    if len(case_ids) < 2:
+        raise ValueError(f"at least 2 cases are needed to make train/validation splits, got {len(case_ids)}")
+    return generate_crossval_split(sorted(case_ids), seed=seed, n_splits=min(num_folds, len(case_ids)))
+
+
+def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
+    """Read the plans of a preprocessed dataset, with a hint when they are missing."""
+    path = preprocessed_dir / f"{PLANS_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run codebrain_plan_and_preprocess -d "
+                                f"{preprocessed_dir.name} first")
+    return read_json(path)
+
+
+def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
+    """Check every raw case (readable, same grid, finite, non-zero, known labels); raise listing all problems."""
+    from codebrain_seg.case_checks import verify_raw_dataset
+
+    verify_raw_dataset(raw_dir, dataset_json)
+
+
+def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None = None,
+                        gpu_memory_gb: float = 24.0, num_processes: int = 1, verify: bool = False,
+                        replan: bool = False) -> Path:
+    """Run the whole stage for one dataset; returns the preprocessed dataset folder."""
+    raw_dir = paths.raw_dataset_dir(dataset)
+    dataset_json = load_dataset_json(raw_dir)
+    if verify:
+        verify_dataset(raw_dir, dataset_json)
+    out_dir = paths.preprocessed_root() / raw_dir.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = list_cases(raw_dir)
+
+    fingerprint_path = out_dir / "dataset_fingerprint.json"
+    fingerprint = read_json(fingerprint_path) if fingerprint_path.is_file() and not replan else None
+    if fingerprint is None or [c["case_id"] for c in fingerprint["cases"]] != cases:
+        fingerprint = extract_fingerprint(raw_dir, dataset_json, num_processes)
+        write_json(fingerprint_path, fingerprint)
+        replan = True
+
+    plans_path = out_dir / f"{PLANS_NAME}.json"
+    if replan or not plans_path.is_file():
+        plans = plan_experiment(fingerprint, raw_dir.name, gpu_memory_gb=gpu_memory_gb)
+        write_json(plans_path, plans)
+        for configuration in plans["configurations"].values():
+            # Stale arrays from an earlier plan would silently mix two preprocessings.
+            shutil.rmtree(out_dir / configuration["data_identifier"], ignore_errors=True)
+    else:
+        plans = read_json(plans_path)
+    write_json(out_dir / "dataset.json", dataset_json)
+    splits_path = out_dir / "splits_final.json"
+    if not splits_path.is_file():
+        write_json(splits_path, make_splits(cases))
+
+    names = list(configurations) if configurations else list(plans["configurations"])
+    for name in names:
+        get_configuration(plans, name)  # unknown names fail before any work
+    done_identifiers: set[str] = set()
+    for name in names:
+        identifier = plans["configurations"][name]["data_identifier"]
+        if identifier in done_identifiers:
+            continue  # configurations sharing a preprocessing share its arrays
+        preprocess_dataset(raw_dir, out_dir, plans, name, num_processes)
+        done_identifiers.add(identifier)
+    return out_dir
