@@ -50,6 +50,8 @@ def fingerprint_case(raw_dir: Path, case_id: str, num_channels: int) -> dict[str
     volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
     data = [to_canonical(v.data, v.affine) for v in volumes]
     mask = brain_mask(data)
+    if not mask.any():
+        raise ValueError(f"case {case_id}: every sequence is zero everywhere (no brain voxels)")
     intensities = []
     for channel in data:
         inside = channel[mask]

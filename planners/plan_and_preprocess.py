@@ -8,7 +8,15 @@ from typing import Any, Sequence
 
 from codebrain_seg import paths
 from codebrain_seg.io import read_json, write_json
-from codebrain_seg.raw_dataset import list_cases, load_dataset_json
+from codebrain_seg.case_checks import CaseFiles, CaseProblemsError, check_cases
+from codebrain_seg.raw_dataset import (
+    channel_names,
+    image_path,
+    label_path,
+    label_values,
+    list_cases,
+    load_dataset_json,
+)
 from planners.experiment_planner import PLANS_NAME, get_configuration, plan_experiment
 from planners.fingerprint import extract_fingerprint
 from planners.preprocessing import preprocess_dataset
@@ -39,9 +47,15 @@ def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
 
 def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
     """Check every raw case (readable, same grid, finite, non-zero, known labels); raise listing all problems."""
-    from codebrain_seg.case_checks import verify_raw_dataset
-
-    verify_raw_dataset(raw_dir, dataset_json)
+    names = channel_names(dataset_json)
+    cases = []
+    for case_id in list_cases(raw_dir):
+        images = {name: image_path(raw_dir, case_id, index) for index, name in enumerate(names)}
+        label = label_path(raw_dir, case_id)
+        cases.append(CaseFiles(case_id, images, label if label.is_file() else None))
+    problems = check_cases(cases, allowed_labels=label_values(dataset_json))
+    if problems:
+        raise CaseProblemsError(problems, len(cases), "Nothing was planned or preprocessed.")
 
 
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None = None,

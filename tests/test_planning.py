@@ -136,3 +136,17 @@ def test_unknown_dataset_and_configuration_exit_cleanly(project_dirs, capsys):
     _write_synthetic(project_dirs["raw"], "Dataset204_Cfg", LPS, cases=2)
     assert plan_main(["-d", "204", "-c", "3d_fancy"]) == 2
     assert "3d_fancy" in capsys.readouterr().err
+
+
+def test_verify_dataset_integrity_reports_bad_case_and_writes_nothing(project_dirs, capsys):
+    raw_dir = _write_synthetic(project_dirs["raw"], "Dataset205_Bad", LPS, cases=3)
+    broken = image_path(raw_dir, "case01", 2)
+    data = read_nifti(broken)
+    data.data[3, 3, 3] = np.nan
+    from codebrain_seg.io import write_nifti
+
+    write_nifti(broken, data.data, data.affine, data.header)
+    assert plan_main(["-d", "205", "--verify_dataset_integrity"]) == 2
+    err = capsys.readouterr().err
+    assert "case01" in err and "NaN" in err
+    assert not (project_dirs["preprocessed"] / "Dataset205_Bad").exists()
