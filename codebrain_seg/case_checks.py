@@ -260,7 +260,7 @@ def convert_checked_cases(cases: Sequence[CaseFiles], target: Path,
         write_case(writer, case)
     dataset_dir = writer.finish(make_json(good))
     for warning in report_warnings:
-        logger.warning(warning)
+        logger.info(warning)  # info, not warning: the report carries them and the CLI prints its summary
     return ConversionReport(dataset_dir=dataset_dir, converted=[c.case_id for c in good],
                             labelled=[c.case_id for c in good if c.label is not None],
                             skipped={case: list(reasons) for case, reasons in problems.items()},
