@@ -129,7 +129,9 @@ def discriminator_loss(real_scores: Tensor, fake_scores: Tensor, available: Tens
         Scalar loss (float32).
     """
     if real_scores.shape != fake_scores.shape:
-        raise ValueError(f"real and fake scores differ in shape: {tuple(real_scores.shape)} vs {tuple(fake_scores.shape)}")
+        raise ValueError(
+            f"real and fake scores differ in shape: {tuple(real_scores.shape)} vs {tuple(fake_scores.shape)}"
+        )
     mask = _availability(available, fake_scores.shape[1], fake_scores.device).float()
     fake_target = mask.view([1, -1] + [1] * (fake_scores.dim() - 2)).expand_as(fake_scores)
     real_term = F.mse_loss(real_scores.float(), torch.ones_like(real_scores, dtype=torch.float32))

@@ -1,4 +1,6 @@
-"""CodeBrain networks (Wu et al., "Virtual Full-stack Scanning of Brain MRI via Imputing Any Quantised Code", CVPR 2026).
+"""CodeBrain networks: Stage-I generator and Stage-II prior encoder.
+
+Wu et al., "Virtual Full-stack Scanning of Brain MRI via Imputing Any Quantised Code", CVPR 2026.
 
 Stage I (:class:`StageOneModel`) learns full-stack quantised codes: ``codes = FSQ(E_posterior(x_full))``,
 ``F_c = E_c(x_masked)``, ``x_hat = D([codes, F_c])``. Stage II (:class:`PriorEncoder`) predicts the codes from
@@ -96,7 +98,9 @@ def _check_spatial(x: Tensor, in_channels: int, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f"{name} must be (B, {in_channels}, H, W), got shape {tuple(x.shape)}")
     if x.shape[2] % DOWNSAMPLING_FACTOR or x.shape[3] % DOWNSAMPLING_FACTOR:
-        raise ValueError(f"{name} height and width must be divisible by {DOWNSAMPLING_FACTOR}, got {tuple(x.shape[2:])}")
+        raise ValueError(
+            f"{name} height and width must be divisible by {DOWNSAMPLING_FACTOR}, got {tuple(x.shape[2:])}"
+        )
 
 
 class StageOneModel(nn.Module):

@@ -7,7 +7,6 @@ connections (posterior, common and prior encoders) and a pixel-shuffle decoder t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 DOWNSAMPLING_FACTOR = 8  # three stride-2 stages in every encoder
@@ -23,9 +22,14 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalise ``x`` ``(B, C, H, W)`` across C; a channels-last input is normalised without a copy."""
-        normalised = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
-        return normalised.permute(0, 3, 1, 2)
+        """Normalise ``x`` ``(B, C, H, W)`` across C (biased variance); keeps the input's memory format."""
+        # Written out rather than F.layer_norm on a permuted view: on CPU this is several times faster in
+        # the backward pass and it does not silently switch a contiguous model to channels-last.
+        mean = x.mean(dim=1, keepdim=True)
+        centred = x - mean
+        variance = centred.square().mean(dim=1, keepdim=True)
+        normalised = centred * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 class SimpleGate(nn.Module):
@@ -93,7 +97,9 @@ class Encoder(nn.Module):
     def __init__(self, in_channels: int, width: int, depth: int = 6, out_channels: int | None = None) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 0:
-            raise ValueError(f"Encoder needs in_channels >= 1, width >= 1, depth >= 0; got {in_channels}, {width}, {depth}")
+            raise ValueError(
+                f"Encoder needs in_channels >= 1, width >= 1, depth >= 0; got {in_channels}, {width}, {depth}"
+            )
         self.stem = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         stages: list[nn.Module] = [NAFBlock(width)]
         channels = width
@@ -138,7 +144,9 @@ class Decoder(nn.Module):
             from the codes alone.
     """
 
-    def __init__(self, code_channels: int, out_channels: int, width: int = 96, depth: int = 6, fc_channels: int = 0) -> None:
+    def __init__(
+        self, code_channels: int, out_channels: int, width: int = 96, depth: int = 6, fc_channels: int = 0
+    ) -> None:
         super().__init__()
         if code_channels < 1 or out_channels < 1 or width < 1 or depth < 0 or fc_channels < 0:
             raise ValueError(
