@@ -19,4 +19,8 @@ def run_cli(function: Callable[[], object]) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every stage writes atomically and skips finished work, so the same command resumes.
+        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0

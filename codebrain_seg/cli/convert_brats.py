@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from codebrain_seg.case_checks import CaseProblemsError, ConversionReport
-
-# Mistakes in the input or the environment: the message says what to fix, a traceback would only hide it.
-USER_ERRORS = (CaseProblemsError, FileNotFoundError, FileExistsError, EnvironmentError, ValueError)
+from codebrain_seg.case_checks import ConversionReport
+from codebrain_seg.cli.common import run_cli
 
 
 def build_parser(prog: str, what: str, default_name: str) -> argparse.ArgumentParser:
@@ -30,16 +28,7 @@ def run_converter(convert: Callable[..., ConversionReport], args: argparse.Names
     kwargs = {"skip_bad": args.skip_bad, "overwrite": args.overwrite}
     if args.name is not None:
         kwargs["name"] = args.name
-    try:
-        report = convert(args.source, args.dataset_id, **kwargs)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the cases written so far are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(report.summary())
-    return 0
+    return run_cli(lambda: print(convert(args.source, args.dataset_id, **kwargs).summary()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
