@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from codebrain_seg.cli.common import run_cli
 from codebrain_seg.demo_data import DEFAULT_NAME, DEFAULT_NUM_CASES, DEFAULT_SHAPE, make_demo_dataset
 
 PROG = "codebrain_make_demo_dataset"
@@ -29,17 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns 0 on success and 2 with a one-line message on a user error."""
+    """Entry point of ``codebrain_make_demo_dataset``; returns the exit code (2 with one line on a user error)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def make() -> None:
         path = make_demo_dataset(args.dataset_id, num_cases=args.cases, shape=tuple(args.shape), seed=args.seed,
                                  name=args.name, overwrite=args.overwrite)
-    except (FileExistsError, EnvironmentError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    shape = "x".join(str(s) for s in args.shape)
-    print(f"Wrote {args.cases} demo cases ({shape} voxels) to {path}")
-    return 0
+        print(f"Wrote {args.cases} demo cases ({'x'.join(map(str, args.shape))} voxels) to {path}")
+
+    return run_cli(make)
 
 
 if __name__ == "__main__":
