@@ -1,0 +1,184 @@
+"""Image-quality metrics of imputed sequences, computed with MONAI's implementations.
+
+Two protocols (see ``shared/design/codebrain-reference.md`` section 7 and the BraSyn challenge):
+
+* **paper** — per 2D slice, whole image, data range 1: PSNR (dB), SSIM x 100 (Gaussian window 11, sigma 1.5,
+  k1 0.01, k2 0.03, valid window = no padding, as torchmetrics' default after its border crop), MAE x 1000.
+  The caller clamps the prediction to [0, 1]; the ground truth is left as it is.
+* **volume** — per 3D volume after 0.5-99.5 percentile normalisation of prediction and ground truth separately
+  (:func:`percentile_normalise`); SSIM, PSNR and MAE averaged inside a region (brain, tumour, healthy brain).
+  The 3D SSIM map is computed once per volume on the region's bounding box (reflect-padded by half a window, so
+  every region voxel has a value) and averaged over the region's voxels.
+
+A slice whose prediction equals the ground truth exactly has infinite PSNR; it is reported as
+:data:`PSNR_CAP` (100 dB) so that means stay finite.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics import MAEMetric, PSNRMetric, SSIMMetric
+from monai.metrics.regression import compute_ssim_and_cs
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+DATA_RANGE = 1.0
+SSIM_SCALE = 100.0
+MAE_SCALE = 1000.0
+PSNR_CAP = 100.0
+VOLUME_PERCENTILES = (0.5, 99.5)
+METRIC_NAMES = ("psnr", "ssim", "mae")
+
+
+def _as_batch(images: np.ndarray | torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """``(N, *spatial)`` or ``(*spatial)`` array -> float32 tensor ``(N, 1, *spatial)``."""
+    tensor = torch.as_tensor(np.asarray(images, dtype=np.float32) if isinstance(images, np.ndarray) else images)
+    tensor = tensor.float()
+    if tensor.dim() == spatial_dims:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != spatial_dims + 1:
+        raise ValueError(f"expected (N, {', '.join('HWD'[:spatial_dims])}) images, got shape {tuple(tensor.shape)}")
+    return tensor.unsqueeze(1)
+
+
+def _cap_psnr(values: torch.Tensor) -> np.ndarray:
+    return np.minimum(values.detach().cpu().numpy().astype(np.float64).reshape(-1), PSNR_CAP)
+
+
+def slice_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Paper-protocol metrics per 2D slice.
+
+    Args:
+        prediction: ``(N, H, W)`` imputed slices (already clamped to [0, 1] by the protocol).
+        target: ``(N, H, W)`` ground-truth slices in [0, 1].
+
+    Returns:
+        ``{"psnr": (N,), "ssim": (N,), "mae": (N,)}`` float64: PSNR in dB (data range 1), SSIM x 100, MAE x 1000.
+    """
+    pred, true = _as_batch(prediction, 2), _as_batch(target, 2)
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape")
+    if min(pred.shape[2:]) < SSIM_WINDOW:
+        raise ValueError(f"slices must be at least {SSIM_WINDOW} pixels wide for SSIM, got {tuple(pred.shape[2:])}")
+    psnr = PSNRMetric(max_val=DATA_RANGE, reduction="none")(pred, true)
+    ssim = SSIMMetric(spatial_dims=2, data_range=DATA_RANGE, kernel_type="gaussian", win_size=SSIM_WINDOW,
+                      kernel_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, reduction="none")(pred, true)
+    mae = MAEMetric(reduction="none")(pred, true)
+    return {
+        "psnr": _cap_psnr(psnr),
+        "ssim": ssim.detach().cpu().numpy().astype(np.float64).reshape(-1) * SSIM_SCALE,
+        "mae": mae.detach().cpu().numpy().astype(np.float64).reshape(-1) * MAE_SCALE,
+    }
+
+
+def percentile_normalise(volume: np.ndarray, mask: np.ndarray,
+                         percentiles: tuple[float, float] = VOLUME_PERCENTILES) -> np.ndarray:
+    """BraSyn-style scaling: ``clip((v - p_low) / (p_high - p_low), 0, 1)`` with percentiles inside ``mask``.
+
+    Voxels outside ``mask`` become 0. A volume that is constant inside the mask (e.g. zero-fill) becomes 0.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if volume.shape != mask.shape:
+        raise ValueError(f"volume {volume.shape} and mask {mask.shape} differ in shape")
+    out = np.zeros_like(volume)
+    if not mask.any():
+        return out
+    low, high = np.percentile(volume[mask], percentiles)
+    if high > low:
+        out = np.clip((volume - low) / (high - low), 0.0, 1.0).astype(np.float32)
+        out[~mask] = 0.0
+    return out
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    slices = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        slices.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(slices)
+
+
+def ssim_map_3d(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Local 3D SSIM (MONAI ``compute_ssim_and_cs``, Gaussian 11^3, sigma 1.5) at every voxel of the input.
+
+    Inputs are reflect-padded by half a window first, so the map has the input's shape ``(X, Y, Z)``.
+    Every axis must be longer than half a window (5 voxels).
+    """
+    half = SSIM_WINDOW // 2
+    if min(prediction.shape) <= half:
+        raise ValueError(f"3D SSIM needs every axis longer than {half} voxels, got {prediction.shape}")
+    pad = (half,) * 6
+    pred = F.pad(torch.as_tensor(prediction, dtype=torch.float32)[None, None], pad, mode="reflect")
+    true = F.pad(torch.as_tensor(target, dtype=torch.float32)[None, None], pad, mode="reflect")
+    ssim, _ = compute_ssim_and_cs(pred, true, spatial_dims=3, kernel_size=[SSIM_WINDOW] * 3,
+                                  kernel_sigma=[SSIM_SIGMA] * 3, data_range=DATA_RANGE, kernel_type="gaussian",
+                                  k1=SSIM_K1, k2=SSIM_K2)
+    return ssim[0, 0].numpy()
+
+
+def region_metrics(prediction: np.ndarray, target: np.ndarray,
+                   regions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Volume-protocol metrics of one normalised volume pair inside each region.
+
+    Args:
+        prediction: ``(X, Y, Z)`` in [0, 1] (see :func:`percentile_normalise`).
+        target: ``(X, Y, Z)`` in [0, 1].
+        regions: name -> boolean mask ``(X, Y, Z)``; empty regions are skipped. The first region should contain
+            the others (the brain): the SSIM map is computed once on its bounding box.
+
+    Returns:
+        name -> ``{"psnr", "ssim" (x100), "mae" (x1000), "voxels"}``.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
+    union = np.zeros(target.shape, dtype=bool)
+    for mask in regions.values():
+        union |= mask
+    results: dict[str, dict[str, float]] = {}
+    if not union.any():
+        return results
+    box = _bounding_box(union, SSIM_WINDOW // 2)
+    ssim = ssim_map_3d(prediction[box], target[box])
+    psnr_metric = PSNRMetric(max_val=DATA_RANGE, reduction="none")
+    mae_metric = MAEMetric(reduction="none")
+    for name, mask in regions.items():
+        if not mask.any():
+            continue
+        inside_pred = torch.as_tensor(prediction[mask], dtype=torch.float32)[None, None]
+        inside_true = torch.as_tensor(target[mask], dtype=torch.float32)[None, None]
+        results[name] = {
+            "psnr": float(_cap_psnr(psnr_metric(inside_pred, inside_true))[0]),
+            "ssim": float(ssim[mask[box]].mean()) * SSIM_SCALE,
+            "mae": float(mae_metric(inside_pred, inside_true).item()) * MAE_SCALE,
+            "voxels": int(mask.sum()),
+        }
+    return results
+
+
+def volume_metrics(prediction: np.ndarray, target: np.ndarray, brain: np.ndarray,
+                   label: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Volume protocol for one imputed sequence: normalise both, score brain, tumour and healthy brain.
+
+    Args:
+        prediction: ``(X, Y, Z)`` imputed sequence in any intensity scale.
+        target: ``(X, Y, Z)`` ground truth in its original intensities.
+        brain: boolean brain mask ``(X, Y, Z)`` (voxels non-zero in any ground-truth sequence).
+        label: optional label map ``(X, Y, Z)``; tumour = ``label > 0`` inside the brain.
+
+    Returns:
+        region name (``brain``, and with labels ``tumour``, ``healthy``) -> metrics, see :func:`region_metrics`.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    regions = {"brain": brain}
+    if label is not None:
+        tumour = brain & (np.asarray(label) > 0)
+        regions["tumour"] = tumour
+        regions["healthy"] = brain & ~tumour
+    return region_metrics(percentile_normalise(prediction, brain), percentile_normalise(target, brain), regions)
