@@ -102,9 +102,17 @@ class MeanOfAvailable:
         return output
 
 
+def _codebrain(context: ImputationContext) -> Imputer:
+    """CodeBrain (Stage I + II) from the results folder; imported on first use to keep this module light."""
+    from codebrain_seg.predictor import CodeBrainImputer
+
+    return CodeBrainImputer(context)
+
+
 IMPUTERS: dict[str, Callable[[ImputationContext], Imputer]] = {
     "zero": ZeroFill,
     "mean": MeanOfAvailable,
+    "codebrain": _codebrain,
 }
 
 

@@ -1,0 +1,391 @@
+"""The CodeBrain predictor: any subset of a case's sequences in, the missing ones out, on the case's own grid.
+
+Wu et al., "Virtual Full-stack Scanning of Brain MRI via Imputing Any Quantised Code", CVPR 2026: the Stage II
+prior encoder predicts the quantised full-stack code of every slice from the zero-filled stack, and the Stage I
+decoder turns it, with the common features F_c of the same zero-filled stack, into all sequences.
+
+What happens to a case (``CodeBrainPredictor.impute_arrays``):
+
+1. **Preprocessing as in training** (:func:`prepare_case`, the in-memory twin of
+   ``planners.preprocessing.preprocess_case``): closest canonical RAS voxel order; brain mask = voxels non-zero in
+   any *given* sequence; each given sequence divided by its own 99.5th brain percentile and clipped to [0, 1];
+   missing ones zero; slices along the planned axis over the brain's extent; the planned in-plane crop centred on
+   the brain (enlarged to the next multiple of 8 if this brain is wider than every training brain).
+2. **Inference on every slice**, ``batch_size`` slices at a time: levels = ordinal count decode of E_prior's
+   logits, codes = FSQ levels -> [-1, 1], reconstruction = D(codes, E_c(zero-filled stack)).
+3. **Back to the original grid** with ``planners.preprocessing.restore_to_original``: zero outside the field of
+   view (slices without brain, voxels outside the crop) and outside the brain mask.
+
+**Intensity scale of an imputed sequence.** The network works in [0, 1] where 1 is the sequence's own 99.5th
+brain percentile; for a missing sequence that percentile is unknown by definition (the given sequences' scales
+say nothing about it: scanners scale each sequence independently). The output is therefore clamped to [0, 1] and
+multiplied by the training set's median 99.5th brain percentile of that sequence
+(``plans["intensity_reference"][name]["median_p99_5"]``): an imputed sequence looks like a typical training case
+of that sequence. Given sequences are returned unchanged.
+
+**Confidence.** For every code cell (8 x 8 pixels) and code channel ``i`` with ``L_i`` levels, Stage II gives
+``L_i - 1`` sigmoid probabilities ``p_t = P(k_i > t)``; the level is decoded by counting ``p_t > 0.5``. The
+expected number of wrong threshold decisions is ``u_i = sum_t min(p_t, 1 - p_t)`` (= the expected absolute level
+error ``E|k_i - k_hat_i|`` when the thresholds are consistent, an upper bound otherwise). Confidence per cell is
+``1 - mean_i u_i / ((L_i - 1) / 2)``: 1 when every probability is 0 or 1, 0 when all are 0.5. It is up-sampled
+bilinearly to the pixel grid and mapped back like the images; 0 outside the brain and the field of view.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from codebrain_seg.geometry import to_canonical
+from codebrain_seg.imputers import ImputationContext, check_request
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from planners.fingerprint import bounding_box, brain_mask
+from planners.preprocessing import _extract, crop_window, normalise, restore_to_original
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAMES = ("final", "best", "latest")
+INTENSITY_SCALE = ("network output clamped to [0, 1] times the training set's median 99.5th brain percentile of the "
+                   "sequence (plans intensity_reference median_p99_5)")
+CONFIDENCE_DEFINITION = ("per 8x8 code cell: 1 - mean over the d code channels of sum_t min(p_t, 1 - p_t) / "
+                         "((L_i - 1) / 2), p_t = sigmoid of Stage II ordinal logit t (P(level > t)); the sum is the "
+                         "expected number of wrong threshold decisions (= expected absolute level error when the "
+                         "thresholds are consistent); 1 = certain, 0 = every probability 0.5; bilinearly up-sampled "
+                         "to pixels, 0 outside the brain and the field of view")
+
+
+# ---- preprocessing in memory -----------------------------------------------------------------------------
+
+
+def enlarged_crop(box: list[list[int]], planned: Sequence[int], in_plane: Sequence[int], multiple: int) -> list[int]:
+    """The planned crop, grown per axis to the next multiple of ``multiple`` that holds this brain's extent."""
+    crop = []
+    for axis, size in zip(in_plane, planned):
+        extent = box[axis][1] - box[axis][0]
+        crop.append(int(size) if extent <= size else int(math.ceil(extent / multiple) * multiple))
+    return crop
+
+
+def prepare_case(images: np.ndarray, available: Sequence[bool], affine: np.ndarray, plans: dict[str, Any],
+                 configuration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Preprocess a case in memory exactly as training did (see module docstring, step 1).
+
+    Args:
+        images: ``(C, X, Y, Z)`` in the file's voxel order; missing channels are ignored (may be anything).
+        available: C booleans, True = the sequence is given.
+        affine: ``(4, 4)`` voxel-to-world matrix of the files.
+        plans: the plans dict (``normalization.upper_percentile``).
+        configuration: one configuration of the plans (slicing axis, crop, down-samplings).
+
+    Returns:
+        ``(stack (C, S, H, W) float32 in [0, 1] with missing channels 0, brain (S, H, W) bool, properties)``;
+        ``properties`` has the keys ``restore_to_original`` needs, ``normalization_upper`` 0 for missing channels.
+    """
+    available = np.asarray(available, dtype=bool)
+    canonical = to_canonical(np.asarray(images, dtype=np.float32), affine)
+    mask = brain_mask([canonical[c] for c in np.flatnonzero(available)])
+    if not mask.any():
+        raise ValueError("the given sequences are zero everywhere: no brain to impute")
+    box = bounding_box(mask)
+    axis = int(configuration["slicing_axis"])
+    in_plane = [a for a in range(3) if a != axis]
+    multiple = 2 ** int(configuration.get("downsamplings", 3))
+    crop = enlarged_crop(box, configuration["crop_size"], in_plane, multiple)
+    if list(crop) != list(configuration["crop_size"]):
+        logger.warning("brain extent %s exceeds the planned crop %s: using %s (not seen in training)",
+                       [box[a][1] - box[a][0] for a in in_plane], configuration["crop_size"], crop)
+    starts = crop_window(box, crop, in_plane)
+    upper_percentile = plans["normalization"]["upper_percentile"]
+    normalised, uppers = [], []
+    for channel, flag in enumerate(available):
+        if flag:
+            image, upper = normalise(canonical[channel], mask, upper_percentile)
+        else:
+            image, upper = np.zeros(mask.shape, np.float32), 0.0
+        normalised.append(image)
+        uppers.append(upper)
+    order = [axis] + in_plane
+    s0, s1 = box[axis]
+    stack = np.stack(normalised).transpose([0] + [a + 1 for a in order])[:, s0:s1]
+    stack = _extract(stack, starts, crop).astype(np.float32)
+    brain = _extract(mask.transpose(order)[s0:s1], starts, crop)
+    properties = {
+        "original_shape": list(images.shape[1:]),
+        "original_affine": np.asarray(affine, dtype=np.float64).tolist(),
+        "canonical_shape": list(canonical.shape[1:]),
+        "slicing_axis": axis,
+        "axis_order": order,
+        "slice_range": [int(s0), int(s1)],
+        "crop_start": starts,
+        "crop_size": crop,
+        "normalization_upper": uppers,
+        "upper_percentile": upper_percentile,
+        "preprocessed_shape": list(stack.shape),
+    }
+    return stack, brain, properties
+
+
+def to_preprocessed_space(volume: np.ndarray, properties: dict[str, Any]) -> np.ndarray:
+    """Resample nothing, only re-index: ``(..., X, Y, Z)`` on the original grid -> ``(..., S, H, W)`` crop.
+
+    The forward twin of ``restore_to_original`` (without normalisation) for arrays on the case's grid, e.g. a
+    prediction or a label map.
+    """
+    volume = np.asarray(volume)
+    lead = volume.ndim - 3
+    canonical = to_canonical(volume, np.asarray(properties["original_affine"]))
+    order = [lead + a for a in properties["axis_order"]]
+    s0, s1 = properties["slice_range"]
+    moved = canonical.transpose(list(range(lead)) + order)[(slice(None),) * lead + (slice(s0, s1),)]
+    return _extract(moved, properties["crop_start"], properties["crop_size"])
+
+
+def middle_slices(num_slices: int, count: int) -> np.ndarray:
+    """Indices of the ``count`` middle slices of ``num_slices`` (all of them when there are fewer)."""
+    if count >= num_slices:
+        return np.arange(num_slices)
+    start = (num_slices - count) // 2
+    return np.arange(start, start + count)
+
+
+# ---- confidence ------------------------------------------------------------------------------------------
+
+
+def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
+    """Confidence per code cell from Stage II ordinal logits (module docstring, "Confidence").
+
+    Args:
+        logits: ``(B, sum(L_i - 1), h, w)`` grading logits.
+        fsq_levels: ``L_i`` per code channel.
+
+    Returns:
+        ``(B, h, w)`` float32 in [0, 1]; 1 = every threshold decided with certainty.
+    """
+    fsq_levels = [int(level) for level in fsq_levels]
+    if logits.dim() != 4 or logits.shape[1] != sum(level - 1 for level in fsq_levels):
+        raise ValueError(f"grading logits must be (B, {sum(level - 1 for level in fsq_levels)}, h, w), "
+                         f"got {tuple(logits.shape)}")
+    probabilities = torch.sigmoid(logits.float())
+    wrong = torch.minimum(probabilities, 1.0 - probabilities)
+    spreads = [group.sum(dim=1) / ((level - 1) / 2.0)
+               for group, level in zip(torch.split(wrong, [level - 1 for level in fsq_levels], dim=1), fsq_levels)]
+    return (1.0 - torch.stack(spreads, dim=1).mean(dim=1)).clamp(0.0, 1.0)
+
+
+# ---- the predictor ---------------------------------------------------------------------------------------
+
+
+class CodeBrainPredictor:
+    """Trained Stage I + Stage II networks with the plans they were trained with.
+
+    Args:
+        stage_one: the Stage I generator (its posterior encoder is only used for oracle code maps).
+        prior_encoder: the Stage II prior encoder (grading head).
+        plans: the plans dict the model was trained with.
+        configuration: name of the plans configuration.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
+        batch_size: slices per forward pass (default: the configuration's Stage II batch size).
+        model_info: provenance written to sidecars (folder, checkpoint, ...).
+    """
+
+    def __init__(self, stage_one: StageOneModel, prior_encoder: PriorEncoder, plans: dict[str, Any],
+                 configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
+                 model_info: dict[str, Any] | None = None) -> None:
+        if configuration not in plans["configurations"]:
+            raise KeyError(f"configuration {configuration!r} is not in the plans; available: "
+                           f"{', '.join(plans['configurations'])}")
+        if prior_encoder.config.head != "grading":
+            raise ValueError(f"the predictor needs a Stage II 'grading' head, got {prior_encoder.config.head!r}")
+        self.plans = plans
+        self.configuration_name = configuration
+        self.configuration = plans["configurations"][configuration]
+        self.channel_names = list(plans["channel_names"])
+        self.device = torch.device(device)
+        self.stage_one = stage_one.to(self.device).eval()
+        self.prior_encoder = prior_encoder.to(self.device).eval()
+        self.fsq_levels = list(prior_encoder.config.fsq_levels)
+        default_batch = self.configuration.get("optimisation", {}).get("stage2", {}).get("batch_size", 8)
+        self.batch_size = int(batch_size or default_batch)
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        reference = plans["intensity_reference"]
+        self.reference_upper = np.array([reference[name]["median_p99_5"] for name in self.channel_names],
+                                        dtype=np.float32)
+        self.model_info = dict(model_info or {})
+
+    @property
+    def num_channels(self) -> int:
+        """Number of sequences C the model knows."""
+        return len(self.channel_names)
+
+    @property
+    def intensity_scale(self) -> str:
+        """How imputed intensities are scaled (see module docstring)."""
+        return INTENSITY_SCALE
+
+    @classmethod
+    def from_results(cls, dataset: str | int, fold: int | str, configuration: str = "2d", device: str = "cpu",
+                     checkpoint: str = "final", batch_size: int | None = None) -> "CodeBrainPredictor":
+        """Load a trained model from ``$codebrain_results/DatasetXXX_Name/<model folder>/fold_F``.
+
+        Raises:
+            FileNotFoundError: the model folder has no finished Stage II (or no Stage I) checkpoint.
+        """
+        return load_predictor_from_folder(model_fold_dir(dataset, fold, configuration), configuration, device,
+                                          checkpoint, batch_size)
+
+    # -- slices --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
+        """Run Stage II + the Stage I decoder on zero-filled slices.
+
+        Args:
+            masked: ``(B, C, H, W)`` normalised slices, missing channels zero; H, W multiples of 8.
+
+        Returns:
+            ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
+            "confidence": (B, H/8, W/8)}`` on the CPU.
+        """
+        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
+        logits = self.prior_encoder(x)
+        levels = self.prior_encoder.logits_to_levels(logits)
+        codes = self.stage_one.quantizer.levels_to_codes(levels)
+        reconstruction = self.stage_one.decode(codes, x_masked=x)
+        return {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu(),
+                "confidence": ordinal_confidence(logits, self.fsq_levels).cpu()}
+
+    @torch.no_grad()
+    def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
+        """Stage I posterior code levels ``(B, d, H/8, W/8)`` of complete slices ``(B, C, H, W)`` (an upper bound)."""
+        x = torch.as_tensor(full, dtype=torch.float32).to(self.device)
+        return self.stage_one.quantizer.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
+
+    def predict_stack(self, stack: np.ndarray, with_confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every slice of a zero-filled ``(C, S, H, W)`` stack -> ``(reconstruction (C, S, H, W) in [0, 1],
+        confidence (S, H, W) or None)``, ``batch_size`` slices at a time."""
+        channels, num_slices, height, width = stack.shape
+        output = np.zeros_like(stack, dtype=np.float32)
+        confidence = np.zeros((num_slices, height, width), np.float32) if with_confidence else None
+        for start in range(0, num_slices, self.batch_size):
+            batch = np.ascontiguousarray(stack[:, start:start + self.batch_size].transpose(1, 0, 2, 3))
+            result = self.predict_slices(batch)
+            output[:, start:start + len(batch)] = result["reconstruction"].clamp(0, 1).numpy().transpose(1, 0, 2, 3)
+            if confidence is not None:
+                upsampled = F.interpolate(result["confidence"][:, None], size=(height, width), mode="bilinear",
+                                          align_corners=False)
+                confidence[start:start + len(batch)] = upsampled[:, 0].numpy()
+        return output, confidence
+
+    # -- whole cases ---------------------------------------------------------------------------------------
+
+    def _impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None,
+                with_confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        available = check_request(np.asarray(images), available, self.num_channels)
+        images = np.asarray(images, dtype=np.float32)
+        affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+        stack, brain, properties = prepare_case(images, available, affine, self.plans, self.configuration)
+        stack[~available] = 0.0
+        reconstruction, confidence = self.predict_stack(stack, with_confidence)
+        reconstruction *= brain[None]
+        properties = dict(properties, normalization_upper=self.reference_upper.tolist())
+        restored = restore_to_original(reconstruction, properties, denormalise=True)
+        output = images.copy()
+        output[~available] = restored[~available]
+        if confidence is not None:
+            confidence *= brain
+            confidence = restore_to_original(confidence[None], properties, denormalise=False)[0]
+        return output, confidence
+
+    def impute_arrays(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """Impute the missing sequences of one case.
+
+        Args:
+            images: ``(C, X, Y, Z)`` in the files' voxel order and intensities; missing channels are ignored.
+            available: C booleans, True = given.
+            affine: ``(4, 4)`` voxel-to-world matrix of the files (default: identity, i.e. the array is already in
+                RAS voxel order).
+
+        Returns:
+            ``(C, X, Y, Z)`` float32: given channels unchanged, missing ones imputed in the documented intensity
+            scale (:attr:`intensity_scale`), zero outside the brain and the field of view.
+        """
+        return self._impute(images, available, affine, with_confidence=False)[0]
+
+    def impute_with_confidence(self, images: np.ndarray, available: Sequence[bool],
+                               affine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`impute_arrays` plus the confidence map ``(X, Y, Z)`` in [0, 1] (module docstring)."""
+        output, confidence = self._impute(images, available, affine, with_confidence=True)
+        assert confidence is not None
+        return output, confidence
+
+
+class CodeBrainImputer:
+    """The ``codebrain`` entry of the imputation registry (``codebrain_seg.imputers``).
+
+    Built from an :class:`ImputationContext`: the model is loaded from ``context.model_dir`` (a ``fold_F``
+    folder) when given, else from the results folder by dataset, fold and configuration. ``context.options``
+    may hold ``checkpoint`` (final|best|latest) and ``batch_size``. Arrays are taken in RAS voxel order unless
+    ``affine`` is passed to :meth:`impute`.
+    """
+
+    name = "codebrain"
+
+    def __init__(self, context: ImputationContext) -> None:
+        options = context.options
+        if context.model_dir is not None:
+            self.predictor = load_predictor_from_folder(Path(context.model_dir), context.configuration,
+                                                        context.device, options.get("checkpoint", "final"),
+                                                        options.get("batch_size"))
+        else:
+            self.predictor = CodeBrainPredictor.from_results(context.dataset, context.fold, context.configuration,
+                                                             context.device, options.get("checkpoint", "final"),
+                                                             options.get("batch_size"))
+        self.intensity_scale = self.predictor.intensity_scale
+
+    def impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`CodeBrainPredictor.impute_arrays`."""
+        return self.predictor.impute_arrays(images, available, affine)
+
+
+# ---- loading from the results folder ---------------------------------------------------------------------
+
+
+def model_fold_dir(dataset: str | int, fold: int | str, configuration: str, trainer: str = "CodeBrain") -> Path:
+    """``$codebrain_results/DatasetXXX_Name/<trainer>__codebrainPlans__<configuration>/fold_<fold>``."""
+    from codebrain_seg import paths
+    from planners.experiment_planner import PLANS_NAME
+
+    return paths.results_dataset_dir(dataset) / f"{trainer}__{PLANS_NAME}__{configuration}" / f"fold_{fold}"
+
+
+def load_predictor_plans(dataset: str | int, fold: int | str, configuration: str, method: str = "codebrain"
+                         ) -> dict[str, Any]:
+    """The plans a model was trained with (copied into its folder by the trainer), else the dataset's plans."""
+    from codebrain_seg import paths
+    from planners.plan_and_preprocess import load_plans
+
+    if method == "codebrain":
+        for candidate in _plans_candidates(model_fold_dir(dataset, fold, configuration)):
+            if candidate.is_file():
+                from codebrain_seg.io import read_json
+
+                return read_json(candidate)
+    return load_plans(paths.preprocessed_dataset_dir(dataset))
+
+
+def _plans_candidates(fold_dir: Path) -> list[Path]:
+    return [fold_dir.parent / "plans.json", fold_dir.parent / "codebrainPlans.json"]
+
+
+def load_predictor_from_folder(fold_dir: Path, configuration: str, device: str = "cpu", checkpoint: str = "final",
+                               batch_size: int | None = None) -> CodeBrainPredictor:
+    """Load Stage I + Stage II from a ``fold_F`` folder (written by the trainer)."""
+    raise NotImplementedError("loading trained CodeBrain checkpoints waits for the trainer's checkpoint layout")

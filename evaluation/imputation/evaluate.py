@@ -1,0 +1,352 @@
+"""The imputation evaluation harness: every case x every missing pattern x every method, scored and tabulated.
+
+For each complete case (all sequences present) and each of the ``2^C - 2`` patterns, the sequences the pattern
+drops are zeroed, every method fills them through the registry (``codebrain_seg.imputers.get_imputer``) and
+the filled sequences are scored against the originals:
+
+* **paper** protocol (``shared/design/codebrain-reference.md`` section 7): the case is preprocessed as in training
+  (same crop, each sequence divided by its own 99.5th brain percentile, clipped to [0, 1]); the prediction is
+  brought into the same space (same re-indexing, divided by the intensity scale every registered method outputs:
+  the training set's median 99.5th brain percentile of the sequence, so CodeBrain's network output comes back
+  unchanged) and clamped to [0, 1]. Scored per 2D slice of the middle K slices (K = plans ``evaluation_slices``)
+  of the brain's extent, over the whole in-plane crop (background included).
+* **volume** protocol (BraSyn-like): prediction and ground truth each scaled by their own 0.5-99.5 brain
+  percentiles to [0, 1]; SSIM/PSNR/MAE inside the brain, and, when a label map exists, inside the tumour
+  (label > 0) and the healthy brain.
+
+Outputs (``$codebrain_results/DatasetXXX_Name/CodeBrain__<plans>__<configuration>/fold_F/imputation_eval/<cases>/``,
+one folder per case selection, whatever the methods — the configuration fixes the crop and the slices scored,
+so zero/mean baselines land beside the model they are compared with):
+
+* ``scores_paper.csv`` (one row per slice), ``scores_volume.csv`` (one row per case, region and pair);
+* ``pairs.csv`` (pair means), ``summary.csv`` / ``summary.json`` (per-pattern, O->O, M->O, overall, variance;
+  settings, cases and methods), ``tables.md`` (the Markdown tables);
+* ``figures/pattern_<bits>.png`` (inputs, ground truth, imputed, error map of one case per pattern),
+  ``figures/codes_<bits>.png`` (CodeBrain's predicted vs oracle code maps and confidence),
+  ``figures/<metric>_per_pattern_<protocol>.png``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from codebrain_seg import paths
+from codebrain_seg.geometry import to_canonical
+from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
+from codebrain_seg.io import atomic_path, read_json, read_nifti, write_json
+from codebrain_seg.predictor import middle_slices, prepare_case, to_preprocessed_space
+from codebrain_seg.raw_dataset import FILE_ENDING, list_cases
+from evaluation.imputation import figures
+from evaluation.imputation.aggregate import (
+    all_patterns,
+    markdown_table,
+    pair_means,
+    parse_pattern,
+    summarise,
+    summary_rows,
+    write_csv,
+)
+from evaluation.imputation.metrics import slice_metrics, volume_metrics
+from planners.experiment_planner import PLANS_NAME, get_configuration
+from planners.plan_and_preprocess import load_plans
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("paper", "volume")
+DEFAULT_METHODS = ("codebrain", "zero", "mean")
+TRAINER_NAME = "CodeBrain"
+
+
+@dataclass
+class CaseFiles:
+    """A complete case to evaluate: one image per sequence (channel order) and an optional label map."""
+
+    case_id: str
+    images: list[Path]
+    label: Path | None
+
+
+def model_folder_name(configuration: str, plans_name: str = PLANS_NAME) -> str:
+    """``CodeBrain__codebrainPlans__<configuration>`` (nnU-Net's ``Trainer__Plans__configuration``)."""
+    return f"{TRAINER_NAME}__{plans_name}__{configuration}"
+
+
+def evaluation_folder(dataset: str | int, fold: int | str, configuration: str, cases: str) -> Path:
+    """Default output folder (module docstring); ``cases`` = val, test or a folder (its name is used)."""
+    tag = cases if cases in ("val", "test") else Path(cases).name
+    return (paths.results_dataset_dir(dataset) / model_folder_name(configuration) / f"fold_{fold}"
+            / "imputation_eval" / tag)
+
+
+def _folder_cases(images_dir: Path, labels_dir: Path | None, num_channels: int) -> list[CaseFiles]:
+    """Complete cases of a folder in nnU-Net naming; incomplete ones are skipped with a warning."""
+    result = []
+    for case_id in list_cases(images_dir.parent, images_dir.name):
+        images = [images_dir / f"{case_id}_{channel:04d}{FILE_ENDING}" for channel in range(num_channels)]
+        absent = [p.name for p in images if not p.is_file()]
+        if absent:
+            logger.warning("case %s skipped: no ground truth for %s", case_id, ", ".join(absent))
+            continue
+        label = labels_dir / f"{case_id}{FILE_ENDING}" if labels_dir is not None else None
+        result.append(CaseFiles(case_id, images, label if label is not None and label.is_file() else None))
+    return result
+
+
+def find_cases(dataset: str | int, fold: int | str, cases: str, num_channels: int) -> list[CaseFiles]:
+    """The cases to evaluate.
+
+    Args:
+        dataset: dataset id or name.
+        fold: fold whose validation cases ``val`` means.
+        cases: ``val`` (the fold's validation cases in ``imagesTr``), ``test`` (``imagesTs``, labels from
+            ``labelsTs``) or a folder of ``CASE_XXXX.nii.gz`` files (labels from the sibling ``labels*`` folder
+            of an ``images*`` folder, if any).
+        num_channels: C.
+    """
+    if cases == "val":
+        raw_dir = paths.raw_dataset_dir(dataset)
+        splits_path = paths.preprocessed_root() / raw_dir.name / "splits_final.json"
+        if not splits_path.is_file():
+            raise FileNotFoundError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess first")
+        splits = read_json(splits_path)
+        if not 0 <= int(fold) < len(splits):
+            raise ValueError(f"fold {fold} is not in {splits_path} ({len(splits)} folds)")
+        wanted = set(splits[int(fold)]["val"])
+        found = _folder_cases(raw_dir / "imagesTr", raw_dir / "labelsTr", num_channels)
+        selected = [case for case in found if case.case_id in wanted]
+    else:
+        if cases == "test":
+            raw_dir = paths.raw_dataset_dir(dataset)
+            images_dir, labels_dir = raw_dir / "imagesTs", raw_dir / "labelsTs"
+        else:
+            images_dir = Path(cases)
+            labels_dir = (images_dir.parent / ("labels" + images_dir.name[len("images"):])
+                          if images_dir.name.startswith("images") else None)
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"{images_dir} is not a folder of cases")
+        selected = _folder_cases(images_dir, labels_dir, num_channels)
+    if not selected:
+        raise ValueError(f"no complete case to evaluate for --cases {cases}")
+    return selected
+
+
+def load_case(case: CaseFiles) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images ``(C, X, Y, Z)`` and label in RAS voxel order; raises if the sequences are on different grids."""
+    volumes = [read_nifti(path) for path in case.images]
+    reference = volumes[0]
+    for path, volume in zip(case.images[1:], volumes[1:]):
+        if volume.data.shape != reference.data.shape or not np.allclose(volume.affine, reference.affine, atol=1e-3):
+            raise ValueError(f"case {case.case_id}: {path.name} is not on the grid of {case.images[0].name}")
+    images = to_canonical(np.stack([v.data for v in volumes]), reference.affine)
+    label = None
+    if case.label is not None:
+        label = to_canonical(read_nifti(case.label, dtype=np.int16).data, reference.affine)
+    return images, label
+
+
+def build_methods(names: Sequence[str], plans: dict[str, Any], dataset: str, fold: int | str, configuration: str,
+                  device: str = "cpu", options: dict[str, Any] | None = None) -> dict[str, Imputer]:
+    """Build every requested method through the registry (unknown names fail before any work)."""
+    unknown = [name for name in names if name not in IMPUTERS]
+    if unknown:
+        raise KeyError(f"unknown imputation method(s) {', '.join(unknown)}; known: {', '.join(sorted(IMPUTERS))}")
+    context = ImputationContext(plans=plans, dataset=dataset, fold=fold, configuration=configuration, device=device,
+                                options=dict(options or {}))
+    return {name: get_imputer(name, context) for name in names}
+
+
+def _reference_upper(imputer: Imputer, plans: dict[str, Any]) -> np.ndarray:
+    """The intensity a method gives to normalised 1 per sequence (registry convention: the plans' reference)."""
+    own = getattr(imputer, "reference_upper", None)
+    if own is not None:
+        return np.asarray(own, dtype=np.float32)
+    reference = plans["intensity_reference"]
+    return np.array([reference[name]["median_p99_5"] for name in plans["channel_names"]], dtype=np.float32)
+
+
+def evaluate_case(case_id: str, images: np.ndarray, label: np.ndarray | None, plans: dict[str, Any],
+                  configuration: dict[str, Any], methods: dict[str, Imputer], protocols: Sequence[str],
+                  patterns: Sequence[str], keep_figure_slices: bool = False) -> dict[str, Any]:
+    """Score one complete case (RAS voxel order) for every pattern and method.
+
+    Returns:
+        ``{"paper": [rows], "volume": [rows], "figures": {pattern: {...}} (with keep_figure_slices),
+        "seconds": {method: imputation seconds}}``.
+    """
+    names = list(plans["channel_names"])
+    everything = np.ones(len(names), dtype=bool)
+    target_stack, _, properties = prepare_case(images, everything, np.eye(4), plans, configuration)
+    scored = middle_slices(target_stack.shape[1], int(configuration["evaluation_slices"]))
+    figure_slice = int(scored[len(scored) // 2])
+    brain = (images != 0).any(axis=0)
+    uppers = {method: _reference_upper(imputer, plans) for method, imputer in methods.items()}
+    result: dict[str, Any] = {"paper": [], "volume": [], "figures": {}, "seconds": {m: 0.0 for m in methods}}
+    for pattern in patterns:
+        available = np.array(parse_pattern(pattern))
+        masked = images.copy()
+        masked[~available] = 0.0
+        missing = np.flatnonzero(~available)
+        figure_entry = {"target": target_stack[:, figure_slice], "predictions": {}, "slice": figure_slice}
+        for method, imputer in methods.items():
+            start = time.perf_counter()
+            output = imputer.impute(masked, available)
+            result["seconds"][method] += time.perf_counter() - start
+            base = {"method": method, "case": case_id, "pattern": pattern}
+            if "paper" in protocols or keep_figure_slices:
+                predicted = to_preprocessed_space(output[missing], properties)
+                predicted = np.clip(predicted / uppers[method][missing, None, None, None], 0.0, 1.0)
+                if keep_figure_slices:
+                    slice_images = np.zeros_like(target_stack[:, figure_slice])
+                    slice_images[missing] = predicted[:, figure_slice]
+                    figure_entry["predictions"][method] = slice_images
+            if "paper" in protocols:
+                for index, channel in enumerate(missing):
+                    scores = slice_metrics(predicted[index][scored], target_stack[channel][scored])
+                    for position, slice_index in enumerate(scored):
+                        result["paper"].append({**base, "protocol": "paper", "region": "image",
+                                                "missing": names[channel], "slice": int(slice_index),
+                                                **{k: float(v[position]) for k, v in scores.items()}})
+            if "volume" in protocols:
+                for channel in missing:
+                    regions = volume_metrics(output[channel], images[channel], brain, label)
+                    for region, scores in regions.items():
+                        result["volume"].append({**base, "protocol": "volume", "region": region,
+                                                 "missing": names[channel], **scores})
+        if keep_figure_slices:
+            result["figures"][pattern] = figure_entry
+            codebrain = methods.get("codebrain")
+            if codebrain is not None and hasattr(codebrain, "predictor"):
+                full = target_stack[:, figure_slice][None]
+                zero_filled = full * available[None, :, None, None]
+                prediction = codebrain.predictor.predict_slices(zero_filled)
+                figure_entry["codes"] = {"predicted": prediction["levels"][0].numpy(),
+                                         "oracle": codebrain.predictor.oracle_levels(full)[0].numpy(),
+                                         "confidence": prediction["confidence"][0].numpy(),
+                                         "fsq_levels": codebrain.predictor.fsq_levels}
+    return result
+
+
+def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summary: dict[str, Any],
+                  channel_names: Sequence[str]) -> list[Path]:
+    """All PNG figures (module docstring); returns their paths."""
+    written = []
+    folder = out_dir / "figures"
+    for pattern, entry in figure_data.items():
+        path = folder / f"pattern_{pattern}.png"
+        figures.pattern_figure(path, channel_names, pattern, entry["target"], entry["predictions"],
+                               title=f"{case_id}, slice {entry['slice']}: "
+                                     f"{'+'.join(n for n, f in zip(channel_names, parse_pattern(pattern)) if f)}"
+                                     f" -> {', '.join(n for n, f in zip(channel_names, parse_pattern(pattern)) if not f)}")
+        written.append(path)
+        codes = entry.get("codes")
+        if codes is not None:
+            given = [i for i, flag in enumerate(parse_pattern(pattern)) if flag]
+            path = folder / f"codes_{pattern}.png"
+            figures.code_map_figure(path, entry["target"][given[0]], codes["predicted"], codes["oracle"],
+                                    codes["confidence"], codes["fsq_levels"],
+                                    title=f"CodeBrain code maps, {case_id} slice {entry['slice']}, pattern {pattern}")
+            written.append(path)
+    for protocol, regions in summary.items():
+        for region, summaries in regions.items():
+            suffix = protocol if region in ("image", "brain") else f"{protocol}_{region}"
+            for metric in ("psnr", "ssim", "mae"):
+                path = folder / f"{metric}_per_pattern_{suffix}.png"
+                figures.metric_per_pattern_figure(path, summaries, channel_names, metric,
+                                                  title=f"{protocol} protocol, {region}")
+                written.append(path)
+    return written
+
+
+def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: str = "2d", cases: str = "val",
+                        protocols: Sequence[str] = PROTOCOLS, methods: Sequence[str] = DEFAULT_METHODS,
+                        device: str = "cpu", checkpoint: str = "final", batch_size: int | None = None,
+                        output_dir: Path | None = None, patterns: Sequence[str] | None = None,
+                        figure_cases: int = 1) -> Path:
+    """Run the harness (module docstring) and write every output; returns the output folder.
+
+    Args:
+        dataset: dataset id or name (plans from ``$codebrain_preprocessed``).
+        fold: cross-validation fold (its validation cases for ``cases='val'``, its model for learned methods).
+        configuration: plans configuration (crop, slices scored, the model's configuration).
+        cases: ``val``, ``test`` or a folder (see :func:`find_cases`).
+        protocols: any of ``paper``, ``volume``.
+        methods: registered imputation methods.
+        device: device for learned methods.
+        checkpoint: ``final``, ``best`` or ``latest`` for learned methods.
+        batch_size: slices per forward pass for learned methods.
+        output_dir: where to write (default :func:`evaluation_folder`).
+        patterns: subset of the patterns (default all ``2^C - 2``).
+        figure_cases: number of cases (first ones) whose slices are kept for the figures.
+    """
+    protocols = list(dict.fromkeys(protocols))
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise ValueError(f"protocols must be among {PROTOCOLS}, got {protocols}")
+    if not methods:
+        raise ValueError("no method to evaluate")
+    dataset_name = paths.resolve_dataset(dataset)
+    plans = load_plans(paths.preprocessed_root() / dataset_name)
+    config = get_configuration(plans, configuration)
+    names = list(plans["channel_names"])
+    all_of_them = all_patterns(len(names))
+    patterns = list(patterns) if patterns else all_of_them
+    unknown = [p for p in patterns if p not in all_of_them]
+    if unknown:
+        raise ValueError(f"patterns {unknown} are not valid for {len(names)} sequences")
+    case_files = find_cases(dataset_name, fold, cases, len(names))
+    imputers = build_methods(list(dict.fromkeys(methods)), plans, dataset_name, fold, configuration, device,
+                             {"checkpoint": checkpoint, "batch_size": batch_size})
+    out_dir = Path(output_dir) if output_dir else evaluation_folder(dataset_name, fold, configuration, cases)
+    logger.info("evaluating %s on %d case(s) x %d pattern(s), protocols %s -> %s", ", ".join(imputers),
+                len(case_files), len(patterns), ", ".join(protocols), out_dir)
+
+    rows: dict[str, list[dict[str, Any]]] = {"paper": [], "volume": []}
+    seconds = {method: 0.0 for method in imputers}
+    figure_data, figure_case = {}, ""
+    for index, case in enumerate(tqdm(case_files, desc="evaluate imputation", unit="case")):
+        images, label = load_case(case)
+        keep = index < figure_cases
+        result = evaluate_case(case.case_id, images, label, plans, config, imputers, protocols, patterns, keep)
+        for protocol in PROTOCOLS:
+            rows[protocol] += result[protocol]
+        for method, value in result["seconds"].items():
+            seconds[method] += value
+        if keep and not figure_data:
+            figure_data, figure_case = result["figures"], case.case_id
+
+    all_rows = rows["paper"] + rows["volume"]
+    summary = summarise(all_rows)
+    for protocol in protocols:
+        write_csv(out_dir / f"scores_{protocol}.csv", rows[protocol])
+    write_csv(out_dir / "pairs.csv", pair_means(all_rows))
+    write_csv(out_dir / "summary.csv", summary_rows(summary))
+    tables = [f"# Imputation evaluation: {dataset_name}, fold {fold}, configuration {configuration}, "
+              f"cases {cases}", "",
+              f"{len(case_files)} case(s); cells are PSNR (dB) / SSIM (x100) / MAE (x1000); O->O = one given "
+              "sequence, M->O = two or more; overall and variance over all (pattern, missing sequence) pairs, "
+              "unweighted.", ""]
+    for protocol in protocols:
+        for region, summaries in summary.get(protocol, {}).items():
+            tables.append(markdown_table(summaries, names, title=f"{protocol} protocol, {region}"))
+    with atomic_path(out_dir / "tables.md") as temp:
+        temp.write_text("\n".join(tables))
+    written = write_figures(out_dir, figure_case, figure_data, summary, names) if figure_data else []
+    write_json(out_dir / "summary.json", {
+        "dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
+        "case_ids": [case.case_id for case in case_files], "protocols": protocols, "patterns": patterns,
+        "channel_names": names, "evaluation_slices": int(config["evaluation_slices"]),
+        "methods": {name: {"intensity_scale": getattr(imputer, "intensity_scale", ""),
+                           "seconds_per_case_and_pattern": seconds[name] / (len(case_files) * len(patterns)),
+                           **({"model": imputer.predictor.model_info} if hasattr(imputer, "predictor") else {})}
+                    for name, imputer in imputers.items()},
+        "figures": [str(path.relative_to(out_dir)) for path in written],
+        "summary": summary,
+    })
+    logger.info("imputation evaluation written to %s", out_dir)
+    return out_dir

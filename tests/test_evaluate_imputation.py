@@ -1,0 +1,101 @@
+"""The imputation evaluation harness: tiny demo data with the baselines; real data with a trained model (slow)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from codebrain_seg import paths
+from codebrain_seg.cli.evaluate_imputation import main as evaluate_main
+from codebrain_seg.geometry import to_canonical
+from codebrain_seg.demo_data import make_demo_dataset
+from codebrain_seg.io import read_json, read_nifti
+from codebrain_seg.raw_dataset import image_path
+from evaluation.imputation.aggregate import all_patterns
+from evaluation.imputation.evaluate import evaluate_case, evaluate_imputation, evaluation_folder
+from evaluation.imputation.metrics import PSNR_CAP
+from planners.plan_and_preprocess import plan_and_preprocess
+
+
+@pytest.fixture
+def demo_dataset(project_dirs):
+    """Six small demo cases, planned and preprocessed (id 992)."""
+    make_demo_dataset(992, num_cases=6, shape=(40, 40, 24))
+    return plan_and_preprocess(992, ["2d"])
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_harness_with_baselines_writes_tables_and_figures(demo_dataset):
+    out = evaluate_imputation(992, 0, "2d", "val", methods=["zero", "mean"], patterns=["1000", "0111", "1010"])
+    assert out == evaluation_folder(992, 0, "2d", "val")
+    assert out.parts[-5:] == ("Dataset992_DemoBraTS", "CodeBrain__codebrainPlans__2d", "fold_0", "imputation_eval",
+                              "val")
+    summary = read_json(out / "summary.json")
+    splits = read_json(demo_dataset / "splits_final.json")
+    assert summary["case_ids"] == sorted(splits[0]["val"])
+    paper = summary["summary"]["paper"]["image"]
+    assert set(paper) == {"zero", "mean"}
+    assert set(paper["mean"]["patterns"]) == {"1000", "0111", "1010"}
+    assert paper["mean"]["num_pairs"] == 3 + 1 + 2
+    # the mean of the given sequences beats leaving them empty on every pattern
+    for pattern in ("1000", "0111", "1010"):
+        assert paper["mean"]["patterns"][pattern]["psnr"] > paper["zero"]["patterns"][pattern]["psnr"]
+    volume = summary["summary"]["volume"]
+    assert set(volume) == {"brain", "tumour", "healthy"}
+    paper_rows = _rows(out / "scores_paper.csv")
+    slices = {(row["case"], row["slice"]) for row in paper_rows}
+    assert len(paper_rows) == 2 * 6 * len(slices)  # 2 methods x 6 pairs x slices
+    assert len(_rows(out / "scores_volume.csv")) == 2 * 6 * 3 * len(summary["case_ids"])
+    assert {row["row"] for row in _rows(out / "summary.csv")} >= {"1000", "O->O", "M->O", "overall", "variance"}
+    tables = (out / "tables.md").read_text()
+    assert "### paper protocol, image" in tables and "### volume protocol, tumour" in tables
+    assert "| **overall** |" in tables and "T1 -> T1Gd, T2, FLAIR" in tables
+    for name in ("pattern_1000.png", "pattern_0111.png", "psnr_per_pattern_paper.png",
+                 "ssim_per_pattern_volume_tumour.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert summary["methods"]["mean"]["intensity_scale"]
+
+
+def test_evaluate_case_scores_perfect_imputation_as_perfect(demo_dataset):
+    plans = read_json(demo_dataset / "codebrainPlans.json")
+    raw = paths.raw_dataset_dir(992)
+    case_id = "DemoBraTS_000"
+    volumes = [read_nifti(image_path(raw, case_id, c)) for c in range(4)]
+    images = to_canonical(np.stack([v.data for v in volumes]), volumes[0].affine)
+
+    class Oracle:
+        name, intensity_scale = "oracle", "the ground truth"
+        # the ground truth in its own intensities: normalised 1 is each sequence's own 99.5th percentile
+        reference_upper = [float(np.percentile(images[c][(images != 0).any(0)], 99.5)) for c in range(4)]
+
+        def impute(self, masked, available):
+            return images.copy()
+
+    result = evaluate_case(case_id, images, None, plans, plans["configurations"]["2d"], {"oracle": Oracle()},
+                           ["paper", "volume"], ["0110"], keep_figure_slices=True)
+    assert {row["missing"] for row in result["paper"]} == {"T1", "FLAIR"}
+    assert all(row["psnr"] > 60 and row["ssim"] > 99.99 for row in result["paper"])
+    assert all(row["psnr"] == PSNR_CAP for row in result["volume"])
+    assert {row["region"] for row in result["volume"]} == {"brain"}  # no labels given
+    assert set(result["figures"]["0110"]["predictions"]) == {"oracle"}
+
+
+def test_cli_errors_and_paper_only(demo_dataset, capsys):
+    assert evaluate_main(["-d", "992", "--methods", "zero,nonsense"]) == 2
+    assert "unknown imputation method" in capsys.readouterr().err
+    assert evaluate_main(["-d", "992", "--methods", "zero", "--patterns", "11111"]) == 2
+    assert "not valid" in capsys.readouterr().err
+    assert evaluate_main(["-d", "992", "--methods", "zero", "--cases", "/does/not/exist"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert evaluate_main(["-d", "992", "--methods", "zero", "--protocol", "paper", "--patterns", "0001",
+                          "--figure-cases", "0"]) == 0
+    out = evaluation_folder(992, 0, "2d", "val")
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["summary"]) == ["paper"] and not (out / "scores_volume.csv").exists()
+    assert summary["patterns"] == ["0001"] and len(all_patterns(4)) == 14

@@ -1,0 +1,236 @@
+"""Predictor and codebrain_impute: preprocessing as in training, geometry, confidence, bad inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from codebrain_seg.cli.impute import impute_folder, main as impute_main
+from codebrain_seg.converters.brats import convert_brats
+from codebrain_seg.demo_data import make_demo_dataset
+from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
+from codebrain_seg.io import read_json, read_nifti
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from codebrain_seg.predictor import (
+    CodeBrainPredictor,
+    middle_slices,
+    ordinal_confidence,
+    prepare_case,
+    to_preprocessed_space,
+)
+from codebrain_seg.raw_dataset import image_path, list_cases
+from planners.plan_and_preprocess import plan_and_preprocess
+from planners.preprocessing import restore_to_original
+
+TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
+
+
+@pytest.fixture
+def demo_dataset(project_dirs):
+    """A 4-case demo dataset, planned and preprocessed; returns (raw folder, preprocessed folder, plans)."""
+    raw = make_demo_dataset(991, num_cases=4, shape=(48, 48, 32))
+    out = plan_and_preprocess(991, ["2d"])
+    return raw, out, read_json(out / "codebrainPlans.json")
+
+
+def _case(raw: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
+    volumes = [read_nifti(image_path(raw, case_id, c)) for c in range(4)]
+    return np.stack([v.data for v in volumes]), volumes[0].affine, volumes[0].header
+
+
+def _tiny_predictor(plans: dict, configuration: str = "2d", seed: int = 0) -> CodeBrainPredictor:
+    torch.manual_seed(seed)
+    levels = plans["configurations"][configuration]["fsq_levels"]
+    config = CodeBrainConfig(in_channels=len(plans["channel_names"]), fsq_levels=levels, **TINY_NETWORK)
+    return CodeBrainPredictor(StageOneModel(config), PriorEncoder(config), plans, configuration, batch_size=5,
+                              model_info={"untrained": True})
+
+
+def test_prepare_case_matches_training_preprocessing(demo_dataset):
+    raw, out, plans = demo_dataset
+    configuration = plans["configurations"]["2d"]
+    for case_id in list_cases(raw)[:2]:
+        images, affine, _ = _case(raw, case_id)
+        stack, brain, properties = prepare_case(images, [True] * 4, affine, plans, configuration)
+        np.testing.assert_array_equal(stack, np.load(out / "codebrainPlans_2d" / f"{case_id}.npy"))
+        saved = read_json(out / "codebrainPlans_2d" / f"{case_id}.json")
+        for key in ("slice_range", "crop_start", "crop_size", "axis_order", "canonical_shape"):
+            assert properties[key] == saved[key], key
+        np.testing.assert_allclose(properties["normalization_upper"], saved["normalization_upper"], rtol=1e-6)
+        assert brain.shape == stack.shape[1:] and (stack.any(axis=0) <= brain).all()
+        # forward re-indexing of the original images, normalised, gives the same stack
+        upper = np.array(properties["normalization_upper"], dtype=np.float32)[:, None, None, None]
+        reindexed = to_preprocessed_space(images, properties)
+        np.testing.assert_allclose(np.where(brain, np.clip(reindexed / upper, 0, 1), 0), stack, atol=1e-6)
+        back = restore_to_original(to_preprocessed_space(images, properties), properties, denormalise=False)
+        np.testing.assert_array_equal(back, images)  # the crop holds the whole brain
+
+
+def test_prepare_case_missing_channels_and_errors(demo_dataset):
+    raw, _, plans = demo_dataset
+    images, affine, _ = _case(raw, list_cases(raw)[0])
+    stack, _, properties = prepare_case(images, [False, True, False, True], affine, plans,
+                                        plans["configurations"]["2d"])
+    assert not stack[[0, 2]].any() and stack[[1, 3]].max() == 1.0
+    assert properties["normalization_upper"][0] == 0.0 and properties["normalization_upper"][1] > 0
+    with pytest.raises(ValueError, match="zero everywhere"):
+        prepare_case(np.zeros_like(images), [True] * 4, affine, plans, plans["configurations"]["2d"])
+
+
+def test_prepare_case_enlarges_the_crop_for_a_larger_brain(demo_dataset):
+    raw, _, plans = demo_dataset
+    images, affine, _ = _case(raw, list_cases(raw)[0])
+    configuration = dict(plans["configurations"]["2d"], crop_size=[16, 16])
+    stack, _, properties = prepare_case(images, [True] * 4, affine, plans, configuration)
+    assert all(size % 8 == 0 and size > 16 for size in properties["crop_size"])
+    assert stack.shape[2:] == tuple(properties["crop_size"])
+
+
+def test_middle_slices():
+    assert middle_slices(10, 4).tolist() == [3, 4, 5, 6]
+    assert middle_slices(155, 80).tolist() == list(range(37, 117))  # the reference's BraTS slices 37..116
+    assert middle_slices(5, 80).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_ordinal_confidence():
+    levels = [8, 5]
+    certain = torch.full((1, 11, 2, 3), 30.0)
+    assert torch.allclose(ordinal_confidence(certain, levels), torch.ones(1, 2, 3))
+    undecided = torch.zeros((1, 11, 2, 3))
+    assert torch.allclose(ordinal_confidence(undecided, levels), torch.zeros(1, 2, 3), atol=1e-6)
+    mixed = certain.clone()
+    mixed[:, :7] = 0.0  # first channel undecided, second certain -> 0.5
+    assert torch.allclose(ordinal_confidence(mixed, levels), torch.full((1, 2, 3), 0.5), atol=1e-6)
+    with pytest.raises(ValueError, match="grading logits"):
+        ordinal_confidence(torch.zeros(1, 12, 2, 3), levels)
+
+
+def test_untrained_predictor_geometry_and_scale(demo_dataset):
+    raw, _, plans = demo_dataset
+    images, affine, _ = _case(raw, list_cases(raw)[0])
+    predictor = _tiny_predictor(plans)
+    available = [True, False, True, False]
+    output, confidence = predictor.impute_with_confidence(images, available, affine)
+    assert output.shape == images.shape and output.dtype == np.float32
+    np.testing.assert_array_equal(output[[0, 2]], images[[0, 2]])
+    brain = (images[[0, 2]] != 0).any(axis=0)
+    assert not output[[1, 3]][:, ~brain].any() and not confidence[~brain].any()
+    upper = predictor.reference_upper
+    assert output[1].min() >= 0 and output[1].max() <= upper[1] + 1e-3
+    assert 0 <= confidence.min() and confidence.max() <= 1 and confidence[brain].mean() > 0
+    # the same case stored in another voxel order gives the same imputation on its own grid
+    flipped = images[:, ::-1, :, ::-1].copy()
+    flip = np.diag([-1.0, 1.0, -1.0, 1.0])
+    flip[:3, 3] = [images.shape[1] - 1, 0, images.shape[3] - 1]
+    again = predictor.impute_arrays(flipped, available, affine @ flip)
+    np.testing.assert_allclose(again[:, ::-1, :, ::-1], output, atol=1e-4)
+    # batch size does not change the result
+    predictor.batch_size = 1
+    np.testing.assert_allclose(predictor.impute_arrays(images, available, affine), output, atol=1e-4)
+
+
+def test_codebrain_is_registered_lazily():
+    assert "codebrain" in IMPUTERS
+    assert "codebrain" in IMPUTERS and callable(IMPUTERS["codebrain"])
+
+
+# ---- codebrain_impute on a real case ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_dataset(real_data_dir, project_dirs, tmp_path):
+    """Three real BraTS cases converted and planned (id 504)."""
+    chosen = sorted(p.name for p in real_data_dir.iterdir() if p.is_dir())[:3]
+    source = tmp_path / "source"
+    source.mkdir()
+    for case in chosen:
+        (source / case).symlink_to(real_data_dir / case)
+    raw = convert_brats(source, 504, name="RealBraTS").dataset_dir
+    plan_and_preprocess(504, ["2d"])
+    return raw
+
+
+def _copy_case(raw: Path, case_id: str, folder: Path, drop: tuple[int, ...] = (), zero: tuple[int, ...] = ()) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for channel in range(4):
+        if channel in drop:
+            continue
+        source = image_path(raw, case_id, channel)
+        target = folder / source.name
+        if channel in zero:
+            image = nib.load(str(source))
+            nib.save(nib.Nifti1Image(np.zeros(image.shape, np.float32), image.affine, image.header), str(target))
+        else:
+            target.write_bytes(source.read_bytes())
+
+
+def test_impute_real_case_writes_only_the_missing_sequence(real_dataset, tmp_path):
+    case_id = list_cases(real_dataset)[0]
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    _copy_case(real_dataset, case_id, inputs, drop=(2,))
+    written = impute_folder(504, 0, inputs, outputs, configuration="2d", method="mean")
+    assert sorted(p.name for p in outputs.iterdir()) == [f"{case_id}_0002.nii.gz", f"{case_id}_imputation.json"]
+    assert len(written) == 2
+    given = nib.load(str(inputs / f"{case_id}_0000.nii.gz"))
+    imputed = nib.load(str(outputs / f"{case_id}_0002.nii.gz"))
+    assert imputed.shape == given.shape
+    np.testing.assert_array_equal(imputed.affine, given.affine)
+    np.testing.assert_array_equal(imputed.header.get_zooms(), given.header.get_zooms())
+    data = np.asarray(imputed.dataobj)
+    assert data.dtype == np.float32 and data.any()
+    sidecar = json.loads((outputs / f"{case_id}_imputation.json").read_text())
+    assert sidecar["imputed"] == {"T2": f"{case_id}_0002.nii.gz"}
+    assert sidecar["imputed_from"] == ["T1", "T1Gd", "FLAIR"]
+    assert sidecar["missing_because"] == {"T2": "absent file"} and sidecar["method"] == "mean"
+    assert "intensity_scale" in sidecar and sidecar["reference_upper"]["T2"] > 0
+
+
+def test_all_zero_sequence_counts_as_missing_and_given_files_are_never_rewritten(real_dataset, tmp_path):
+    case_id = list_cases(real_dataset)[0]
+    folder = tmp_path / "in"
+    _copy_case(real_dataset, case_id, folder, zero=(0,))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert impute_main(["-d", "504", "-f", "0", "-c", "2d", "-i", str(folder), "-o", str(folder),
+                        "--method", "mean"]) == 0
+    for name in (f"{case_id}_0001.nii.gz", f"{case_id}_0002.nii.gz", f"{case_id}_0003.nii.gz"):
+        assert (folder / name).read_bytes() == before[name]
+    assert np.asarray(nib.load(str(folder / f"{case_id}_0000.nii.gz")).dataobj).any()
+    sidecar = json.loads((folder / f"{case_id}_imputation.json").read_text())
+    assert sidecar["missing_because"] == {"T1": "all-zero volume"}
+
+
+@pytest.mark.parametrize("problem", ["all_missing", "different_grids", "unknown_channel"])
+def test_bad_inputs_are_reported_and_nothing_is_written(real_dataset, tmp_path, capsys, problem):
+    cases = list_cases(real_dataset)
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    _copy_case(real_dataset, cases[1], inputs, drop=(1,))  # a good case: still nothing may be written
+    if problem == "all_missing":
+        _copy_case(real_dataset, cases[0], inputs, drop=(0, 1), zero=(2, 3))
+        expected = "every sequence is missing"
+    elif problem == "different_grids":
+        _copy_case(real_dataset, cases[0], inputs, drop=(3,))
+        image = nib.load(str(inputs / f"{cases[0]}_0002.nii.gz"))
+        cropped = np.asarray(image.dataobj)[:-4]
+        nib.save(nib.Nifti1Image(cropped, image.affine, image.header), str(inputs / f"{cases[0]}_0002.nii.gz"))
+        expected = "is not on the grid"
+    else:
+        _copy_case(real_dataset, cases[0], inputs, drop=(3,))
+        (inputs / f"{cases[0]}_0007.nii.gz").write_bytes((inputs / f"{cases[0]}_0000.nii.gz").read_bytes())
+        expected = "channel 0007 is not known"
+    code = impute_main(["-d", "504", "-f", "0", "-c", "2d", "-i", str(inputs), "-o", str(outputs),
+                        "--method", "mean"])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+    assert not outputs.exists()
+
+
+def test_baseline_registry_through_context(demo_dataset):
+    raw, _, plans = demo_dataset
+    images, _, _ = _case(raw, list_cases(raw)[0])
+    imputer = get_imputer("mean", ImputationContext(plans=plans))
+    output = imputer.impute(images * np.array([1, 0, 1, 1])[:, None, None, None], [True, False, True, True])
+    assert output[1].any()
