@@ -1,0 +1,160 @@
+"""Training: an explicit registry of methods, each a sequence of stage trainers built on one training loop.
+
+``run_training`` is the Python twin of ``codebrain_train``. Results go to
+``$codebrain_results/DatasetXXX_Name/<Method>__<plans>__<configuration>/fold_F/stage<k>/``; an ablation other
+than ``none`` is appended to the method name (``CodeBrain-no_fc__...``). Another method (e.g. a regression
+baseline) plugs in with :func:`register_method` without touching this package's loop.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from codebrain_seg import paths
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A trainable method: its folder name, its stage trainers in order, and the ablations it accepts."""
+
+    folder_name: str
+    stages: dict[int, Callable[[], type]]  # stage number -> lazy import of its trainer class
+    ablations: tuple[str, ...] = ("none",)
+    # Ablations that do not change a stage reuse the plain method's run of that stage.
+    shared_stages: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _codebrain_stage(stage: int) -> Callable[[], type]:
+    def load() -> type:
+        if stage == 1:
+            from trainers.stage1 import CodeBrainStageOneTrainer
+            return CodeBrainStageOneTrainer
+        from trainers.stage2 import CodeBrainStageTwoTrainer
+        return CodeBrainStageTwoTrainer
+    return load
+
+
+METHODS: dict[str, MethodSpec] = {
+    "codebrain": MethodSpec("CodeBrain", {1: _codebrain_stage(1), 2: _codebrain_stage(2)},
+                            ablations=("none", "no_fc", "cls", "l1"), shared_stages={"cls": (1,)}),
+}
+
+
+def register_method(name: str, spec: MethodSpec) -> None:
+    """Add a method to the registry (its name must be new)."""
+    if name in METHODS:
+        raise ValueError(f"training method {name!r} is already registered")
+    METHODS[name] = spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """A registered method; the error lists the known names."""
+    if name not in METHODS:
+        raise KeyError(f"unknown training method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def default_configuration(device: str = "auto") -> str:
+    """``2d`` (paper sizes) when a GPU will be used, else ``2d_cpu``."""
+    return "2d" if device != "cpu" and torch.cuda.is_available() else "2d_cpu"
+
+
+def results_folder(dataset_folder: str, method: str, plans_name: str, configuration: str, fold: int,
+                   ablation: str = "none") -> Path:
+    """``$codebrain_results/<dataset>/<Method[-ablation]>__<plans>__<configuration>/fold_<fold>``."""
+    name = get_method(method).folder_name + ("" if ablation == "none" else f"-{ablation}")
+    return paths.results_root() / dataset_folder / f"{name}__{plans_name}__{configuration}" / f"fold_{fold}"
+
+
+def _stages(stage: str | int, spec: MethodSpec) -> list[int]:
+    if str(stage) == "all":
+        return sorted(spec.stages)
+    if not str(stage).isdigit() or int(stage) not in spec.stages:
+        raise ValueError(f"stage must be 'all' or one of {sorted(spec.stages)}, got {stage!r}")
+    return [int(stage)]
+
+
+def run_training(dataset: str | int, fold: int, configuration: str | None = None, stage: str | int = "all",
+                 method: str = "codebrain", ablation: str = "none", iterations: int | None = None,
+                 device: str = "auto", continue_training: bool = False, compile: bool = False,
+                 num_workers: int | None = None, seed: int = 1337, val_every: int | None = None,
+                 **options: Any) -> dict[int, Path]:
+    """Train the requested stage(s) of a method on one fold; returns each trained stage's output folder.
+
+    Args:
+        dataset: id, full or short name of a planned and preprocessed dataset.
+        fold: index into ``splits_final.json``.
+        configuration: plans configuration; default ``2d`` with a GPU, ``2d_cpu`` without.
+        stage: ``'all'`` or one stage number.
+        method, ablation: registry entry and ablation switch (``none``, ``no_fc``, ``cls``, ``l1``).
+        iterations, device, continue_training, compile, num_workers, seed, val_every: see ``codebrain_train``.
+        **options: further :class:`trainers.base_trainer.TrainingOptions` fields (batch_size, log_every, ...).
+    """
+    from planners.experiment_planner import get_configuration
+    from planners.plan_and_preprocess import load_plans
+    from codebrain_seg.io import read_json, write_json
+    from trainers.base_trainer import TrainingOptions, distributed_context
+
+    spec = get_method(method)
+    if ablation not in spec.ablations:
+        raise ValueError(f"ablation must be one of {spec.ablations} for {method}, got {ablation!r}")
+    stages = _stages(stage, spec)
+    preprocessed = paths.preprocessed_dataset_dir(dataset)
+    plans = load_plans(preprocessed)
+    if configuration is None:
+        configuration = default_configuration(device)
+        logger.info("no configuration given: using %r (%s)", configuration,
+                    "a CUDA GPU is available" if configuration == "2d" else "no GPU will be used")
+    config = get_configuration(plans, configuration)
+    splits_path = preprocessed / "splits_final.json"
+    if not splits_path.is_file():
+        raise FileNotFoundError(f"{splits_path} is missing: run codebrain_plan_and_preprocess -d {dataset}")
+    splits = read_json(splits_path)
+    if not isinstance(fold, int) or not 0 <= fold < len(splits):
+        raise ValueError(f"fold must be an integer in 0..{len(splits) - 1} for {preprocessed.name}, got {fold!r}")
+    data_folder = preprocessed / config["data_identifier"]
+    if not data_folder.is_dir():
+        raise FileNotFoundError(f"{data_folder} is missing: run codebrain_plan_and_preprocess -d {dataset} "
+                                f"-c {configuration}")
+    fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation)
+    shared_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold)
+    stage_dirs = {k: (shared_dir if k in spec.shared_stages.get(ablation, ()) else fold_dir) / f"stage{k}"
+                  for k in spec.stages}
+    identity = {"dataset": preprocessed.name, "fold": fold, "method": method, "ablation": ablation}
+    extra = dict(options.pop("extra", None) or {})
+    extra.setdefault("stage_dirs", {str(k): str(v) for k, v in stage_dirs.items()})
+    done: dict[int, Path] = {}
+    try:
+        for number in stages:
+            shared = number in spec.shared_stages.get(ablation, ())
+            if shared and _finished(stage_dirs[number]):
+                logger.info("stage %d is shared with the plain method and already finished in %s; reusing it",
+                            number, stage_dirs[number])
+                continue
+            stage_ablation = "none" if shared else ablation
+            run_options = TrainingOptions(iterations=iterations, device=device, seed=seed, num_workers=num_workers,
+                                          val_every=val_every, compile=compile, continue_training=continue_training,
+                                          ablation=stage_ablation, extra=extra, **options)
+            trainer = spec.stages[number]()(plans, configuration, data_folder, splits[fold], stage_dirs[number],
+                                            run_options, {**identity, "ablation": stage_ablation})
+            if distributed_context().is_main:
+                # nnU-Net keeps the plans beside the folds, so a model folder is self-contained for inference.
+                model_dir = stage_dirs[number].parent.parent
+                write_json(model_dir / "plans.json", plans)
+                if (preprocessed / "dataset.json").is_file():
+                    write_json(model_dir / "dataset.json", read_json(preprocessed / "dataset.json"))
+            done[number] = trainer.run()
+    finally:
+        if distributed_context().world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return done
+
+
+def _finished(stage_dir: Path) -> bool:
+    return (stage_dir / "checkpoint_final.pth").is_file()

@@ -1,0 +1,585 @@
+"""The one training loop of the project: device, precision, DDP, schedule, checkpoints, logs, validation cadence.
+
+A method stage subclasses :class:`BaseTrainer` and fills in four hooks: ``build_networks`` (networks,
+optimisers, schedulers), ``train_step`` (one iteration on a batch with one missing pattern), ``validate``
+(metrics with a ``score``, higher is better) and optionally ``check_prerequisites`` / ``extra_checkpoint``.
+Everything else (resume, logging, checkpoint layout) is shared, so every method and stage behaves the same.
+
+Checkpoints (``checkpoint_{latest,best,final}.pth``) are plain dicts of tensors, numbers, strings, lists and
+dicts, written atomically and always read back with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from codebrain_seg.io import atomic_path
+from trainers.data_loading import VolumeCache, close_batches, draw_missing_pattern, middle_slices, training_batches
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainingOptions:
+    """Run options that are not in the plans (``None`` = derived from the plans or the machine)."""
+
+    iterations: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 1337
+    num_workers: int | None = None
+    val_every: int | None = None
+    save_every: int | None = None
+    log_every: int = 10
+    max_val_slices_per_case: int = 32
+    compile: bool = False
+    continue_training: bool = False
+    validate_at_start: bool = False
+    ablation: str = "none"
+    num_threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in a ``torchrun`` job (world size 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Global rank 0 alone writes files."""
+        return self.rank == 0
+
+
+def distributed_context() -> DistributedContext:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK set by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return DistributedContext(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")),
+                              int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """CUDA when requested or available ('auto'), else CPU; ``cuda`` without a GPU is a clear error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentError("--device cuda was requested but PyTorch sees no CUDA GPU "
+                               "(torch.cuda.is_available() is False); use --device cpu")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def init_distributed(context: DistributedContext, device: torch.device) -> None:
+    """Join the process group once per process (gloo on CPU, NCCL on GPU); no-op without torchrun."""
+    if context.world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# ---- logs: text log, JSON-lines metrics, progress plot ------------------------------------------------
+
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "training_log.txt"
+
+
+def attach_log_file(output_dir: Path, is_main: bool) -> logging.Handler | None:
+    """Append this package's log lines to ``output_dir/training_log.txt`` (rank 0 only)."""
+    if not is_main:
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    package = logging.getLogger("trainers")
+    package.addHandler(handler)
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    return handler
+
+
+def detach_log_file(handler: logging.Handler | None) -> None:
+    """Stop writing the log file."""
+    if handler is not None:
+        logging.getLogger("trainers").removeHandler(handler)
+        handler.close()
+
+
+def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
+    """Records of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
+    path = Path(output_dir) / METRICS_FILE
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def truncate_metrics(output_dir: Path, iteration: int, is_main: bool) -> list[dict[str, Any]]:
+    """Keep only records up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
+    kept = [r for r in read_metrics(output_dir) if r.get("iteration", 0) <= iteration] if iteration else []
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output_dir / METRICS_FILE) as temp:
+            temp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def append_metrics(output_dir: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk."""
+    with open(output_dir / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def format_metrics(values: dict[str, Any]) -> str:
+    """``name value`` pairs of the scalar entries, for log lines."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, (int, float)) and k != "score")
+
+
+def plot_progress(output_dir: Path, history: list[dict[str, Any]], stage: int) -> None:
+    """``progress.png``: one panel per training loss and one of validation PSNR / SSIM, against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in history if r["kind"] == "train"]
+    val = [r for r in history if r["kind"] == "val"]
+    names = sorted({k for r in train for k in r["losses"]})
+    columns = 2
+    rows = (len(names) + 1 + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(11, 3 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for axis, name in zip(panels, names):
+        # Losses live on very different scales (PSNR loss ~ -500, LSGAN ~ 0.1): one panel each.
+        points = [(r["iteration"], r["losses"][name]) for r in train if name in r["losses"]]
+        axis.plot(*zip(*points), linewidth=1)
+        axis.set_title(name, fontsize=9)
+    axis = panels[len(names)]
+    axis.set_title(f"stage {stage} validation", fontsize=9)
+    if val:
+        iterations = [r["iteration"] for r in val]
+        axis.plot(iterations, [r["psnr"] for r in val], "o-", color="tab:blue")
+        axis.set_ylabel("PSNR (dB)", color="tab:blue")
+        twin = axis.twinx()
+        twin.plot(iterations, [r["ssim"] for r in val], "s--", color="tab:orange")
+        twin.set_ylabel("SSIM", color="tab:orange")
+    for axis in panels[len(names) + 1:]:
+        axis.axis("off")
+    for axis in panels:
+        axis.set_xlabel("iteration", fontsize=8)
+    figure.tight_layout()
+    with atomic_path(output_dir / "progress.png") as temp:
+        figure.savefig(temp, dpi=72)
+    plt.close(figure)
+
+
+class BaseTrainer:
+    """Iteration-based training of one stage of one method (subclass and fill in the hooks).
+
+    Args:
+        plans: the dataset's plans (``codebrainPlans.json``).
+        configuration_name: key in ``plans['configurations']``.
+        data_folder: preprocessed folder of the configuration (``CASE.npy`` + ``CASE.json``).
+        split: ``{'train': [...], 'val': [...]}`` case ids of the fold.
+        output_dir: folder of this stage's checkpoints and logs.
+        options: run options; see :class:`TrainingOptions`.
+        identity: dataset / fold / method names recorded in checkpoints.
+    """
+
+    method = ""
+    stage = 0
+
+    def __init__(self, plans: dict[str, Any], configuration_name: str, data_folder: Path,
+                 split: dict[str, list[str]], output_dir: Path, options: TrainingOptions,
+                 identity: dict[str, Any] | None = None) -> None:
+        self.plans = plans
+        self.configuration_name = configuration_name
+        self.configuration = plans["configurations"][configuration_name]
+        self.data_folder, self.split, self.output_dir = Path(data_folder), split, Path(output_dir)
+        self.options, self.identity = options, dict(identity or {})
+        self.channel_names = list(plans["channel_names"])
+        self.num_channels = len(self.channel_names)
+        stage_plan = self.configuration["optimisation"][f"stage{self.stage}"]
+        self.total_iterations = int(options.iterations or stage_plan["iterations"])
+        self.batch_size = int(options.batch_size or stage_plan["batch_size"])
+        if self.total_iterations < 1 or self.batch_size < 1:
+            raise ValueError(f"iterations and batch size must be >= 1, got {self.total_iterations}, {self.batch_size}")
+        self.context = distributed_context()
+        self.device = select_device(options.device, self.context.local_rank)
+        self.check_prerequisites()  # before anything is written
+        self.val_every = int(options.val_every or max(1, min(10_000, self.total_iterations // 10)))
+        self.save_every = int(options.save_every or min(self.val_every, max(50, self.total_iterations // 50)))
+        self.precision = self._choose_precision(options.precision)
+        self.iteration = 0
+        self.best_metric: float | None = None
+        self.best_iteration = -1
+        self.history: list[dict[str, Any]] = []
+        self._window: dict[str, list[float]] = {}  # loss name -> [sum, count] since the last log record
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.train_modules: dict[str, nn.Module] = {}
+
+    # ---- hooks ----------------------------------------------------------------------------------------
+
+    def check_prerequisites(self) -> None:
+        """Raise (before anything is written) when the stage cannot start."""
+
+    def build_networks(self) -> None:
+        """Fill ``self.networks`` with the trained networks (the loop moves them to the device)."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> None:
+        """Create optimisers and schedulers, usually with :meth:`add_optimizer` (networks are on the device)."""
+        raise NotImplementedError
+
+    def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
+        """One iteration on ``x`` ``(B, C, H, W)`` with pattern ``available`` ``(C,)`` bool; returns losses."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, Any]:
+        """Validation metrics on the fold's validation cases; must hold ``score`` (higher is better)."""
+        raise NotImplementedError
+
+    def extra_checkpoint(self, name: str) -> dict[str, Any]:
+        """Additional entries for checkpoint ``name`` (e.g. frozen networks for inference)."""
+        return {}
+
+    # ---- shared machinery ---------------------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes logs and checkpoints."""
+        return self.context.is_main
+
+    def _choose_precision(self, requested: str) -> str:
+        if requested not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+        if requested == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return "bf16" if cuda_bf16 else "fp32"
+        if requested == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 autocast needs a CUDA device; use fp32 or bf16 on the CPU")
+        return requested
+
+    def autocast(self) -> ContextManager[Any]:
+        """Mixed-precision context of the chosen precision (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def prepare_module(self, name: str, module: nn.Module) -> nn.Module:
+        """Wrap a trained network for this run (DDP across ranks, optional torch.compile)."""
+        wrapped: nn.Module = module
+        if self.context.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        if self.options.compile:
+            wrapped = torch.compile(wrapped)
+        self.train_modules[name] = wrapped
+        return wrapped
+
+    def add_optimizer(self, name: str, spec: dict[str, Any], cosine: bool) -> None:
+        """AdamW for network ``name`` from a plans entry; optionally cosine-annealed per iteration to ``eta_min``."""
+        optimizer = torch.optim.AdamW(
+            self.networks[name].parameters(), lr=float(spec["lr"]), betas=tuple(spec["betas"]),
+            weight_decay=float(spec["weight_decay"]), fused=True)  # one kernel per step instead of ~10 per tensor
+        self.optimizers[name] = optimizer
+        if cosine:
+            self.schedulers[name] = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.total_iterations, eta_min=float(spec["eta_min"]))
+
+    def optimizer_step(self, name: str, loss: Tensor) -> None:
+        """Backward ``loss`` and step optimiser ``name`` (through the gradient scaler)."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+
+    def draw_pattern(self, iteration: int) -> Tensor:
+        """The availability pattern ``(C,)`` bool of ``iteration``, shared by the batch, pure in (seed, rank, it)."""
+        pattern = draw_missing_pattern(self.options.seed, self.context.rank, iteration, self.num_channels)
+        return torch.tensor(pattern, device=self.device)
+
+    def validation_batches(self) -> list[Tensor]:
+        """The fixed validation slices (middle brain slices of each validation case) in batches on the device."""
+        cases = self.split["val"]
+        entries = middle_slices(self.data_folder, cases, self.options.max_val_slices_per_case)
+        cache = VolumeCache(self.data_folder, cases)
+        batches = []
+        for start in range(0, len(entries), self.batch_size):
+            array = cache.slices(entries[start:start + self.batch_size])
+            batches.append(torch.from_numpy(array).to(self.device).contiguous(memory_format=torch.channels_last))
+        return batches
+
+    def _setup(self) -> None:
+        if self.options.num_threads:
+            torch.set_num_threads(self.options.num_threads)
+        elif self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Ranks sharing a machine split its cores instead of oversubscribing them.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.context.local_world_size))
+        init_distributed(self.context, self.device)
+        torch.manual_seed(self.options.seed)  # same initial weights on every rank
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.build_networks()
+        for module in self.networks.values():
+            module.to(self.device, memory_format=torch.channels_last)
+        self.configure_optimizers()
+        self.train_modules = {}
+        for name, module in self.networks.items():
+            self.prepare_module(name, module)
+
+    def _checkpoint_payload(self, name: str) -> dict[str, Any]:
+        options = asdict(self.options)
+        return {
+            "format_version": CHECKPOINT_FORMAT, "method": self.method, "stage": self.stage,
+            "trainer": type(self).__name__, "checkpoint": name, "iteration": self.iteration,
+            "total_iterations": self.total_iterations, "best_metric": self.best_metric,
+            "best_iteration": self.best_iteration, "plans": self.plans,
+            "configuration_name": self.configuration_name, "identity": self.identity,
+            "options": json.loads(json.dumps(options, default=str)), "world_size": self.context.world_size,
+            "precision": self.precision, "batch_size": self.batch_size,
+            "networks": {k: m.state_dict() for k, m in self.networks.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(), "rng": _rng_state(self.device),
+            "log_window": {k: list(v) for k, v in self._window.items()},
+            **self.extra_checkpoint(name),
+        }
+
+    def save_checkpoint(self, name: str) -> None:
+        """Write ``name`` (e.g. ``checkpoint_latest.pth``) atomically; only global rank 0 writes."""
+        if not self.is_main:
+            return
+        with atomic_path(self.output_dir / name) as temp:
+            torch.save(self._checkpoint_payload(name), temp)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore the complete training state (weights, optimisers, schedulers, RNG, iteration, log window)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("method") != self.method or state.get("stage") != self.stage:
+            raise ValueError(f"{path} holds {state.get('method')!r} stage {state.get('stage')}, "
+                             f"not {self.method!r} stage {self.stage}")
+        for key, module in self.networks.items():
+            module.load_state_dict(state["networks"][key])
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        for key, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][key])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], self.device)
+        self.iteration = int(state["iteration"])
+        self.best_metric, self.best_iteration = state["best_metric"], int(state["best_iteration"])
+        self._window = {k: [float(v[0]), float(v[1])] for k, v in state["log_window"].items()}
+
+    def _resume(self) -> bool:
+        """Returns False when the stage is already finished."""
+        latest, final = self.output_dir / "checkpoint_latest.pth", self.output_dir / "checkpoint_final.pth"
+        if not self.options.continue_training:
+            stale = sorted(self.output_dir.glob("checkpoint_*.pth"))
+            if stale and self.is_main:
+                logger.warning("starting over: removing %s (pass --continue to resume instead)",
+                               ", ".join(p.name for p in stale))
+                for path in stale:
+                    path.unlink()
+            truncate_metrics(self.output_dir, 0, self.is_main)
+            return True
+        if not latest.is_file():
+            if final.is_file():
+                logger.info("stage %d is already finished (%s); nothing to do", self.stage, final)
+                return False
+            logger.info("--continue: no %s yet, starting from iteration 0", latest.name)
+            truncate_metrics(self.output_dir, 0, self.is_main)
+            return True
+        self.load_checkpoint(latest)
+        if self.iteration >= self.total_iterations and final.is_file():
+            logger.info("stage %d is already finished at iteration %d; nothing to do", self.stage, self.iteration)
+            return False
+        logger.info("resuming from %s at iteration %d of %d", latest, self.iteration, self.total_iterations)
+        self.history = truncate_metrics(self.output_dir, self.iteration, self.is_main)
+        return True
+
+    def _record_window(self, losses: dict[str, float]) -> None:
+        for key, value in losses.items():
+            total = self._window.setdefault(key, [0.0, 0.0])
+            total[0] += float(value)
+            total[1] += 1.0
+
+    def _flush_window(self, keys: list[str], lr: dict[str, float], seconds: float) -> dict[str, Any]:
+        """Average the window's losses over iterations and ranks; gather this iteration's slice keys."""
+        names = sorted(self._window)
+        totals = torch.tensor([self._window[n] for n in names], dtype=torch.float64).reshape(-1, 2)
+        gathered_keys: list[Any] = [keys]
+        if self.context.world_size > 1:
+            # Every rank logs the same loss names at the same iterations, so the reduction lines up.
+            totals = totals.to(self.device)
+            dist.all_reduce(totals)
+            gathered_keys = [None] * self.context.world_size
+            dist.all_gather_object(gathered_keys, keys)
+        self._window = {}
+        return {"kind": "train", "iteration": self.iteration,
+                "losses": {n: float(totals[i, 0]) / max(float(totals[i, 1]), 1.0) for i, n in enumerate(names)},
+                "lr": lr, "seconds_per_iteration": seconds, "batch_keys": gathered_keys}
+
+    def _run_validation(self) -> None:
+        if self.is_main:
+            for module in self.networks.values():
+                module.eval()
+            started = time.time()
+            metrics = self.validate()
+            score = float(metrics["score"])
+            is_best = self.best_metric is None or score >= self.best_metric
+            if is_best:
+                self.best_metric, self.best_iteration = score, self.iteration
+            record = {"kind": "val", "iteration": self.iteration, **metrics, "best": is_best,
+                      "seconds": round(time.time() - started, 3)}
+            self.history.append(record)
+            append_metrics(self.output_dir, record)
+            logger.info("validation at iteration %d: score %.3f%s (%s)", self.iteration, score,
+                        " (new best)" if is_best else "", format_metrics(metrics))
+            if is_best:
+                self.save_checkpoint("checkpoint_best.pth")
+            plot_progress(self.output_dir, self.history, self.stage)
+        if self.context.world_size > 1:
+            dist.barrier()
+
+    def run(self) -> Path:
+        """Train to ``total_iterations`` (resuming when asked); returns the output folder."""
+        handler = attach_log_file(self.output_dir, self.is_main)
+        stream = None
+        try:
+            self._setup()
+            if not self._resume():
+                return self.output_dir
+            self._log_start()
+            if self.options.validate_at_start and self.iteration == 0:
+                self._run_validation()
+            stream = training_batches(
+                self.data_folder, self.split["train"], self.batch_size, self.configuration["crop_size"],
+                self.options.seed, self.context.rank, self.context.world_size, self.iteration,
+                self._num_workers(), augment=not self.options.extra.get("no_augmentation", False),
+                pin_memory=self.device.type == "cuda")
+            self._loop(stream)
+            self.save_checkpoint("checkpoint_final.pth")
+            self.save_checkpoint("checkpoint_latest.pth")
+            if self.is_main:
+                plot_progress(self.output_dir, self.history, self.stage)
+                logger.info("stage %d finished: best score %s at iteration %d", self.stage,
+                            f"{self.best_metric:.3f}" if self.best_metric is not None else "n/a",
+                            self.best_iteration)
+            if self.context.world_size > 1:
+                dist.barrier()  # the next stage reads this stage's final checkpoint on every rank
+        except KeyboardInterrupt:
+            logger.warning("interrupted at iteration %d; resume with --continue from the last checkpoint",
+                           self.iteration)
+            raise
+        finally:
+            if stream is not None:
+                close_batches(stream)
+            detach_log_file(handler)
+        return self.output_dir
+
+    def _log_start(self) -> None:
+        if not self.is_main:
+            return
+        parameters = {k: sum(p.numel() for p in m.parameters()) for k, m in self.networks.items()}
+        logger.info("%s stage %d | configuration %s | device %s | precision %s | world size %d | threads %d",
+                    self.method, self.stage, self.configuration_name, self.device, self.precision,
+                    self.context.world_size, torch.get_num_threads())
+        logger.info("iterations %d | batch %d per rank | %d training / %d validation cases | validate every %d, "
+                    "save every %d | parameters %s | output %s", self.total_iterations, self.batch_size,
+                    len(self.split["train"]), len(self.split["val"]), self.val_every, self.save_every,
+                    {k: f"{v / 1e6:.2f}M" for k, v in parameters.items()}, self.output_dir)
+
+    def _num_workers(self) -> int:
+        if self.options.num_workers is not None:
+            return int(self.options.num_workers)
+        # On a CPU the network needs every core; a GPU is fed by background workers.
+        return 0 if self.device.type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // self.context.local_world_size - 1))
+
+    def _loop(self, stream: Any) -> None:
+        bar = tqdm(total=self.total_iterations, initial=self.iteration, unit="it", dynamic_ncols=True,
+                   disable=not (self.is_main and sys.stderr.isatty()))
+        last_line, window_start, window_iteration = time.time(), time.time(), self.iteration
+        while self.iteration < self.total_iterations:
+            batch = next(stream)
+            if batch["iteration"] != self.iteration:
+                raise RuntimeError(f"data stream out of step: batch of iteration {batch['iteration']} "
+                                   f"at iteration {self.iteration}")
+            x = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            for module in self.networks.values():
+                module.train()
+            losses = self.train_step(x, self.draw_pattern(self.iteration), self.iteration)
+            self.scaler.update()
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+            self.iteration += 1
+            self._record_window(losses)
+            bar.update(1)
+            done = self.iteration == self.total_iterations
+            if self.iteration % self.options.log_every == 0 or done:
+                seconds = (time.time() - window_start) / max(1, self.iteration - window_iteration)
+                lr = {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+                record = self._flush_window(batch["keys"], lr, round(seconds, 4))
+                window_start, window_iteration = time.time(), self.iteration
+                if self.is_main:
+                    self.history.append(record)
+                    append_metrics(self.output_dir, record)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in record["losses"].items()}, refresh=False)
+                    if bar.disable and (time.time() - last_line > 30 or done):
+                        last_line = time.time()
+                        logger.info("iteration %d/%d: %s (%.2f s/it)", self.iteration, self.total_iterations,
+                                    format_metrics(record["losses"]), seconds)
+            if self.iteration % self.val_every == 0 or done:
+                self._run_validation()
+            if self.iteration % self.save_every == 0 and not done:
+                self.save_checkpoint("checkpoint_latest.pth")
+        bar.close()
+

@@ -1,0 +1,178 @@
+"""CodeBrain Stage I: learn full-stack quantised codes and a decoder that imputes from them.
+
+Per iteration (shared/design/codebrain-reference.md section 5), with one availability pattern ``m`` per batch:
+``codes = FSQ(E_posterior(x))`` from the full augmented stack, ``F_c = E_c(x * m)``, ``y = D(codes, F_c)``;
+the pasted-back ``x~ = y * (1 - m) + x * m`` feeds only the GAN. First the PatchGAN takes an LSGAN step
+(real stack -> 1, ``x~`` -> per-channel target ``m``), then the generator minimises
+``lambda_a * PSNR-loss(available) + lambda_m * PSNR-loss(missing)`` plus, after ``adversarial_start_fraction``
+of the iterations, ``adversarial_weight * MSE(D(x~, x), 1)``. Validation decodes oracle codes (from the full
+ground-truth stack) with F_c of the masked stack, so it is an upper bound, not imputation.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from codebrain_seg.losses import (
+    discriminator_loss,
+    generator_adversarial_loss,
+    psnr_loss_per_channel,
+    reconstruction_loss,
+)
+from codebrain_seg.networks import CodeBrainConfig, PatchDiscriminator, StageOneModel
+from trainers.base_trainer import BaseTrainer
+from trainers.data_loading import single_missing_patterns
+
+ABLATIONS = ("none", "no_fc", "cls", "l1")
+# Slices decoded at once during validation: bounds the memory of the full-resolution decoder stages.
+VALIDATION_SLICES_PER_FORWARD = 16
+
+
+def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablation: str = "none") -> CodeBrainConfig:
+    """CodeBrain architecture of a plans configuration, with the ablation's switches."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    network = configuration["network"]
+    return CodeBrainConfig(
+        in_channels=len(plans["channel_names"]), fsq_levels=tuple(configuration["fsq_levels"]),
+        posterior_width=int(network["posterior_width"]), common_width=int(network["common_width"]),
+        decoder_width=int(network["decoder_width"]), depth=int(network["depth"]),
+        head="cls" if ablation == "cls" else "grading", use_fc=ablation != "no_fc")
+
+
+def slice_metrics(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-slice PSNR and SSIM ``(N,)`` of ``(N, 1, H, W)`` images (MONAI, data range 1, prediction clamped)."""
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    prediction = prediction.float().clamp(0, 1).contiguous()
+    target = target.float().contiguous()
+    psnr = PSNRMetric(max_val=1.0)(prediction, target).flatten()
+    ssim = SSIMMetric(spatial_dims=2, data_range=1.0)(prediction, target).flatten()
+    # Identical images give an infinite PSNR; 100 dB keeps the means finite.
+    return torch.nan_to_num(psnr, posinf=100.0), ssim
+
+
+def pattern_name(pattern: Sequence[bool]) -> str:
+    """``'1011'``-style name of an availability pattern (1 = available)."""
+    return "".join("1" if available else "0" for available in pattern)
+
+
+def score_patterns(batches: Sequence[Tensor], patterns: Sequence[Sequence[bool]],
+                   predict: Callable[[Tensor, Tensor], Tensor], channel_names: Sequence[str]) -> dict[str, Any]:
+    """Mean PSNR / SSIM of the missing channels per (pattern, missing channel) pair, over all slices.
+
+    Args:
+        batches: ground-truth stacks ``(B, C, H, W)``.
+        patterns: availability patterns to score.
+        predict: ``predict(x, masks)`` with ``masks`` ``(P, C)`` bool returns ``(P * B, C, H, W)``, pattern-major.
+        channel_names: modality names, for the pair keys ``'<pattern>:<modality>'``.
+
+    Returns:
+        ``{'psnr', 'ssim'}`` (unweighted means over pairs, as the paper averages), ``'score'`` (= psnr) and
+        ``'pairs'`` ``{key: {'psnr', 'ssim'}}``.
+    """
+    sums: dict[str, list[float]] = {}
+    for x in batches:
+        chunk = max(1, VALIDATION_SLICES_PER_FORWARD // len(x))
+        for start in range(0, len(patterns), chunk):
+            group = list(patterns[start:start + chunk])
+            prediction = predict(x, torch.tensor(group, device=x.device)).float()
+            for index, pattern in enumerate(group):
+                output = prediction[index * len(x):(index + 1) * len(x)]
+                for channel in (c for c, given in enumerate(pattern) if not given):
+                    psnr, ssim = slice_metrics(output[:, channel:channel + 1], x[:, channel:channel + 1])
+                    total = sums.setdefault(f"{pattern_name(pattern)}:{channel_names[channel]}", [0.0, 0.0, 0])
+                    total[0] += float(psnr.sum())
+                    total[1] += float(ssim.sum())
+                    total[2] += len(psnr)
+    pairs = {key: {"psnr": s[0] / s[2], "ssim": s[1] / s[2]} for key, s in sums.items()}
+    psnr = sum(p["psnr"] for p in pairs.values()) / len(pairs)
+    ssim = sum(p["ssim"] for p in pairs.values()) / len(pairs)
+    return {"score": psnr, "psnr": psnr, "ssim": ssim, "pairs": pairs}
+
+
+def masked_inputs(x: Tensor, masks: Tensor) -> Tensor:
+    """``(B, C, H, W)`` x ``(P, C)`` bool -> zero-filled stacks ``(P * B, C, H, W)``, pattern-major."""
+    stacked = x.unsqueeze(0) * masks[:, None, :, None, None].to(x.dtype)
+    return stacked.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+
+
+class CodeBrainStageOneTrainer(BaseTrainer):
+    """Stage I: posterior encoder + FSQ, common encoder and decoder against a per-modality PatchGAN."""
+
+    method = "codebrain"
+    stage = 1
+
+    def build_networks(self) -> None:
+        """Generator (:class:`StageOneModel`) and PatchGAN discriminator."""
+        self.network_config = network_config(self.plans, self.configuration, self.options.ablation)
+        self.networks = {"generator": StageOneModel(self.network_config),
+                         "discriminator": PatchDiscriminator(self.num_channels)}
+        loss = self.configuration["optimisation"]["loss"]
+        self.lambda_available = float(loss["lambda_available"])
+        self.lambda_missing = float(loss["lambda_missing"])
+        self.adversarial_weight = float(loss["adversarial_weight"])
+        self.adversarial_start = int(float(loss["adversarial_start_fraction"]) * self.total_iterations)
+        self.reconstruction_kind = "l1" if self.options.ablation == "l1" else "psnr"
+
+    def configure_optimizers(self) -> None:
+        """AdamW for both; the generator's learning rate is cosine-annealed, the discriminator's constant."""
+        optimisation = self.configuration["optimisation"]
+        self.add_optimizer("generator", optimisation["generator_optimizer"], cosine=True)
+        self.add_optimizer("discriminator", optimisation["discriminator_optimizer"], cosine=False)
+
+    def extra_checkpoint(self, name: str) -> dict[str, Any]:
+        """The architecture, so inference can rebuild the networks from the checkpoint alone."""
+        return {"network_config": self.network_config.to_dict()}
+
+    def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
+        """Discriminator step, then generator step, on one batch with one pattern."""
+        generator = self.train_modules["generator"]
+        discriminator = self.train_modules["discriminator"]
+        mask = available.to(x.dtype).view(1, -1, 1, 1)
+        masked = x * mask
+        with self.autocast():
+            reconstruction, _, _ = generator(x, masked)
+        reconstruction = reconstruction.float()
+        pasted = reconstruction * (1 - mask) + masked
+
+        # Real and fake in one forward: InstanceNorm is per sample, so this equals two separate passes.
+        with self.autocast():
+            scores = discriminator(torch.cat([x, pasted.detach()]), torch.cat([x, x]))
+        loss_d = discriminator_loss(scores[:len(x)], scores[len(x):], available)
+        self.optimizer_step("discriminator", loss_d)
+
+        loss_rec = reconstruction_loss(reconstruction, x, available, self.reconstruction_kind,
+                                       self.lambda_available, self.lambda_missing)
+        losses = {"loss_d": loss_d.item(), "loss_rec": loss_rec.detach().item()}
+        loss_g = loss_rec
+        if iteration + 1 > self.adversarial_start:
+            plain = self.networks["discriminator"]  # outside DDP: no gradient sync for a frozen network
+            plain.requires_grad_(False)
+            with self.autocast():
+                loss_adv = generator_adversarial_loss(plain(pasted, x))
+            plain.requires_grad_(True)
+            loss_g = loss_g + self.adversarial_weight * loss_adv
+            losses["loss_adv"] = loss_adv.detach().item()
+        self.optimizer_step("generator", loss_g)
+        losses["loss_g"] = loss_g.detach().item()
+        with torch.no_grad():
+            psnr = -psnr_loss_per_channel(reconstruction.detach(), x)
+            losses["train_psnr_missing"] = float(psnr[~available].mean())
+        return losses
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, Any]:
+        """Mean PSNR / SSIM over the single-missing patterns, decoding oracle codes (upper bound)."""
+        model = self.networks["generator"]
+
+        def predict(x: Tensor, masks: Tensor) -> Tensor:
+            with self.autocast():
+                codes = model.encode_codes(x)
+                repeated = codes.repeat(len(masks), 1, 1, 1)
+                return model.decode(repeated, masked_inputs(x, masks))
+
+        return score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
+                              self.channel_names)

@@ -1,0 +1,132 @@
+"""CodeBrain Stage II: predict the Stage-I codes from the masked stack (shared/design/codebrain-reference.md s. 6).
+
+The finished Stage-I generator is frozen (eval mode, no gradients, not optimised). A fresh prior encoder reads
+the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or cross-entropy for the 'cls'
+ablation) against the integer levels of ``FSQ(E_posterior(x))`` of the same augmented batch. Validation is
+real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))``, scored on the missing channels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from codebrain_seg.losses import classification_loss, grading_loss
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from trainers.base_trainer import BaseTrainer
+from trainers.data_loading import single_missing_patterns
+from trainers.stage1 import masked_inputs, score_patterns
+
+STAGE1_CHECKPOINT = "checkpoint_final.pth"
+
+
+class StageOneNotFinishedError(FileNotFoundError):
+    """Raised when Stage II is started before Stage I wrote its final checkpoint."""
+
+
+def load_stage_one(path: Path, device: torch.device) -> tuple[StageOneModel, dict[str, Any]]:
+    """The frozen Stage-I generator of a checkpoint (eval mode, no gradients) and the checkpoint's metadata."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("stage") != 1 or "generator" not in state.get("networks", {}):
+        raise ValueError(f"{path} is not a Stage-I checkpoint (stage {state.get('stage')!r})")
+    model = StageOneModel(CodeBrainConfig.from_dict(state["network_config"]))
+    model.load_state_dict(state["networks"]["generator"])
+    model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    return model, state
+
+
+def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor) -> Tensor:
+    """Real imputation: all modalities ``(B, C, H, W)`` from the zero-filled stack ``(B, C, H, W)``."""
+    levels = prior.logits_to_levels(prior(masked))
+    return generator.decode(generator.quantizer.levels_to_codes(levels), masked)
+
+
+class CodeBrainStageTwoTrainer(BaseTrainer):
+    """Stage II: the prior encoder learns to grade each code channel from the masked stack."""
+
+    method = "codebrain"
+    stage = 2
+
+    @property
+    def stage1_checkpoint(self) -> Path:
+        """Final Stage-I checkpoint this stage builds on (``extra['stage_dirs']['1']``, else the sibling folder)."""
+        folder = Path(self.options.extra.get("stage_dirs", {}).get("1", self.output_dir.parent / "stage1"))
+        return folder / STAGE1_CHECKPOINT
+
+    def check_prerequisites(self) -> None:
+        """Refuse to start before Stage I has finished."""
+        if not self.stage1_checkpoint.is_file():
+            raise StageOneNotFinishedError(
+                f"Stage II needs the finished Stage I, but {self.stage1_checkpoint} does not exist: run "
+                "codebrain_train with --stage 1 (or --stage all) for this dataset, fold and configuration first")
+
+    def build_networks(self) -> None:
+        """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
+        self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
+        stage1_config = self.generator.config.to_dict()
+        stage1_config["head"] = "cls" if self.options.ablation == "cls" else "grading"
+        self.network_config = CodeBrainConfig.from_dict(stage1_config)
+        self.fsq_levels = list(self.network_config.fsq_levels)
+        self.stage1_iteration = int(stage1_state["iteration"])
+        self.networks = {"prior_encoder": PriorEncoder(self.network_config)}
+
+    def configure_optimizers(self) -> None:
+        """AdamW with the generator's settings, cosine-annealed per iteration (reference section 6)."""
+        self.add_optimizer("prior_encoder", self.configuration["optimisation"]["generator_optimizer"], cosine=True)
+
+    def extra_checkpoint(self, name: str) -> dict[str, Any]:
+        """Architecture and Stage-I provenance; best / final also hold the frozen generator for inference."""
+        extra: dict[str, Any] = {"network_config": self.network_config.to_dict(),
+                                 "stage1_checkpoint": str(self.stage1_checkpoint),
+                                 "stage1_iteration": self.stage1_iteration}
+        if name in ("checkpoint_best.pth", "checkpoint_final.pth"):
+            extra["frozen_networks"] = {"generator": self.generator.state_dict()}
+        return extra
+
+    def _loss(self, logits: Tensor, levels: Tensor) -> Tensor:
+        if self.network_config.head == "cls":
+            return classification_loss(logits, levels, self.fsq_levels)
+        return grading_loss(logits, levels, self.fsq_levels)
+
+    def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
+        """One grading step; also reports the code-level accuracy of the batch."""
+        masked = x * available.to(x.dtype).view(1, -1, 1, 1)
+        with torch.no_grad(), self.autocast():
+            levels = self.generator.quantizer.codes_to_levels(self.generator.encode_codes(x))
+        with self.autocast():
+            logits = self.train_modules["prior_encoder"](masked)
+        loss = self._loss(logits.float(), levels)
+        self.optimizer_step("prior_encoder", loss)
+        with torch.no_grad():
+            predicted = self.networks["prior_encoder"].logits_to_levels(logits.detach().float())
+            accuracy = (predicted == levels).float().mean()
+        return {"loss_code": loss.detach().item(), "train_code_accuracy": accuracy.item()}
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, Any]:
+        """Real imputation PSNR / SSIM over the single-missing patterns, plus code-level accuracy."""
+        prior = self.networks["prior_encoder"]
+        counts = {"correct": 0.0, "total": 0.0}
+        level_counts = [torch.zeros(level, dtype=torch.float64) for level in self.fsq_levels]
+
+        def predict(x: Tensor, masks: Tensor) -> Tensor:
+            masked = masked_inputs(x, masks)
+            with self.autocast():
+                target = self.generator.quantizer.codes_to_levels(self.generator.encode_codes(x))
+                predicted = prior.logits_to_levels(prior(masked).float())
+                reconstruction = self.generator.decode(self.generator.quantizer.levels_to_codes(predicted), masked)
+            target = target.repeat(len(masks), 1, 1, 1)
+            counts["correct"] += float((predicted == target).sum())
+            counts["total"] += target.numel()
+            for channel, histogram in enumerate(level_counts):
+                histogram += torch.bincount(target[:, channel].flatten(), minlength=len(histogram)).cpu()
+            return reconstruction
+
+        metrics = score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
+                                 self.channel_names)
+        metrics["code_accuracy"] = counts["correct"] / max(counts["total"], 1.0)
+        # Always answering each channel's most frequent level: the accuracy to beat.
+        metrics["majority_accuracy"] = float(torch.stack([h.max() / h.sum() for h in level_counts]).mean())
+        return metrics
