@@ -370,6 +370,10 @@ class BaseTrainer:
         self.build_networks()
         for module in self.networks.values():
             module.to(self.device, memory_format=torch.channels_last)
+            for parameter in module.parameters():
+                if parameter.dim() == 4 and parameter.shape[0] == 1:
+                    # Broadcast scales (1, C, 1, 1) get channels-last strides that DDP's gradient buckets reject.
+                    parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
         self.configure_optimizers()
         self.train_modules = {}
         for name, module in self.networks.items():
@@ -421,6 +425,9 @@ class BaseTrainer:
     def _resume(self) -> bool:
         """Returns False when the stage is already finished."""
         latest, final = self.output_dir / "checkpoint_latest.pth", self.output_dir / "checkpoint_final.pth"
+        if self.is_main:
+            for leftover in self.output_dir.glob(".checkpoint_*.tmp*"):
+                leftover.unlink()  # a write interrupted by a kill; the checkpoint it was replacing is intact
         if not self.options.continue_training:
             stale = sorted(self.output_dir.glob("checkpoint_*.pth"))
             if stale and self.is_main:

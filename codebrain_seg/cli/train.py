@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
@@ -45,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
                                save_every=args.save_every, batch_size=args.batch_size, log_every=args.log_every,
                                precision=args.precision)
-        for stage, folder in folders.items():
-            print(f"stage {stage}: {folder}")
+        if os.environ.get("RANK", "0") == "0":
+            for stage, folder in folders.items():
+                print(f"stage {stage}: {folder}")
 
     return run_cli(run)
 
