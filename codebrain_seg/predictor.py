@@ -200,8 +200,6 @@ class CodeBrainPredictor:
         if configuration not in plans["configurations"]:
             raise KeyError(f"configuration {configuration!r} is not in the plans; available: "
                            f"{', '.join(plans['configurations'])}")
-        if prior_encoder.config.head != "grading":
-            raise ValueError(f"the predictor needs a Stage II 'grading' head, got {prior_encoder.config.head!r}")
         self.plans = plans
         self.configuration_name = configuration
         self.configuration = plans["configurations"][configuration]
@@ -251,15 +249,17 @@ class CodeBrainPredictor:
 
         Returns:
             ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
-            "confidence": (B, H/8, W/8)}`` on the CPU.
+            "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
         """
         x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
         logits = self.prior_encoder(x)
         levels = self.prior_encoder.logits_to_levels(logits)
         codes = self.stage_one.quantizer.levels_to_codes(levels)
         reconstruction = self.stage_one.decode(codes, x_masked=x)
-        return {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu(),
-                "confidence": ordinal_confidence(logits, self.fsq_levels).cpu()}
+        result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
+        if self.prior_encoder.config.head == "grading":
+            result["confidence"] = ordinal_confidence(logits, self.fsq_levels).cpu()
+        return result
 
     @torch.no_grad()
     def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
@@ -270,6 +270,9 @@ class CodeBrainPredictor:
     def predict_stack(self, stack: np.ndarray, with_confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Every slice of a zero-filled ``(C, S, H, W)`` stack -> ``(reconstruction (C, S, H, W) in [0, 1],
         confidence (S, H, W) or None)``, ``batch_size`` slices at a time."""
+        if with_confidence and self.prior_encoder.config.head != "grading":
+            raise ValueError("the confidence map needs the ordinal ('grading') Stage II head; this model uses "
+                             f"{self.prior_encoder.config.head!r}")
         channels, num_slices, height, width = stack.shape
         output = np.zeros_like(stack, dtype=np.float32)
         confidence = np.zeros((num_slices, height, width), np.float32) if with_confidence else None
@@ -302,6 +305,25 @@ class CodeBrainPredictor:
             confidence *= brain
             confidence = restore_to_original(confidence[None], properties, denormalise=False)[0]
         return output, confidence
+
+    def impute_normalised(self, stack: np.ndarray, available: Sequence[bool]) -> np.ndarray:
+        """Impute on already preprocessed slices (the reference's test setting, used by the paper protocol).
+
+        Args:
+            stack: ``(C, S, H, W)`` normalised slices in [0, 1] (missing channels are zeroed here).
+            available: C booleans.
+
+        Returns:
+            ``(C, S, H, W)``: given channels unchanged, missing ones the network output clamped to [0, 1], zero
+            where no given channel is non-zero (outside the brain).
+        """
+        available = check_request(np.asarray(stack), available, self.num_channels)
+        stack = np.asarray(stack, dtype=np.float32).copy()
+        stack[~available] = 0.0
+        reconstruction, _ = self.predict_stack(stack)
+        reconstruction *= (stack[available] != 0).any(axis=0)[None]
+        stack[~available] = reconstruction[~available]
+        return stack
 
     def impute_arrays(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None
                       ) -> np.ndarray:
@@ -354,6 +376,10 @@ class CodeBrainImputer:
         """See :meth:`CodeBrainPredictor.impute_arrays`."""
         return self.predictor.impute_arrays(images, available, affine)
 
+    def impute_normalised(self, stack: np.ndarray, available: Sequence[bool]) -> np.ndarray:
+        """See :meth:`CodeBrainPredictor.impute_normalised`."""
+        return self.predictor.impute_normalised(stack, available)
+
 
 # ---- loading from the results folder ---------------------------------------------------------------------
 
@@ -364,6 +390,23 @@ def model_fold_dir(dataset: str | int, fold: int | str, configuration: str, trai
     from planners.experiment_planner import PLANS_NAME
 
     return paths.results_dataset_dir(dataset) / f"{trainer}__{PLANS_NAME}__{configuration}" / f"fold_{fold}"
+
+
+def default_configuration(dataset: str | int, fold: int | str, device: str = "cpu") -> str:
+    """Configuration to use when none is given.
+
+    The one configuration with a finished Stage II for this dataset and fold, if exactly one exists; otherwise
+    ``codebrain_train``'s default: ``2d`` when a CUDA device will be used, ``2d_cpu`` otherwise.
+    """
+    from codebrain_seg import paths
+
+    root = paths.results_dataset_dir(dataset)
+    prefix, suffix = "CodeBrain__", f"/fold_{fold}/stage2/checkpoint_final.pth"
+    found = sorted(folder.name.split("__")[-1] for folder in root.glob(f"{prefix}*")
+                   if folder.is_dir() and (Path(str(folder) + suffix)).is_file()) if root.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    return "2d" if str(device).startswith("cuda") and torch.cuda.is_available() else "2d_cpu"
 
 
 def load_predictor_plans(dataset: str | int, fold: int | str, configuration: str, method: str = "codebrain"
@@ -385,7 +428,68 @@ def _plans_candidates(fold_dir: Path) -> list[Path]:
     return [fold_dir.parent / "plans.json", fold_dir.parent / "codebrainPlans.json"]
 
 
-def load_predictor_from_folder(fold_dir: Path, configuration: str, device: str = "cpu", checkpoint: str = "final",
-                               batch_size: int | None = None) -> CodeBrainPredictor:
-    """Load Stage I + Stage II from a ``fold_F`` folder (written by the trainer)."""
-    raise NotImplementedError("loading trained CodeBrain checkpoints waits for the trainer's checkpoint layout")
+def _stage_one_state(stage2: dict[str, Any], fold_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage I generator weights and architecture for a Stage II checkpoint.
+
+    ``best`` / ``final`` Stage II checkpoints carry the frozen generator; ``latest`` ones point to the Stage I
+    checkpoint they were trained on (looked up beside the fold if that path moved).
+    """
+    frozen = stage2.get("frozen_networks", {})
+    if "generator" in frozen:
+        return frozen["generator"], stage2["network_config"]
+    candidates = [Path(stage2["stage1_checkpoint"])] if stage2.get("stage1_checkpoint") else []
+    candidates.append(fold_dir / "stage1" / "checkpoint_final.pth")
+    for path in candidates:
+        if path.is_file():
+            stage1 = torch.load(path, map_location="cpu", weights_only=True)
+            return stage1["networks"]["generator"], stage1["network_config"]
+    raise FileNotFoundError(f"the Stage I checkpoint of {fold_dir} is missing (looked for "
+                            f"{', '.join(str(p) for p in candidates)})")
+
+
+def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",
+                               checkpoint: str = "final", batch_size: int | None = None) -> CodeBrainPredictor:
+    """Load Stage I + Stage II from a ``fold_F`` folder written by ``codebrain_train``.
+
+    Layout (``trainers``): ``fold_F/stage1/checkpoint_{latest,best,final}.pth`` and ``fold_F/stage2/...``; a
+    Stage II checkpoint holds the prior encoder (``networks.prior_encoder``), its ``network_config``, the plans and
+    configuration it was trained with, and (best / final) the frozen Stage I generator.
+
+    Raises:
+        ValueError: unknown checkpoint name, or a checkpoint of another configuration or stage.
+        FileNotFoundError: no such folder, or no finished Stage II in it.
+    """
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+    fold_dir = Path(fold_dir)
+    if not fold_dir.is_dir():
+        raise FileNotFoundError(f"no trained model: {fold_dir} does not exist (train it with codebrain_train)")
+    path = fold_dir / "stage2" / f"checkpoint_{checkpoint}.pth"
+    if not path.is_file():
+        stage1_done = (fold_dir / "stage1" / "checkpoint_final.pth").is_file()
+        raise FileNotFoundError(
+            f"{fold_dir} has no finished Stage II ({path.relative_to(fold_dir)} is missing; Stage I is "
+            f"{'finished' if stage1_done else 'not finished either'}): imputation needs both stages, train them "
+            f"with codebrain_train --stage {'2' if stage1_done else 'all'}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("stage") != 2 or "prior_encoder" not in state.get("networks", {}):
+        raise ValueError(f"{path} is not a CodeBrain Stage II checkpoint (stage {state.get('stage')!r})")
+    trained_configuration = state.get("configuration_name")
+    if configuration is not None and trained_configuration not in (None, configuration):
+        raise ValueError(f"{path} was trained with configuration {trained_configuration!r}, not {configuration!r}")
+    config = CodeBrainConfig.from_dict(state["network_config"])
+    prior_encoder = PriorEncoder(config)
+    prior_encoder.load_state_dict(state["networks"]["prior_encoder"])
+    generator_weights, generator_config = _stage_one_state(state, fold_dir)
+    stage_one = StageOneModel(CodeBrainConfig.from_dict(generator_config))
+    stage_one.load_state_dict(generator_weights)
+    plans = state.get("plans")
+    if plans is None:
+        from codebrain_seg.io import read_json
+
+        plans = read_json(fold_dir.parent / "plans.json")
+    info = {"model_folder": str(fold_dir), "checkpoint": f"stage2/{path.name}", "method": state.get("method"),
+            "stage2_iteration": state.get("iteration"), "stage1_iteration": state.get("stage1_iteration"),
+            "stage2_best_score": state.get("best_metric"), "network_config": config.to_dict()}
+    return CodeBrainPredictor(stage_one, prior_encoder, plans, trained_configuration or configuration, device,
+                              batch_size, info)

@@ -95,7 +95,7 @@ def test_cli_errors_and_paper_only(demo_dataset, capsys):
     assert "is not a folder" in capsys.readouterr().err
     assert evaluate_main(["-d", "992", "--methods", "zero", "--protocol", "paper", "--patterns", "0001",
                           "--figure-cases", "0"]) == 0
-    out = evaluation_folder(992, 0, "2d", "val")
+    out = evaluation_folder(992, 0, "2d_cpu", "val")  # no trained model: codebrain_train's CPU default
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["summary"]) == ["paper"] and not (out / "scores_volume.csv").exists()
     assert summary["patterns"] == ["0001"] and len(all_patterns(4)) == 14

@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "CodeBrain__codebrainPlans__CONFIG/fold_F/imputation_eval/CASES/.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
     parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
-    parser.add_argument("-c", "--configuration", default="2d", help="plans configuration (default 2d)")
+    parser.add_argument("-c", "--configuration", default=None,
+                        help="plans configuration (default: the one trained for this fold, else 2d with a CUDA "
+                             "device and 2d_cpu without, as codebrain_train)")
     parser.add_argument("--cases", default="val",
                         help="val (the fold's validation cases, default), test (imagesTs) or a folder of "
                              "CASE_XXXX.nii.gz files with every sequence present")

@@ -116,7 +116,7 @@ def _rank_share(cases: list[InputCase]) -> list[InputCase]:
 
 
 def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path, output_folder: str | Path,
-                  configuration: str = "2d", method: str = "codebrain", device: str = "cpu",
+                  configuration: str | None = None, method: str = "codebrain", device: str = "cpu",
                   batch_size: int | None = None, save_confidence: bool = False,
                   checkpoint: str = "final") -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
@@ -126,7 +126,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         fold: the model's fold.
         input_folder: ``CASE_XXXX.nii.gz`` files.
         output_folder: where the imputed sequences, sidecars and confidence maps go (may be the input folder).
-        configuration: plans configuration of the model.
+        configuration: plans configuration of the model (default: see
+            :func:`codebrain_seg.predictor.default_configuration`).
         method: ``codebrain`` or a baseline of the registry (``mean``, ``zero``).
         device: torch device for CodeBrain.
         batch_size: slices per forward pass (default: the configuration's Stage II batch).
@@ -137,13 +138,14 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     from codebrain_seg.geometry import from_canonical, to_canonical
     from codebrain_seg.imputers import ImputationContext, get_imputer
     from codebrain_seg.io import read_nifti, write_json, write_nifti
-    from codebrain_seg.predictor import CONFIDENCE_DEFINITION, load_predictor_plans
+    from codebrain_seg.predictor import CONFIDENCE_DEFINITION, default_configuration, load_predictor_plans
     from planners.experiment_planner import get_configuration
 
     if save_confidence and method != "codebrain":
         raise ValueError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
     dataset_name = paths.resolve_dataset(dataset)
+    configuration = configuration or default_configuration(dataset_name, fold, device)
     plans = load_predictor_plans(dataset_name, fold, configuration, method)
     get_configuration(plans, configuration)
     names = list(plans["channel_names"])
@@ -222,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name of the model")
     parser.add_argument("-f", "--fold", default="0", help="fold of the model (default 0)")
-    parser.add_argument("-c", "--configuration", default="2d", help="plans configuration (default 2d)")
+    parser.add_argument("-c", "--configuration", default=None,
+                        help="plans configuration (default: the one trained for this fold, else 2d with a CUDA "
+                             "device and 2d_cpu without, as codebrain_train)")
     parser.add_argument("-i", "--input", required=True, help="folder of CASE_XXXX.nii.gz files")
     parser.add_argument("-o", "--output", required=True, help="output folder (may be the input folder)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")

@@ -5,11 +5,13 @@ drops are zeroed, every method fills them through the registry (``codebrain_seg.
 the filled sequences are scored against the originals:
 
 * **paper** protocol (``shared/design/codebrain-reference.md`` section 7): the case is preprocessed as in training
-  (same crop, each sequence divided by its own 99.5th brain percentile, clipped to [0, 1]); the prediction is
-  brought into the same space (same re-indexing, divided by the intensity scale every registered method outputs:
-  the training set's median 99.5th brain percentile of the sequence, so CodeBrain's network output comes back
-  unchanged) and clamped to [0, 1]. Scored per 2D slice of the middle K slices (K = plans ``evaluation_slices``)
-  of the brain's extent, over the whole in-plane crop (background included).
+  (same crop, each sequence divided by its own 99.5th brain percentile, clipped to [0, 1]); the middle K slices
+  (K = plans ``evaluation_slices``) of the brain's extent are scored per 2D slice over the whole in-plane crop
+  (background included), prediction clamped to [0, 1]. A method with ``impute_normalised`` (CodeBrain) gets
+  exactly the reference's test input, these normalised slices with the missing channels zeroed; any other method
+  imputes the whole volume in original intensities and its output is brought into the same space (same
+  re-indexing, divided by the intensity the registry's methods give to normalised 1: the training set's median
+  99.5th brain percentile of the sequence, or the method's own ``reference_upper``).
 * **volume** protocol (BraSyn-like): prediction and ground truth each scaled by their own 0.5-99.5 brain
   percentiles to [0, 1]; SSIM/PSNR/MAE inside the brain, and, when a label map exists, inside the tumour
   (label > 0) and the healthy brain.
@@ -40,7 +42,7 @@ from codebrain_seg import paths
 from codebrain_seg.geometry import to_canonical
 from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
 from codebrain_seg.io import atomic_path, read_json, read_nifti, write_json
-from codebrain_seg.predictor import middle_slices, prepare_case, to_preprocessed_space
+from codebrain_seg.predictor import default_configuration, middle_slices, prepare_case, to_preprocessed_space
 from codebrain_seg.raw_dataset import FILE_ENDING, list_cases
 from evaluation.imputation import figures
 from evaluation.imputation.aggregate import (
@@ -183,31 +185,40 @@ def evaluate_case(case_id: str, images: np.ndarray, label: np.ndarray | None, pl
     everything = np.ones(len(names), dtype=bool)
     target_stack, _, properties = prepare_case(images, everything, np.eye(4), plans, configuration)
     scored = middle_slices(target_stack.shape[1], int(configuration["evaluation_slices"]))
-    figure_slice = int(scored[len(scored) // 2])
+    figure_position = len(scored) // 2
     brain = (images != 0).any(axis=0)
     uppers = {method: _reference_upper(imputer, plans) for method, imputer in methods.items()}
     result: dict[str, Any] = {"paper": [], "volume": [], "figures": {}, "seconds": {m: 0.0 for m in methods}}
+    want_slices = "paper" in protocols or keep_figure_slices
     for pattern in patterns:
         available = np.array(parse_pattern(pattern))
         masked = images.copy()
         masked[~available] = 0.0
         missing = np.flatnonzero(~available)
-        figure_entry = {"target": target_stack[:, figure_slice], "predictions": {}, "slice": figure_slice}
+        figure_entry = {"target": target_stack[:, scored[figure_position]], "predictions": {},
+                        "slice": int(scored[figure_position])}
         for method, imputer in methods.items():
             start = time.perf_counter()
-            output = imputer.impute(masked, available)
+            on_slices = want_slices and hasattr(imputer, "impute_normalised")
+            output = None
+            if "volume" in protocols or (want_slices and not on_slices):
+                output = imputer.impute(masked, available)
+            if on_slices:
+                # The reference's setting: the normalised ground-truth slices with the missing channels zeroed.
+                zero_filled = target_stack[:, scored] * available[:, None, None, None]
+                predicted = np.clip(imputer.impute_normalised(zero_filled, available)[missing], 0.0, 1.0)
+            elif want_slices:
+                predicted = to_preprocessed_space(output[missing], properties)[:, scored]
+                predicted = np.clip(predicted / uppers[method][missing, None, None, None], 0.0, 1.0)
             result["seconds"][method] += time.perf_counter() - start
             base = {"method": method, "case": case_id, "pattern": pattern}
-            if "paper" in protocols or keep_figure_slices:
-                predicted = to_preprocessed_space(output[missing], properties)
-                predicted = np.clip(predicted / uppers[method][missing, None, None, None], 0.0, 1.0)
-                if keep_figure_slices:
-                    slice_images = np.zeros_like(target_stack[:, figure_slice])
-                    slice_images[missing] = predicted[:, figure_slice]
-                    figure_entry["predictions"][method] = slice_images
+            if keep_figure_slices:
+                slice_images = np.zeros_like(figure_entry["target"])
+                slice_images[missing] = predicted[:, figure_position]
+                figure_entry["predictions"][method] = slice_images
             if "paper" in protocols:
                 for index, channel in enumerate(missing):
-                    scores = slice_metrics(predicted[index][scored], target_stack[channel][scored])
+                    scores = slice_metrics(predicted[index], target_stack[channel][scored])
                     for position, slice_index in enumerate(scored):
                         result["paper"].append({**base, "protocol": "paper", "region": "image",
                                                 "missing": names[channel], "slice": int(slice_index),
@@ -222,12 +233,13 @@ def evaluate_case(case_id: str, images: np.ndarray, label: np.ndarray | None, pl
             result["figures"][pattern] = figure_entry
             codebrain = methods.get("codebrain")
             if codebrain is not None and hasattr(codebrain, "predictor"):
-                full = target_stack[:, figure_slice][None]
+                full = target_stack[:, scored[figure_position]][None]
                 zero_filled = full * available[None, :, None, None]
                 prediction = codebrain.predictor.predict_slices(zero_filled)
                 figure_entry["codes"] = {"predicted": prediction["levels"][0].numpy(),
                                          "oracle": codebrain.predictor.oracle_levels(full)[0].numpy(),
-                                         "confidence": prediction["confidence"][0].numpy(),
+                                         "confidence": prediction["confidence"][0].numpy()
+                                         if "confidence" in prediction else None,
                                          "fsq_levels": codebrain.predictor.fsq_levels}
     return result
 
@@ -263,7 +275,7 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
     return written
 
 
-def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: str = "2d", cases: str = "val",
+def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: str | None = None, cases: str = "val",
                         protocols: Sequence[str] = PROTOCOLS, methods: Sequence[str] = DEFAULT_METHODS,
                         device: str = "cpu", checkpoint: str = "final", batch_size: int | None = None,
                         output_dir: Path | None = None, patterns: Sequence[str] | None = None,
@@ -273,7 +285,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     Args:
         dataset: dataset id or name (plans from ``$codebrain_preprocessed``).
         fold: cross-validation fold (its validation cases for ``cases='val'``, its model for learned methods).
-        configuration: plans configuration (crop, slices scored, the model's configuration).
+        configuration: plans configuration (crop, slices scored, the model's configuration); default
+            :func:`codebrain_seg.predictor.default_configuration`.
         cases: ``val``, ``test`` or a folder (see :func:`find_cases`).
         protocols: any of ``paper``, ``volume``.
         methods: registered imputation methods.
@@ -291,6 +304,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     if not methods:
         raise ValueError("no method to evaluate")
     dataset_name = paths.resolve_dataset(dataset)
+    configuration = configuration or default_configuration(dataset_name, fold, device)
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     config = get_configuration(plans, configuration)
     names = list(plans["channel_names"])
