@@ -109,10 +109,18 @@ def _codebrain(context: ImputationContext) -> Imputer:
     return CodeBrainImputer(context)
 
 
+def _regression(context: ImputationContext) -> Imputer:
+    """Direct-regression network baseline from the results folder; imported on first use."""
+    from codebrain_seg.predictor import RegressionImputer
+
+    return RegressionImputer(context)
+
+
 IMPUTERS: dict[str, Callable[[ImputationContext], Imputer]] = {
     "zero": ZeroFill,
     "mean": MeanOfAvailable,
     "codebrain": _codebrain,
+    "regression": _regression,
 }
 
 

@@ -40,11 +40,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from codebrain_seg.geometry import to_canonical
 from codebrain_seg.imputers import ImputationContext, check_request
-from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from codebrain_seg.networks import CodeBrainConfig, Decoder, Encoder, PriorEncoder, StageOneModel
 from planners.fingerprint import bounding_box, brain_mask
 from planners.preprocessing import _extract, crop_window, normalise, restore_to_original
 
@@ -181,22 +181,16 @@ def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
 # ---- the predictor ---------------------------------------------------------------------------------------
 
 
-class CodeBrainPredictor:
-    """Trained Stage I + Stage II networks with the plans they were trained with.
+class SlicePredictor:
+    """What every slice-wise learned imputer shares: preprocessing as in training, batched inference, mapping back.
 
-    Args:
-        stage_one: the Stage I generator (its posterior encoder is only used for oracle code maps).
-        prior_encoder: the Stage II prior encoder (grading head).
-        plans: the plans dict the model was trained with.
-        configuration: name of the plans configuration.
-        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
-        batch_size: slices per forward pass (default: the configuration's Stage II batch size).
-        model_info: provenance written to sidecars (folder, checkpoint, ...).
+    Subclasses implement :meth:`predict_slices`. Args as in :class:`CodeBrainPredictor`.
     """
 
-    def __init__(self, stage_one: StageOneModel, prior_encoder: PriorEncoder, plans: dict[str, Any],
-                 configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
-                 model_info: dict[str, Any] | None = None) -> None:
+    supports_confidence = False
+
+    def __init__(self, plans: dict[str, Any], configuration: str, device: str | torch.device = "cpu",
+                 batch_size: int | None = None, model_info: dict[str, Any] | None = None) -> None:
         if configuration not in plans["configurations"]:
             raise KeyError(f"configuration {configuration!r} is not in the plans; available: "
                            f"{', '.join(plans['configurations'])}")
@@ -205,10 +199,8 @@ class CodeBrainPredictor:
         self.configuration = plans["configurations"][configuration]
         self.channel_names = list(plans["channel_names"])
         self.device = torch.device(device)
-        self.stage_one = stage_one.to(self.device).eval()
-        self.prior_encoder = prior_encoder.to(self.device).eval()
-        self.fsq_levels = list(prior_encoder.config.fsq_levels)
-        default_batch = self.configuration.get("optimisation", {}).get("stage2", {}).get("batch_size", 8)
+        optimisation = self.configuration.get("optimisation", {})
+        default_batch = optimisation.get("stage2", optimisation.get("stage1", {})).get("batch_size", 8)
         self.batch_size = int(batch_size or default_batch)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -227,52 +219,16 @@ class CodeBrainPredictor:
         """How imputed intensities are scaled (see module docstring)."""
         return INTENSITY_SCALE
 
-    @classmethod
-    def from_results(cls, dataset: str | int, fold: int | str, configuration: str = "2d", device: str = "cpu",
-                     checkpoint: str = "final", batch_size: int | None = None) -> "CodeBrainPredictor":
-        """Load a trained model from ``$codebrain_results/DatasetXXX_Name/<model folder>/fold_F``.
-
-        Raises:
-            FileNotFoundError: the model folder has no finished Stage II (or no Stage I) checkpoint.
-        """
-        return load_predictor_from_folder(model_fold_dir(dataset, fold, configuration), configuration, device,
-                                          checkpoint, batch_size)
-
-    # -- slices --------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
     def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
-        """Run Stage II + the Stage I decoder on zero-filled slices.
-
-        Args:
-            masked: ``(B, C, H, W)`` normalised slices, missing channels zero; H, W multiples of 8.
-
-        Returns:
-            ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
-            "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
-        """
-        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
-        logits = self.prior_encoder(x)
-        levels = self.prior_encoder.logits_to_levels(logits)
-        codes = self.stage_one.quantizer.levels_to_codes(levels)
-        reconstruction = self.stage_one.decode(codes, x_masked=x)
-        result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
-        if self.prior_encoder.config.head == "grading":
-            result["confidence"] = ordinal_confidence(logits, self.fsq_levels).cpu()
-        return result
-
-    @torch.no_grad()
-    def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
-        """Stage I posterior code levels ``(B, d, H/8, W/8)`` of complete slices ``(B, C, H, W)`` (an upper bound)."""
-        x = torch.as_tensor(full, dtype=torch.float32).to(self.device)
-        return self.stage_one.quantizer.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
+        """``(B, C, H, W)`` zero-filled normalised slices -> ``{"reconstruction": (B, C, H, W), ...}`` on the CPU."""
+        raise NotImplementedError
 
     def predict_stack(self, stack: np.ndarray, with_confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Every slice of a zero-filled ``(C, S, H, W)`` stack -> ``(reconstruction (C, S, H, W) in [0, 1],
         confidence (S, H, W) or None)``, ``batch_size`` slices at a time."""
-        if with_confidence and self.prior_encoder.config.head != "grading":
-            raise ValueError("the confidence map needs the ordinal ('grading') Stage II head; this model uses "
-                             f"{self.prior_encoder.config.head!r}")
+        if with_confidence and not self.supports_confidence:
+            raise ValueError(f"{type(self).__name__} gives no confidence map (it needs CodeBrain's ordinal "
+                             "'grading' Stage II head)")
         channels, num_slices, height, width = stack.shape
         output = np.zeros_like(stack, dtype=np.float32)
         confidence = np.zeros((num_slices, height, width), np.float32) if with_confidence else None
@@ -349,36 +305,173 @@ class CodeBrainPredictor:
         return output, confidence
 
 
-class CodeBrainImputer:
+class CodeBrainPredictor(SlicePredictor):
+    """Trained Stage I + Stage II networks with the plans they were trained with.
+
+    Args:
+        stage_one: the Stage I generator (its posterior encoder is only used for oracle code maps).
+        prior_encoder: the Stage II prior encoder (grading head; a 'cls' head imputes but gives no confidence).
+        plans: the plans dict the model was trained with.
+        configuration: name of the plans configuration.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
+        batch_size: slices per forward pass (default: the configuration's Stage II batch size).
+        model_info: provenance written to sidecars (folder, checkpoint, ...).
+    """
+
+    def __init__(self, stage_one: StageOneModel, prior_encoder: PriorEncoder, plans: dict[str, Any],
+                 configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
+                 model_info: dict[str, Any] | None = None) -> None:
+        super().__init__(plans, configuration, device, batch_size, model_info)
+        self.stage_one = stage_one.to(self.device).eval()
+        self.prior_encoder = prior_encoder.to(self.device).eval()
+        self.fsq_levels = list(prior_encoder.config.fsq_levels)
+        self.supports_confidence = prior_encoder.config.head == "grading"
+
+    @classmethod
+    def from_results(cls, dataset: str | int, fold: int | str, configuration: str = "2d", device: str = "cpu",
+                     checkpoint: str = "final", batch_size: int | None = None) -> "CodeBrainPredictor":
+        """Load a trained model from ``$codebrain_results/DatasetXXX_Name/CodeBrain__<plans>__<config>/fold_F``.
+
+        Raises:
+            FileNotFoundError: the model folder has no finished Stage II (or no Stage I) checkpoint.
+        """
+        return load_predictor_from_folder(model_fold_dir(dataset, fold, configuration), configuration, device,
+                                          checkpoint, batch_size)
+
+    # -- slices --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
+        """Run Stage II + the Stage I decoder on zero-filled slices.
+
+        Args:
+            masked: ``(B, C, H, W)`` normalised slices, missing channels zero; H, W multiples of 8.
+
+        Returns:
+            ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
+            "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
+        """
+        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
+        logits = self.prior_encoder(x)
+        levels = self.prior_encoder.logits_to_levels(logits)
+        codes = self.stage_one.quantizer.levels_to_codes(levels)
+        reconstruction = self.stage_one.decode(codes, x_masked=x)
+        result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
+        if self.prior_encoder.config.head == "grading":
+            result["confidence"] = ordinal_confidence(logits, self.fsq_levels).cpu()
+        return result
+
+    @torch.no_grad()
+    def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
+        """Stage I posterior code levels ``(B, d, H/8, W/8)`` of complete slices ``(B, C, H, W)`` (an upper bound)."""
+        x = torch.as_tensor(full, dtype=torch.float32).to(self.device)
+        return self.stage_one.quantizer.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
+
+
+
+# ---- the direct-regression baseline ------------------------------------------------------------------------
+
+
+class RegressionNetwork(nn.Module):
+    """Direct-regression baseline: CodeBrain's common encoder E_c and decoder D trained pixel-to-pixel, no codes.
+
+    The decoder is built with one code channel that always receives zeros (the decoder class fuses ``[codes,
+    F_c]``): it adds nothing but a constant to the fusion layer, so the output depends on ``E_c(x_masked)`` only.
+
+    Args:
+        config: CodeBrain architecture (``in_channels``, ``common_width``, ``decoder_width``, ``depth``).
+    """
+
+    def __init__(self, config: CodeBrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.common_encoder = Encoder(config.in_channels, config.common_width, config.depth)
+        self.decoder = Decoder(1, config.in_channels, config.decoder_width, config.depth,
+                               fc_channels=8 * config.common_width)
+
+    def forward(self, x_masked: Tensor) -> Tensor:
+        """All modalities ``(B, C, H, W)`` (unbounded) from the zero-filled stack ``(B, C, H, W)``."""
+        features = self.common_encoder(x_masked)
+        codes = features.new_zeros((features.shape[0], 1) + tuple(features.shape[2:]))
+        return self.decoder(codes, features)
+
+
+class RegressionPredictor(SlicePredictor):
+    """A trained :class:`RegressionNetwork` with its plans (same preprocessing, scale and geometry as CodeBrain)."""
+
+    def __init__(self, network: RegressionNetwork, plans: dict[str, Any], configuration: str,
+                 device: str | torch.device = "cpu", batch_size: int | None = None,
+                 model_info: dict[str, Any] | None = None) -> None:
+        super().__init__(plans, configuration, device, batch_size, model_info)
+        self.network = network.to(self.device).eval()
+
+    @torch.no_grad()
+    def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
+        """``{"reconstruction": (B, C, H, W)}`` (unclamped, on the CPU) from zero-filled slices."""
+        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
+        return {"reconstruction": self.network(x).float().cpu()}
+
+
+class _LearnedImputer:
+    """Registry adapter of a :class:`SlicePredictor` loaded from the results folder (see subclasses)."""
+
+    name = ""
+    trainer_folder = ""
+
+    def __init__(self, context: ImputationContext) -> None:
+        options = context.options
+        fold_dir = (Path(context.model_dir) if context.model_dir is not None
+                    else model_fold_dir(context.dataset, context.fold, context.configuration, self.trainer_folder))
+        self.predictor = self.load(fold_dir, context.configuration, context.device,
+                                   options.get("checkpoint", "final"), options.get("batch_size"))
+        self.intensity_scale = self.predictor.intensity_scale
+
+    @staticmethod
+    def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
+             batch_size: int | None) -> SlicePredictor:
+        """Load the predictor of a ``fold_F`` folder."""
+        raise NotImplementedError
+
+    def impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`SlicePredictor.impute_arrays` (arrays in RAS voxel order unless ``affine`` is given)."""
+        return self.predictor.impute_arrays(images, available, affine)
+
+    def impute_normalised(self, stack: np.ndarray, available: Sequence[bool]) -> np.ndarray:
+        """See :meth:`SlicePredictor.impute_normalised`."""
+        return self.predictor.impute_normalised(stack, available)
+
+
+class CodeBrainImputer(_LearnedImputer):
     """The ``codebrain`` entry of the imputation registry (``codebrain_seg.imputers``).
 
     Built from an :class:`ImputationContext`: the model is loaded from ``context.model_dir`` (a ``fold_F``
-    folder) when given, else from the results folder by dataset, fold and configuration. ``context.options``
+    folder) when given, else from ``$codebrain_results`` by dataset, fold and configuration. ``context.options``
     may hold ``checkpoint`` (final|best|latest) and ``batch_size``. Arrays are taken in RAS voxel order unless
     ``affine`` is passed to :meth:`impute`.
     """
 
     name = "codebrain"
+    trainer_folder = "CodeBrain"
 
-    def __init__(self, context: ImputationContext) -> None:
-        options = context.options
-        if context.model_dir is not None:
-            self.predictor = load_predictor_from_folder(Path(context.model_dir), context.configuration,
-                                                        context.device, options.get("checkpoint", "final"),
-                                                        options.get("batch_size"))
-        else:
-            self.predictor = CodeBrainPredictor.from_results(context.dataset, context.fold, context.configuration,
-                                                             context.device, options.get("checkpoint", "final"),
-                                                             options.get("batch_size"))
-        self.intensity_scale = self.predictor.intensity_scale
+    @staticmethod
+    def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
+             batch_size: int | None) -> SlicePredictor:
+        """Stage I + Stage II (:func:`load_predictor_from_folder`)."""
+        return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size)
 
-    def impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None) -> np.ndarray:
-        """See :meth:`CodeBrainPredictor.impute_arrays`."""
-        return self.predictor.impute_arrays(images, available, affine)
 
-    def impute_normalised(self, stack: np.ndarray, available: Sequence[bool]) -> np.ndarray:
-        """See :meth:`CodeBrainPredictor.impute_normalised`."""
-        return self.predictor.impute_normalised(stack, available)
+class RegressionImputer(_LearnedImputer):
+    """The ``regression`` entry of the registry: the direct-regression baseline trained by
+    ``run_training(method="regression")`` (folder ``Regression__<plans>__<configuration>``)."""
+
+    name = "regression"
+    trainer_folder = "Regression"
+
+    @staticmethod
+    def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
+             batch_size: int | None) -> SlicePredictor:
+        """The regression network (:func:`load_regression_from_folder`)."""
+        return load_regression_from_folder(fold_dir, configuration, device, checkpoint, batch_size)
 
 
 # ---- loading from the results folder ---------------------------------------------------------------------
@@ -493,3 +586,26 @@ def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None,
             "stage2_best_score": state.get("best_metric"), "network_config": config.to_dict()}
     return CodeBrainPredictor(stage_one, prior_encoder, plans, trained_configuration or configuration, device,
                               batch_size, info)
+
+
+def load_regression_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",
+                                checkpoint: str = "final", batch_size: int | None = None) -> RegressionPredictor:
+    """Load the direct-regression baseline from ``fold_F/stage1/checkpoint_<checkpoint>.pth``."""
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+    path = Path(fold_dir) / "stage1" / f"checkpoint_{checkpoint}.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained regression baseline: {path} is missing (train it with "
+                                "codebrain_train --method regression, or trainers.run_training(method='regression'))")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("method") != "regression" or "generator" not in state.get("networks", {}):
+        raise ValueError(f"{path} is not a regression-baseline checkpoint (method {state.get('method')!r})")
+    trained_configuration = state.get("configuration_name")
+    if configuration is not None and trained_configuration not in (None, configuration):
+        raise ValueError(f"{path} was trained with configuration {trained_configuration!r}, not {configuration!r}")
+    network = RegressionNetwork(CodeBrainConfig.from_dict(state["network_config"]))
+    network.load_state_dict(state["networks"]["generator"])
+    info = {"model_folder": str(fold_dir), "checkpoint": f"stage1/{path.name}", "method": "regression",
+            "iteration": state.get("iteration"), "best_score": state.get("best_metric")}
+    return RegressionPredictor(network, state["plans"], trained_configuration or configuration, device, batch_size,
+                               info)

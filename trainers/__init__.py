@@ -40,9 +40,15 @@ def _codebrain_stage(stage: int) -> Callable[[], type]:
     return load
 
 
+def _regression_stage() -> type:
+    from trainers.regression import RegressionTrainer
+    return RegressionTrainer
+
+
 METHODS: dict[str, MethodSpec] = {
     "codebrain": MethodSpec("CodeBrain", {1: _codebrain_stage(1), 2: _codebrain_stage(2)},
                             ablations=("none", "no_fc", "cls", "l1"), shared_stages={"cls": (1,)}),
+    "regression": MethodSpec("Regression", {1: _regression_stage}),
 }
 
 
