@@ -17,10 +17,11 @@ from evaluation.imputation.aggregate import all_patterns
 from evaluation.imputation.evaluate import evaluate_case, evaluate_imputation, evaluation_folder
 from evaluation.imputation.metrics import PSNR_CAP
 from planners.plan_and_preprocess import plan_and_preprocess
+from test_predictor import TINY_CONFIG, TINY_DATASET, one_thread, tiny_model, tiny_model_cache  # noqa: F401
 
 
 @pytest.fixture
-def demo_dataset(project_dirs):
+def demo_dataset(project_dirs, one_thread):
     """Six small demo cases, planned and preprocessed (id 992)."""
     make_demo_dataset(992, num_cases=6, shape=(40, 40, 24))
     return plan_and_preprocess(992, ["2d"])
@@ -99,3 +100,16 @@ def test_cli_errors_and_paper_only(demo_dataset, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["summary"]) == ["paper"] and not (out / "scores_volume.csv").exists()
     assert summary["patterns"] == ["0001"] and len(all_patterns(4)) == 14
+
+
+def test_harness_with_a_trained_codebrain_writes_code_maps(tiny_model):
+    out = evaluate_imputation(TINY_DATASET, 0, TINY_CONFIG, "val", methods=["codebrain", "zero"],
+                              patterns=["0100", "1011"])
+    summary = read_json(out / "summary.json")
+    assert summary["methods"]["codebrain"]["model"]["checkpoint"] == "stage2/checkpoint_final.pth"
+    assert set(summary["summary"]["paper"]["image"]) == {"codebrain", "zero"}
+    for name in ("codes_0100.png", "codes_1011.png", "pattern_0100.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    # the paper protocol gives CodeBrain the normalised slices; the volume protocol the original volume
+    paper = summary["summary"]["paper"]["image"]["codebrain"]["overall"]
+    assert np.isfinite(paper["psnr"]) and summary["summary"]["volume"]["brain"]["codebrain"]["num_pairs"] == 4

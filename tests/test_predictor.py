@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +18,7 @@ from codebrain_seg.cli.impute import impute_folder, main as impute_main
 from codebrain_seg.converters.brats import convert_brats
 from codebrain_seg.demo_data import make_demo_dataset
 from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
-from codebrain_seg.io import read_json, read_nifti
+from codebrain_seg.io import read_json, read_nifti, write_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.predictor import (
     CodeBrainPredictor,
@@ -27,6 +32,64 @@ from planners.plan_and_preprocess import plan_and_preprocess
 from planners.preprocessing import restore_to_original
 
 TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
+TINY_CONFIG = "2d_tiny"
+TINY_DATASET = 973
+REAL_DATASET = 974
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: timings hold on a busy 2-core machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _project_env(root: Path, patch: pytest.MonkeyPatch) -> None:
+    for kind in ("raw", "preprocessed", "results"):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        patch.setenv(f"codebrain_{kind}", str(root / kind))
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        patch.delenv(variable, raising=False)
+
+
+def _add_configuration(preprocessed: Path, name: str, base: str, **changes) -> dict:
+    plans = read_json(preprocessed / "codebrainPlans.json")
+    plans["configurations"][name] = {**json.loads(json.dumps(plans["configurations"][base])), **changes}
+    write_json(preprocessed / "codebrainPlans.json", plans)
+    return plans
+
+
+def train_tiny_model(root: Path) -> SimpleNamespace:
+    """Demo data (6 cases of 48 x 48 x 24) and a tiny CodeBrain trained briefly on fold 0 (cached in ``root``)."""
+    from trainers import run_training
+
+    with pytest.MonkeyPatch.context() as patch:
+        _project_env(root, patch)
+        fold_dir = root / "results" / f"Dataset{TINY_DATASET}_DemoBraTS" / f"CodeBrain__codebrainPlans__{TINY_CONFIG}" / "fold_0"
+        if not (fold_dir / "stage2" / "checkpoint_final.pth").is_file():
+            make_demo_dataset(TINY_DATASET, num_cases=6, shape=(48, 48, 24))
+            preprocessed = plan_and_preprocess(TINY_DATASET, ["2d_cpu"])
+            _add_configuration(preprocessed, TINY_CONFIG, "2d_cpu", network=dict(TINY_NETWORK))
+            run_training(TINY_DATASET, 0, TINY_CONFIG, iterations=40, device="cpu", num_threads=1, val_every=40,
+                         max_val_slices_per_case=4)
+    raw = root / "raw" / f"Dataset{TINY_DATASET}_DemoBraTS"
+    return SimpleNamespace(root=root, raw=raw, fold_dir=fold_dir, split=read_json(
+        root / "preprocessed" / raw.name / "splits_final.json")[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The tiny trained model, trained once per session."""
+    return train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_codebrain")
+
+
+@pytest.fixture
+def tiny_model(tiny_model_cache: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, one_thread) -> SimpleNamespace:
+    """The tiny trained model with the project variables pointing at its folders."""
+    _project_env(tiny_model_cache.root, monkeypatch)
+    return tiny_model_cache
 
 
 @pytest.fixture
@@ -109,7 +172,7 @@ def test_ordinal_confidence():
         ordinal_confidence(torch.zeros(1, 12, 2, 3), levels)
 
 
-def test_untrained_predictor_geometry_and_scale(demo_dataset):
+def test_untrained_predictor_geometry_and_scale(demo_dataset, one_thread):
     raw, _, plans = demo_dataset
     images, affine, _ = _case(raw, list_cases(raw)[0])
     predictor = _tiny_predictor(plans)
@@ -234,3 +297,97 @@ def test_baseline_registry_through_context(demo_dataset):
     imputer = get_imputer("mean", ImputationContext(plans=plans))
     output = imputer.impute(images * np.array([1, 0, 1, 1])[:, None, None, None], [True, False, True, True])
     assert output[1].any()
+
+
+# ---- a trained model (tiny, demo data) ---------------------------------------------------------------------
+
+
+def test_codebrain_impute_with_trained_model_and_confidence(tiny_model, tmp_path):
+    case_id = tiny_model.split["val"][0]
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    _copy_case(tiny_model.raw, case_id, inputs, drop=(0, 3))
+    code = impute_main(["-d", str(TINY_DATASET), "-f", "0", "-c", TINY_CONFIG, "-i", str(inputs), "-o", str(outputs),
+                        "--save-confidence", "--batch-size", "3"])
+    assert code == 0
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(
+        [f"{case_id}_0000.nii.gz", f"{case_id}_0003.nii.gz", f"{case_id}_imputation.json", "confidence"])
+    given = read_nifti(inputs / f"{case_id}_0001.nii.gz")
+    brain = given.data != 0
+    for channel in (0, 3):
+        imputed = read_nifti(outputs / f"{case_id}_{channel:04d}.nii.gz")
+        assert imputed.data.shape == given.data.shape and np.array_equal(imputed.affine, given.affine)
+        assert imputed.data[brain].mean() > 0 and not imputed.data[~(brain | (read_nifti(
+            inputs / f"{case_id}_0002.nii.gz").data != 0))].any()
+    confidence = read_nifti(outputs / "confidence" / f"{case_id}.nii.gz").data
+    assert confidence.shape == given.data.shape and 0 <= confidence.min() and confidence.max() <= 1
+    assert confidence[brain].mean() > 0
+    sidecar = json.loads((outputs / f"{case_id}_imputation.json").read_text())
+    assert set(sidecar["imputed"]) == {"T1", "FLAIR"} and sidecar["imputed_from"] == ["T1Gd", "T2"]
+    assert sidecar["model"]["checkpoint"] == "stage2/checkpoint_final.pth"
+    assert sidecar["model"]["configuration"] == TINY_CONFIG and sidecar["model"]["stage2_iteration"] == 40
+    assert sidecar["confidence"]["file"] == f"confidence/{case_id}.nii.gz"
+    assert "median 99.5th" in sidecar["intensity_scale"]
+
+
+def test_predictor_api_matches_the_cli_and_the_registry(tiny_model):
+    predictor = CodeBrainPredictor.from_results(TINY_DATASET, 0, TINY_CONFIG)
+    assert predictor.model_info["stage2_iteration"] == 40
+    case_id = tiny_model.split["val"][0]
+    images, affine, _ = _case(tiny_model.raw, case_id)
+    available = [True, True, False, True]
+    output = predictor.impute_arrays(images, available, affine)
+    plans = read_json(tiny_model.fold_dir.parent / "plans.json")
+    imputer = get_imputer("codebrain", ImputationContext(plans=plans, dataset=f"Dataset{TINY_DATASET}_DemoBraTS",
+                                                         fold=0, configuration=TINY_CONFIG))
+    np.testing.assert_allclose(imputer.impute(images, available, affine), output, atol=1e-5)
+    by_folder = get_imputer("codebrain", ImputationContext(plans=plans, configuration=TINY_CONFIG,
+                                                           model_dir=tiny_model.fold_dir,
+                                                           options={"checkpoint": "best", "batch_size": 2}))
+    assert by_folder.predictor.batch_size == 2 and by_folder.predictor.model_info["checkpoint"].endswith("best.pth")
+
+
+def test_registry_builds_codebrain_without_importing_the_predictor(tiny_model):
+    script = ("import sys\n"
+              "from codebrain_seg.imputers import ImputationContext, get_imputer\n"
+              "assert 'codebrain_seg.predictor' not in sys.modules\n"
+              "from codebrain_seg.io import read_json\n"
+              f"plans = read_json({str(tiny_model.fold_dir.parent / 'plans.json')!r})\n"
+              f"imputer = get_imputer('codebrain', ImputationContext(plans=plans, dataset='{TINY_DATASET}', fold=0, "
+              f"configuration='{TINY_CONFIG}'))\n"
+              "print(imputer.name, type(imputer.predictor).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["codebrain", "CodeBrainPredictor"]
+
+
+def test_model_folder_without_stage_two_is_a_clear_error(tiny_model, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    model = results / tiny_model.fold_dir.parent.parent.name / tiny_model.fold_dir.parent.name
+    shutil.copytree(tiny_model.fold_dir / "stage1", model / "fold_0" / "stage1")
+    shutil.copy(tiny_model.fold_dir.parent / "plans.json", model / "plans.json")
+    monkeypatch.setenv("codebrain_results", str(results))
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    _copy_case(tiny_model.raw, tiny_model.split["val"][0], inputs, drop=(1,))
+    code = impute_main(["-d", str(TINY_DATASET), "-f", "0", "-c", TINY_CONFIG, "-i", str(inputs), "-o", str(outputs)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "has no finished Stage II" in error and "--stage 2" in error
+    assert not outputs.exists()
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        CodeBrainPredictor.from_results(TINY_DATASET, 1, TINY_CONFIG)
+
+
+def test_each_torchrun_rank_imputes_its_share(tiny_model, tmp_path, monkeypatch):
+    inputs = tmp_path / "in"
+    cases = sorted(tiny_model.split["val"] + tiny_model.split["train"])[:3]
+    for case_id in cases:
+        _copy_case(tiny_model.raw, case_id, inputs, drop=(2,))
+    written = {}
+    for rank in (0, 1):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        outputs = tmp_path / f"out{rank}"
+        impute_folder(TINY_DATASET, 0, inputs, outputs, TINY_CONFIG)
+        written[rank] = sorted(p.name[:-len("_0002.nii.gz")] for p in outputs.glob("*_0002.nii.gz"))
+    assert written == {0: [cases[0], cases[2]], 1: [cases[1]]}
