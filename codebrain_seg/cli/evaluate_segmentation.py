@@ -1,0 +1,74 @@
+"""``codebrain_evaluate_segmentation -d D -f F``: WT/TC/ET Dice of an nnU-Net v2 segmenter fed real, zero-filled and
+imputed sequences (thin twin of ``evaluation.segmentation.evaluate.evaluate_segmentation``)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from codebrain_seg.cli.common import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of codebrain_evaluate_segmentation."""
+    parser = argparse.ArgumentParser(prog="codebrain_evaluate_segmentation", description=__doc__)
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
+    parser.add_argument("-f", "--fold", type=int, default=0,
+                        help="fold of splits_final.json: the segmenter trains on its training cases, its labelled "
+                             "validation cases are evaluated (default 0)")
+    parser.add_argument("-c", "--configuration", default="2d_cpu",
+                        help="CodeBrain configuration of the learned imputation methods (default 2d_cpu)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--segmenter", metavar="NNUNET_MODEL_FOLDER", default=None,
+                        help="an existing nnU-Net v2 model folder (Trainer__Plans__configuration), used as it is")
+    source.add_argument("--train-segmenter", action="store_true",
+                        help="train the fold's nnU-Net 3d_fullres segmenter first if it is not trained yet "
+                             "(without either option, a segmenter trained earlier is used)")
+    parser.add_argument("--seg-trainer", default="nnUNetTrainer",
+                        help="nnU-Net trainer of the segmenter (default nnUNetTrainer, 1000 epochs: a GPU job; "
+                             "nnUNetTrainerShort trains for minutes on a CPU, for demos)")
+    parser.add_argument("--seg-gpu-memory-gb", type=float, default=None,
+                        help="GPU memory target given to nnU-Net's planner (default nnU-Net's 8 GB); smaller "
+                             "plans a smaller patch and network, e.g. 0.5 for CPU demos")
+    parser.add_argument("--scenarios", choices=["3to1", "all"], default="3to1",
+                        help="3to1: the scenarios with one sequence missing (default); all: every pattern")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated imputation methods of the registry (default: all registered); "
+                             "zero-fill and full are always evaluated")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
+    parser.add_argument("--cases", metavar="FOLDER", default=None,
+                        help="evaluate these labelled cases (nnU-Net raw layout: imagesTs/ + labelsTs/, or "
+                             "imagesTr/ + labelsTr/) instead of the fold's validation cases")
+    parser.add_argument("--tile-step-size", type=float, default=0.5,
+                        help="sliding-window step of nnU-Net's predictor as a fraction of the patch (default 0.5; "
+                             "1.0 = no overlap, fastest)")
+    parser.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (8x faster)")
+    parser.add_argument("-np", "--num-processes", type=int, default=min(4, os.cpu_count() or 1),
+                        help="worker processes of nnU-Net's preprocessing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of codebrain_evaluate_segmentation; returns the exit code."""
+    args = build_parser().parse_args(argv)
+
+    def run() -> None:
+        from evaluation.segmentation.evaluate import evaluate_segmentation
+
+        methods = None if args.methods is None else args.methods.split(",")
+        result = evaluate_segmentation(
+            args.dataset, args.fold, args.configuration, segmenter=args.segmenter,
+            train_segmenter=args.train_segmenter, seg_trainer=args.seg_trainer, scenarios=args.scenarios,
+            methods=methods, device=args.device, cases=args.cases, gpu_memory_gb=args.seg_gpu_memory_gb,
+            tile_step_size=args.tile_step_size, use_mirroring=not args.disable_tta,
+            num_processes=args.num_processes)
+        print(f"segmented {result.predicted} inputs ({result.reused} reused from the cache)")
+        for name, path in result.files.items():
+            print(f"{name}: {path}")
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

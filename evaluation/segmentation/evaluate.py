@@ -1,0 +1,418 @@
+"""Downstream segmentation evaluation: a 3D nnU-Net segments each case with all real sequences (full), with the
+missing ones all-zero (zero-fill) and with them imputed by each registered method; WT/TC/ET Dice and HD95.
+
+For every evaluation case (the fold's labelled validation cases, or a folder of cases) and every scenario (a
+missing pattern: by default the four "3 -> 1" ones, optionally all ``2^C - 2``), the segmenter gets
+
+* ``full``: the real sequences (one segmentation per case, shared by all scenarios);
+* ``zero-fill``: the missing sequences all zero in the original intensities — the registry's ``zero`` method.
+  nnU-Net normalises each channel by z-score inside the non-zero mask of *all* channels (BraTS plans:
+  ``ZScoreNormalization``, ``use_mask_for_norm``): an all-zero channel has mean 0 and standard deviation 0 there,
+  so it becomes exactly 0 everywhere after normalisation — the value that stands for the brain's mean intensity
+  of that sequence in a real case, i.e. a flat, contrast-free "average brain" channel, while the mask itself is
+  unchanged as long as the other sequences cover the brain;
+* ``<method>``: the missing sequences filled by each method of :mod:`codebrain_seg.imputers`.
+
+Everything is cached as files written atomically, keyed by (method, scenario, case), so a rerun reuses them and
+an interrupted run resumes where it stopped::
+
+    $codebrain_results/DatasetXXX_Name/segmentation/fold_F/
+        imputed/<cases>/<configuration>/<method>/<pattern>/CASE_XXXX.nii.gz    imputed sequences only
+        <segmenter>/<cases>/<configuration>/
+            segmenter.json                         model folder, checkpoints and prediction settings used
+            segmentations/full/CASE.nii.gz         (+ CASE.scores.json, the scores of that file)
+            segmentations/<method>/<pattern>/CASE.nii.gz
+            per_case.csv, table.md, table.csv, table.json, dice_bars.png
+
+``<segmenter>`` is the trained model's folder name (``nnUNetTrainerShort__nnUNetPlans_0.5GB__3d_fullres``) or
+``external__<name>__<hash>`` for a user's model; ``<cases>`` is ``val`` or ``cases__<name>__<hash>``;
+``<pattern>`` is the availability bits in channel order (``0111`` = first sequence missing). If the
+segmenter's weights or the prediction settings change, its cached segmentations are deleted and recomputed;
+imputed volumes are kept (delete ``imputed/`` after retraining an imputation model).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from codebrain_seg import paths
+from codebrain_seg.geometry import from_canonical, to_canonical
+from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
+from codebrain_seg.io import read_json, read_nifti, write_json, write_nifti
+from codebrain_seg.raw_dataset import FILE_ENDING, channel_names, image_path, list_cases, load_dataset_json
+from evaluation.imputation.aggregate import all_patterns, pattern_string
+from evaluation.segmentation import nnunet_bridge as bridge
+from evaluation.segmentation import report
+from evaluation.segmentation.metrics import REGION_NAMES, region_scores
+from planners.plan_and_preprocess import load_plans
+
+logger = logging.getLogger(__name__)
+
+ZERO_METHOD = "zero"
+FULL = "full"
+SCENARIO_SETS = ("3to1", "all")
+# The CodeBrain paper's Table 4 column order; other channel sets keep the dataset order.
+PAPER_ORDER = ("T1", "T2", "FLAIR", "T1Gd")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A missing pattern: which channels are given (``pattern`` bits in channel order) and its column label."""
+
+    pattern: str
+    label: str
+
+    @property
+    def available(self) -> list[bool]:
+        """Availability flags in channel order."""
+        return [bit == "1" for bit in self.pattern]
+
+    @property
+    def missing(self) -> list[int]:
+        """Indices of the missing channels."""
+        return [index for index, bit in enumerate(self.pattern) if bit == "0"]
+
+
+@dataclass
+class EvaluationCase:
+    """One case to segment: its channel files (channel order) and its label map."""
+
+    case_id: str
+    images: list[Path]
+    label: Path
+
+
+@dataclass
+class SegmentationEvaluation:
+    """What a run produced and how much of it was reused from the cache."""
+
+    output_dir: Path
+    table: dict[str, Any]
+    files: dict[str, Path]
+    predicted: int = 0
+    reused: int = 0
+    imputed: int = 0
+    imputed_reused: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_scenarios(names: Sequence[str], which: str = "3to1") -> list[Scenario]:
+    """The scenarios of a channel list: ``3to1`` (one sequence missing) or ``all`` (every ``2^C - 2`` pattern)."""
+    if which not in SCENARIO_SETS:
+        raise ValueError(f"unknown scenario set {which!r}; choose one of {', '.join(SCENARIO_SETS)}")
+    count = len(names)
+    if count < 2:
+        raise ValueError(f"scenarios need at least 2 sequences, got {list(names)}")
+    if which == "3to1":
+        order = [names.index(n) for n in PAPER_ORDER] if sorted(names) == sorted(PAPER_ORDER) else range(count)
+        patterns = [pattern_string([i != missing for i in range(count)]) for missing in order]
+    else:
+        patterns = all_patterns(count)
+    return [Scenario(p, "+".join(names[i] for i, bit in enumerate(p) if bit == "0")) for p in patterns]
+
+
+def resolve_methods(methods: Sequence[str] | None) -> list[str]:
+    """Imputation methods to run, zero-fill first; default every registered method. Unknown names raise."""
+    requested = list(IMPUTERS) if methods is None else [m.strip() for m in methods if m.strip()]
+    unknown = [m for m in requested if m not in IMPUTERS]
+    if unknown:
+        raise ValueError(f"unknown imputation method(s) {', '.join(unknown)}; registered methods: "
+                         f"{', '.join(IMPUTERS)}")
+    return [ZERO_METHOD] + [m for m in dict.fromkeys(requested) if m != ZERO_METHOD]
+
+
+def _short_hash(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+
+
+def validation_cases(raw_dir: Path, split: dict[str, list[str]]) -> list[EvaluationCase]:
+    """The fold's validation cases that have a label map."""
+    names = channel_names(load_dataset_json(raw_dir))
+    cases = []
+    for case_id in split["val"]:
+        label = raw_dir / "labelsTr" / f"{case_id}{FILE_ENDING}"
+        if label.is_file():
+            cases.append(EvaluationCase(case_id, [image_path(raw_dir, case_id, c) for c in range(len(names))], label))
+    return cases
+
+
+def folder_cases(folder: Path, num_channels: int) -> list[EvaluationCase]:
+    """Cases of a folder in nnU-Net raw layout: ``imagesTs/`` (or ``imagesTr/``) and ``labelsTs/`` (``labelsTr/``).
+
+    Every case needs all channels and a label map; the error lists what is missing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cases folder {folder} does not exist")
+    for images_name, labels_name in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")):
+        if (folder / images_name).is_dir():
+            break
+    else:
+        raise FileNotFoundError(f"{folder} holds neither imagesTs/ nor imagesTr/ (nnU-Net raw layout: "
+                                f"imagesTs/CASE_0000{FILE_ENDING} ..., labelsTs/CASE{FILE_ENDING})")
+    problems, cases = [], []
+    for case_id in list_cases(folder, images_name):
+        images = [image_path(folder, case_id, c, images_name) for c in range(num_channels)]
+        label = folder / labels_name / f"{case_id}{FILE_ENDING}"
+        missing = [p.name for p in images if not p.is_file()] + ([] if label.is_file() else [f"{labels_name}/{label.name}"])
+        if missing:
+            problems.append(f"{case_id}: missing {', '.join(missing)}")
+        else:
+            cases.append(EvaluationCase(case_id, images, label))
+    if problems:
+        raise FileNotFoundError(f"{folder}: segmentation evaluation needs every channel and a label map per case:\n  "
+                                + "\n  ".join(problems))
+    if not cases:
+        raise FileNotFoundError(f"{folder}/{images_name} holds no case (CASE_0000{FILE_ENDING} files)")
+    return cases
+
+
+def _labelled_cases(raw_dir: Path) -> set[str]:
+    folder = raw_dir / "labelsTr"
+    if not folder.is_dir():
+        return set()
+    return {p.name[: -len(FILE_ENDING)] for p in folder.iterdir() if p.name.endswith(FILE_ENDING)}
+
+
+class _CaseRunner:
+    """Imputes, segments and scores one evaluation case, reusing every cached file."""
+
+    def __init__(self, state: "_RunState", case: EvaluationCase) -> None:
+        self.state, self.case = state, case
+        self._images: tuple[np.ndarray, dict[str, Any]] | None = None
+        self._ground_truth: Any = None
+
+    def model_inputs(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The real channels read by the segmenter's reader (once per case)."""
+        if self._images is None:
+            self._images = self.state.segmenter().read_images(self.case.images)
+        return self._images
+
+    def ground_truth(self) -> Any:
+        """The case's label Volume (read once)."""
+        if self._ground_truth is None:
+            self._ground_truth = read_nifti(self.case.label, dtype=np.int16)
+        return self._ground_truth
+
+    def imputed_files(self, method: str, scenario: Scenario) -> list[Path]:
+        """Cached imputed channel files of (method, scenario, case); imputes them when missing."""
+        folder = self.state.imputed_dir / method / scenario.pattern
+        files = [folder / f"{self.case.case_id}_{c:04d}{FILE_ENDING}" for c in scenario.missing]
+        if all(f.is_file() for f in files):
+            self.state.result.imputed_reused += 1
+            return files
+        volumes = [read_nifti(path) for path in self.case.images]
+        reference = volumes[scenario.available.index(True)]
+        # Methods take arrays in RAS voxel order (the registry's convention for learned methods).
+        images = to_canonical(np.stack([v.data for v in volumes]).astype(np.float32), reference.affine)
+        images[scenario.missing] = 0.0
+        filled = from_canonical(self.state.imputer(method).impute(images, scenario.available), reference.affine)
+        for channel, path in zip(scenario.missing, files):
+            write_nifti(path, filled[channel].astype(np.float32), reference.affine, reference.header)
+        self.state.result.imputed += 1
+        return files
+
+    def segmentation(self, method: str | None, scenario: Scenario | None) -> Path:
+        """Cached segmentation of the case with all real inputs (method None) or with a scenario imputed."""
+        folder = self.state.output_dir / "segmentations"
+        folder = folder / FULL if method is None else folder / method / scenario.pattern
+        output = folder / f"{self.case.case_id}{FILE_ENDING}"
+        if output.is_file():
+            self.state.result.reused += 1
+            return output
+        images, properties = self.model_inputs()
+        if method is not None:
+            images = images.copy()
+            for channel, path in zip(scenario.missing, self.imputed_files(method, scenario)):
+                images[channel] = self.state.segmenter().read_images([path])[0][0]
+        logger.info("segmenting %s (%s)", self.case.case_id,
+                    FULL if method is None else f"{method}, missing {scenario.label}")
+        self.state.segmenter().predict(images, properties, output)
+        self.state.result.predicted += 1
+        return output
+
+    def scores(self, segmentation: Path) -> dict[str, dict[str, float]]:
+        """Region scores of a segmentation file, cached beside it (recomputed when the file changed)."""
+        cache = segmentation.with_name(segmentation.name[: -len(FILE_ENDING)] + ".scores.json")
+        stamp = segmentation.stat().st_mtime_ns
+        if cache.is_file():
+            cached = read_json(cache)
+            if cached.get("segmentation_mtime_ns") == stamp:
+                return cached["scores"]
+        truth = self.ground_truth()
+        predicted = read_nifti(segmentation, dtype=np.int16).data
+        if predicted.shape != truth.data.shape:
+            raise ValueError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
+                             f"{truth.data.shape} ({self.case.label})")
+        scores = region_scores(predicted, truth.data, truth.spacing)
+        write_json(cache, {"segmentation_mtime_ns": stamp, "scores": scores})
+        return scores
+
+
+class _RunState:
+    """What a run shares between cases: folders, lazily built segmenter and imputers, counters."""
+
+    def __init__(self, model: bridge.ModelInfo, imputers: dict[str, Imputer], output_dir: Path, imputed_dir: Path,
+                 device: str, tile_step_size: float, use_mirroring: bool) -> None:
+        self.model, self.imputers = model, imputers
+        self.output_dir, self.imputed_dir = output_dir, imputed_dir
+        self.device, self.tile_step_size, self.use_mirroring = device, tile_step_size, use_mirroring
+        self._segmenter: bridge.Segmenter | None = None
+        self.result = SegmentationEvaluation(output_dir, {}, {})
+
+    def segmenter(self) -> bridge.Segmenter:
+        """The nnU-Net predictor, loaded on first use (a fully cached rerun never loads it)."""
+        if self._segmenter is None:
+            self._segmenter = bridge.Segmenter(self.model, self.device, self.tile_step_size, self.use_mirroring)
+        return self._segmenter
+
+    def imputer(self, method: str) -> Imputer:
+        """A built imputation method."""
+        return self.imputers[method]
+
+
+def build_imputers(method_names: Sequence[str], context: ImputationContext) -> dict[str, Imputer]:
+    """Build every requested method up front, so that a missing model fails before any segmenter work."""
+    imputers = {}
+    for name in method_names:
+        try:
+            imputers[name] = get_imputer(name, context)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"imputation method {name!r} cannot be built: {error} (choose methods with "
+                                    f"--methods; registered: {', '.join(IMPUTERS)})") from error
+    return imputers
+
+
+def _invalidate_if_changed(folder: Path, settings: dict[str, Any]) -> None:
+    record = folder / "segmenter.json"
+    if record.is_file() and read_json(record) != settings:
+        logger.warning("segmenter or prediction settings changed since the cached segmentations in %s were made: "
+                       "recomputing them", folder)
+        shutil.rmtree(folder / "segmentations", ignore_errors=True)
+    write_json(record, settings)
+
+
+def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str = "2d_cpu",
+                          segmenter: str | Path | None = None, train_segmenter: bool = False,
+                          seg_trainer: str = bridge.DEFAULT_TRAINER, scenarios: str = "3to1",
+                          methods: Sequence[str] | None = None, device: str = "cpu", cases: str | Path | None = None,
+                          gpu_memory_gb: float | None = None, tile_step_size: float = 0.5,
+                          use_mirroring: bool = True, num_processes: int = 2) -> SegmentationEvaluation:
+    """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
+
+    Args:
+        dataset: dataset id, full or short name.
+        fold: fold of ``splits_final.json``: the segmenter trains on its training cases, its labelled validation
+            cases are evaluated (unless ``cases`` is given).
+        configuration: CodeBrain configuration of the learned imputation methods (``ImputationContext``).
+        segmenter: an existing nnU-Net model folder (``Trainer__Plans__configuration``), used as it is.
+        train_segmenter: train the fold's segmenter (nnU-Net 3d_fullres, ``seg_trainer``) if not trained yet.
+        seg_trainer: nnU-Net trainer class name (``nnUNetTrainerShort`` for CPU demos).
+        scenarios: ``3to1`` (one sequence missing) or ``all`` (every pattern).
+        methods: imputation methods of the registry (default: all registered); zero-fill is always included.
+        device: ``cpu`` or ``cuda``, for the segmenter and the imputation methods.
+        cases: a folder of labelled cases in nnU-Net raw layout, evaluated instead of the validation cases.
+        gpu_memory_gb: GPU memory target given to nnU-Net's planner (None: nnU-Net's default, 8 GB).
+        tile_step_size: sliding-window step of nnU-Net's predictor, as a fraction of the patch (0.5 default).
+        use_mirroring: test-time mirroring where the model allows it.
+        num_processes: worker processes of nnU-Net's preprocessing.
+
+    Returns:
+        A SegmentationEvaluation naming the output folder, the table and the written files.
+    """
+    if segmenter is not None and train_segmenter:
+        raise ValueError("give either --segmenter (an existing nnU-Net model) or --train-segmenter, not both")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    raw_dir = paths.raw_dataset_dir(dataset)
+    dataset_name = raw_dir.name
+    dataset_json = load_dataset_json(raw_dir)
+    names = channel_names(dataset_json)
+    labelled = _labelled_cases(raw_dir)
+    if not labelled:
+        raise ValueError(f"{raw_dir} has no label maps: segmentation evaluation needs labelsTr/CASE{FILE_ENDING} "
+                         f"(the segmenter is trained and scored on labelled cases)")
+    method_names = resolve_methods(methods)
+    scenario_list = make_scenarios(names, scenarios)
+    preprocessed_dir = paths.preprocessed_root() / dataset_name
+    plans = load_plans(preprocessed_dir)
+    splits_path = preprocessed_dir / "splits_final.json"
+    if not splits_path.is_file():
+        raise FileNotFoundError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d {dataset_name}")
+    splits = read_json(splits_path)
+    if not 0 <= int(fold) < len(splits):
+        raise ValueError(f"fold {fold} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
+    split = splits[int(fold)]
+
+    if cases is None:
+        evaluation_cases, cases_tag = validation_cases(raw_dir, split), "val"
+        if not evaluation_cases:
+            raise ValueError(f"fold {fold} of {dataset_name} has no labelled validation case to evaluate; pass "
+                             f"--cases FOLDER")
+    else:
+        evaluation_cases = folder_cases(Path(cases), len(names))
+        cases_tag = f"cases__{Path(cases).resolve().name}__{_short_hash(Path(cases))}"
+
+    context = ImputationContext(plans=plans, dataset=dataset_name, fold=int(fold), configuration=configuration,
+                                device=device)
+    imputers = build_imputers(method_names, context)
+
+    if segmenter is not None:
+        model = bridge.read_model_folder(Path(segmenter))
+        segmenter_tag = bridge.external_tag(Path(segmenter))
+    else:
+        training = [c for c in split["train"] if c in labelled]
+        folder = bridge.prepare_trained_segmenter(raw_dir, training, int(fold), seg_trainer, gpu_memory_gb, device,
+                                                  num_processes, train_if_missing=train_segmenter)
+        model = bridge.read_model_folder(folder)
+        segmenter_tag = folder.name
+    bridge.check_compatible(model, dataset_json)
+
+    root = bridge.segmentation_folders(dataset_name, int(fold)).root
+    output_dir = root / segmenter_tag / cases_tag / configuration
+    _invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
+                                        "use_mirroring": use_mirroring})
+    state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / configuration, device,
+                      tile_step_size, use_mirroring)
+    rows = []
+    for index, case in enumerate(evaluation_cases):
+        logger.info("case %s (%d/%d)", case.case_id, index + 1, len(evaluation_cases))
+        runner = _CaseRunner(state, case)
+        full = runner.segmentation(None, None)
+        rows.append(_row(case.case_id, FULL, None, runner.scores(full), full, output_dir))
+        for scenario in scenario_list:
+            for method in method_names:
+                path = runner.segmentation(method, scenario)
+                rows.append(_row(case.case_id, method, scenario, runner.scores(path), path, output_dir))
+    result = state.result
+    result.rows = rows
+    result.table = report.build_table(rows, scenario_list, method_names, {
+        "dataset": dataset_name, "fold": int(fold), "segmenter": str(model.folder), "segmenter_folds": model.folds,
+        "cases": [c.case_id for c in evaluation_cases], "imputation_configuration": configuration,
+        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring})
+    result.files = report.write_reports(output_dir, rows, result.table)
+    logger.info("segmentation evaluation: %d predicted, %d reused; tables in %s", result.predicted, result.reused,
+                output_dir)
+    return result
+
+
+def _row(case_id: str, method: str, scenario: Scenario | None, scores: dict[str, dict[str, float]], path: Path,
+         output_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "case": case_id,
+        "input": report.display_name(method),
+        "pattern": "" if scenario is None else scenario.pattern,
+        "missing": "" if scenario is None else scenario.label,
+    }
+    for metric in ("dice", "hd95"):
+        for region in REGION_NAMES:
+            row[f"{metric}_{region}"] = scores[region][metric]
+        row[f"{metric}_mean"] = float(np.mean([scores[r][metric] for r in REGION_NAMES]))
+    row["segmentation"] = str(path.relative_to(output_dir))
+    return row
