@@ -301,8 +301,7 @@ class SlicePredictor:
                                affine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`impute_arrays` plus the confidence map ``(X, Y, Z)`` in [0, 1] (module docstring)."""
         output, confidence = self._impute(images, available, affine, with_confidence=True)
-        assert confidence is not None
-        return output, confidence
+        return output, confidence  # type: ignore[return-value]  (not None with confidence requested)
 
 
 class CodeBrainPredictor(SlicePredictor):

@@ -85,6 +85,51 @@ def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespac
     return train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_codebrain")
 
 
+REAL_ITERATIONS = {1: 150, 2: 150}
+
+
+def train_real_model(root: Path, source_dir: Path) -> SimpleNamespace:
+    """All real BraTS cases converted and planned; the CPU configuration (``2d_cpu``) trained briefly on fold 0
+    (Stage I and II, ``REAL_ITERATIONS`` each, one thread, validation at the end only). Cached in ``root``."""
+    from trainers import run_training
+
+    with pytest.MonkeyPatch.context() as patch:
+        _project_env(root, patch)
+        raw = root / "raw" / f"Dataset{REAL_DATASET}_RealBraTS"
+        fold_dir = root / "results" / raw.name / "CodeBrain__codebrainPlans__2d_cpu" / "fold_0"
+        if not (fold_dir / "stage2" / "checkpoint_final.pth").is_file():
+            if not raw.is_dir():
+                source = root / "source"
+                source.mkdir(exist_ok=True)
+                for case in sorted(p for p in source_dir.iterdir() if p.is_dir()):
+                    if not (source / case.name).exists():
+                        (source / case.name).symlink_to(case)
+                convert_brats(source, REAL_DATASET, name="RealBraTS")
+            plan_and_preprocess(REAL_DATASET, ["2d_cpu"], num_processes=2)
+            for stage, iterations in REAL_ITERATIONS.items():
+                run_training(REAL_DATASET, 0, "2d_cpu", stage=stage, iterations=iterations, device="cpu",
+                             num_threads=1, val_every=iterations, max_val_slices_per_case=8)
+    split = read_json(root / "preprocessed" / raw.name / "splits_final.json")[0]
+    return SimpleNamespace(root=root, raw=raw, fold_dir=fold_dir, split=split)
+
+
+@pytest.fixture(scope="session")
+def real_model_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The briefly trained real-data model, trained once per session (skips without the real data)."""
+    from conftest import REAL_DATA_DIR
+
+    if not REAL_DATA_DIR.is_dir() or not any(REAL_DATA_DIR.iterdir()):
+        pytest.skip(f"real data folder {REAL_DATA_DIR} is absent")
+    return train_real_model(tmp_path_factory.getbasetemp() / "real_codebrain", REAL_DATA_DIR)
+
+
+@pytest.fixture
+def real_model(real_model_cache: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, one_thread) -> SimpleNamespace:
+    """The real-data model with the project variables pointing at its folders."""
+    _project_env(real_model_cache.root, monkeypatch)
+    return real_model_cache
+
+
 @pytest.fixture
 def tiny_model(tiny_model_cache: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, one_thread) -> SimpleNamespace:
     """The tiny trained model with the project variables pointing at its folders."""
@@ -204,17 +249,30 @@ def test_codebrain_is_registered_lazily():
 # ---- codebrain_impute on a real case ----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def real_dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real BraTS cases converted and planned once per module (id 504); returns the project root."""
+    from conftest import REAL_DATA_DIR
+
+    if not REAL_DATA_DIR.is_dir() or not any(REAL_DATA_DIR.iterdir()):
+        pytest.skip(f"real data folder {REAL_DATA_DIR} is absent")
+    root = tmp_path_factory.mktemp("real_cases")
+    with pytest.MonkeyPatch.context() as patch:
+        _project_env(root, patch)
+        source = root / "source"
+        source.mkdir()
+        for case in sorted(p.name for p in REAL_DATA_DIR.iterdir() if p.is_dir())[:3]:
+            (source / case).symlink_to(REAL_DATA_DIR / case)
+        convert_brats(source, 504, name="RealBraTS")
+        plan_and_preprocess(504, ["2d"])
+    return root
+
+
 @pytest.fixture
-def real_dataset(real_data_dir, project_dirs, tmp_path):
-    """Three real BraTS cases converted and planned (id 504)."""
-    chosen = sorted(p.name for p in real_data_dir.iterdir() if p.is_dir())[:3]
-    source = tmp_path / "source"
-    source.mkdir()
-    for case in chosen:
-        (source / case).symlink_to(real_data_dir / case)
-    raw = convert_brats(source, 504, name="RealBraTS").dataset_dir
-    plan_and_preprocess(504, ["2d"])
-    return raw
+def real_dataset(real_dataset_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The raw folder of the three converted real cases, with the project variables pointing at them."""
+    _project_env(real_dataset_cache, monkeypatch)
+    return real_dataset_cache / "raw" / "Dataset504_RealBraTS"
 
 
 def _copy_case(raw: Path, case_id: str, folder: Path, drop: tuple[int, ...] = (), zero: tuple[int, ...] = ()) -> None:
@@ -391,3 +449,51 @@ def test_each_torchrun_rank_imputes_its_share(tiny_model, tmp_path, monkeypatch)
         impute_folder(TINY_DATASET, 0, inputs, outputs, TINY_CONFIG)
         written[rank] = sorted(p.name[:-len("_0002.nii.gz")] for p in outputs.glob("*_0002.nii.gz"))
     assert written == {0: [cases[0], cases[2]], 1: [cases[1]]}
+
+
+# ---- a briefly trained real-data model (slow) --------------------------------------------------------------
+
+
+def _cell_means(volume: np.ndarray, weight: np.ndarray, cell: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per code cell (``cell x cell`` in-plane blocks of a ``(S, H, W)`` crop): weighted mean and weight sum."""
+    slices, height, width = volume.shape
+    shape = (slices, height // cell, cell, width // cell, cell)
+    total = weight.reshape(shape).sum(axis=(2, 4))
+    return (volume * weight).reshape(shape).sum(axis=(2, 4)) / np.maximum(total, 1), total
+
+
+@pytest.mark.slow
+def test_confidence_is_lower_where_the_imputation_is_worse(real_model):
+    """Rank correlation (Spearman) between the confidence map and the absolute error on held-back real cases.
+
+    The map of ``impute_with_confidence`` (original grid) and the error of the imputed sequence (both scaled to
+    [0, 1]) are compared per code cell (the confidence's own resolution: 8 x 8 pixels of the model's crop),
+    pooled over two held-back cases and the four single-missing patterns.
+    """
+    from scipy.stats import spearmanr
+
+    predictor = CodeBrainPredictor.from_results(REAL_DATASET, 0, "2d_cpu")
+    confidences, errors = [], []
+    for case_id in sorted(real_model.split["val"])[:2]:
+        images, affine, _ = _case(real_model.raw, case_id)
+        brain_all = (images != 0).any(axis=0)
+        for missing in range(4):
+            available = [channel != missing for channel in range(4)]
+            output, confidence = predictor.impute_with_confidence(images, available, affine)
+            assert confidence.shape == images.shape[1:] and 0 <= confidence.min() and confidence.max() <= 1
+            truth = np.clip(images[missing] / np.percentile(images[missing][brain_all], 99.5), 0, 1)
+            error = np.abs(output[missing] / predictor.reference_upper[missing] - truth)
+            _, _, properties = prepare_case(images, available, affine, predictor.plans, predictor.configuration)
+            brain = to_preprocessed_space(brain_all & (images[available] != 0).any(axis=0), properties)
+            cell_confidence, counts = _cell_means(to_preprocessed_space(confidence, properties), brain)
+            cell_error, _ = _cell_means(to_preprocessed_space(error, properties), brain)
+            inside = counts >= 32  # cells at least half inside the brain
+            confidences.append(cell_confidence[inside])
+            errors.append(cell_error[inside])
+    confidence, error = np.concatenate(confidences), np.concatenate(errors)
+    rho, p_value = spearmanr(confidence, error)
+    low, high = np.quantile(confidence, [0.25, 0.75])
+    print(f"Spearman rho {rho:.3f} (p {p_value:.1e}, {len(error)} cells); mean |error| in the least confident "
+          f"quarter {error[confidence <= low].mean():.4f}, most confident {error[confidence >= high].mean():.4f}")
+    assert rho < -0.05 and p_value < 1e-6
+    assert error[confidence <= low].mean() > 1.15 * error[confidence >= high].mean()

@@ -157,6 +157,10 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     if problems:
         raise ValueError(f"{len(problems)} problem(s) in {input_folder}, nothing was written:\n  "
                          + "\n  ".join(problems))
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
     # The model is loaded (and a missing Stage II reported) before anything is written.
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
                                 device=device, options={"checkpoint": checkpoint, "batch_size": batch_size})
