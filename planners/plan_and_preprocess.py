@@ -102,3 +102,13 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None
         preprocess_dataset(raw_dir, out_dir, plans, name, num_processes)
         done_identifiers.add(identifier)
     return out_dir
+
+
+def add_configuration(preprocessed_dir: Path, name: str, base: str, reason: str, **changes: Any) -> dict[str, Any]:
+    """Add (or replace) a configuration derived from ``base`` in the plans; it shares base's preprocessed arrays."""
+    plans = load_plans(preprocessed_dir)
+    configuration = {**get_configuration(plans, base), **changes}
+    configuration["reasons"] = {**configuration.get("reasons", {}), "derived": f"from {base}: {reason}"}
+    plans["configurations"][name] = configuration
+    write_json(preprocessed_dir / f"{PLANS_NAME}.json", plans)
+    return plans
