@@ -275,6 +275,17 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
     return written
 
 
+def _remove_stale_outputs(out_dir: Path, protocols: Sequence[str]) -> None:
+    """Drop what an earlier run in the same folder wrote and this run will not rewrite (other protocol, figures)."""
+    for protocol in PROTOCOLS:
+        if protocol not in protocols:
+            (out_dir / f"scores_{protocol}.csv").unlink(missing_ok=True)
+    if (out_dir / "figures").is_dir():
+        for pattern in ("pattern_*.png", "codes_*.png", "*_per_pattern_*.png"):
+            for path in (out_dir / "figures").glob(pattern):
+                path.unlink()
+
+
 def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: str | None = None, cases: str = "val",
                         protocols: Sequence[str] = PROTOCOLS, methods: Sequence[str] = DEFAULT_METHODS,
                         device: str = "cpu", checkpoint: str = "final", batch_size: int | None = None,
@@ -336,6 +347,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
 
     all_rows = rows["paper"] + rows["volume"]
     summary = summarise(all_rows)
+    _remove_stale_outputs(out_dir, protocols)
     for protocol in protocols:
         write_csv(out_dir / f"scores_{protocol}.csv", rows[protocol])
     write_csv(out_dir / "pairs.csv", pair_means(all_rows))
