@@ -187,7 +187,7 @@ def test_methods_come_from_the_registry():
 
 
 def test_unknown_method_is_a_clear_cli_error(tiny, capsys):
-    assert main(["-d", str(DEMO_ID), "--methods", "zero,magic"]) == 2
+    assert main(["-d", str(DEMO_ID), "-f", "0", "--methods", "zero,magic"]) == 2
     err = capsys.readouterr().err
     assert "magic" in err and "registered methods" in err and "mean" in err
 
@@ -195,9 +195,18 @@ def test_unknown_method_is_a_clear_cli_error(tiny, capsys):
 def test_dataset_without_labels_is_refused(project_dirs, capsys):
     raw_dir = make_demo_dataset(991, num_cases=3, shape=(32, 32, 32), name="NoLabels")
     shutil.rmtree(raw_dir / "labelsTr")
-    assert main(["-d", "991", "--train-segmenter", "--methods", "zero"]) == 2
+    assert main(["-d", "991", "-f", "0", "--train-segmenter", "--methods", "zero"]) == 2
     assert "needs labelsTr" in capsys.readouterr().err
     assert not (project_dirs["results"] / raw_dir.name).exists()
+
+
+def test_dataset_without_brats_labels_is_refused(project_dirs, capsys):
+    raw_dir = make_demo_dataset(992, num_cases=3, shape=(32, 32, 32), name="OtherLabels")
+    dataset_json = read_json(raw_dir / "dataset.json")
+    dataset_json["labels"] = {"background": 0, "lesion": 1}
+    (raw_dir / "dataset.json").write_text(json.dumps(dataset_json))
+    assert main(["-d", "992", "-f", "0", "--train-segmenter", "--methods", "zero"]) == 2
+    assert "needs labels 1 NCR, 2 ED, 3 ET" in capsys.readouterr().err
 
 
 def test_segmenter_with_other_channels_is_refused(tiny, capsys):
@@ -206,7 +215,7 @@ def test_segmenter_with_other_channels_is_refused(tiny, capsys):
     dataset_json = read_json(other / "dataset.json")
     dataset_json["channel_names"] = {"0": "T1", "1": "T2", "2": "FLAIR", "3": "PD"}
     (other / "dataset.json").write_text(json.dumps(dataset_json))
-    assert main(["-d", str(DEMO_ID), "--segmenter", str(other), "--methods", "zero"]) == 2
+    assert main(["-d", str(DEMO_ID), "-f", "0", "--segmenter", str(other), "--methods", "zero"]) == 2
     err = capsys.readouterr().err
     assert "trained on channels ['T1', 'T2', 'FLAIR', 'PD']" in err and "'T1Gd'" in err
 
@@ -216,58 +225,103 @@ def test_segmenter_folder_must_hold_a_trained_model(tiny, capsys):
     untrained.mkdir(parents=True)
     for name in ("plans.json", "dataset.json"):
         shutil.copy(tiny.model / name, untrained / name)
-    assert main(["-d", str(DEMO_ID), "--segmenter", str(untrained), "--methods", "zero"]) == 2
+    assert main(["-d", str(DEMO_ID), "-f", "0", "--segmenter", str(untrained), "--methods", "zero"]) == 2
     assert "checkpoint_final.pth" in capsys.readouterr().err
 
 
 def test_without_a_trained_segmenter_the_error_says_how_to_get_one(tiny, capsys):
-    assert main(["-d", str(DEMO_ID), "--seg-trainer", "nnUNetTrainerShort", "--methods", "zero"]) == 2
+    assert main(["-d", str(DEMO_ID), "-f", "0", "--seg-trainer", "nnUNetTrainerShort", "--methods", "zero"]) == 2
     err = capsys.readouterr().err
     assert "--train-segmenter" in err and "--segmenter" in err and SMOKE in err
 
 
 def test_segmenter_and_train_segmenter_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
-        main(["-d", "1", "--segmenter", "x", "--train-segmenter"])
+        main(["-d", "1", "-f", "0", "--segmenter", "x", "--train-segmenter"])
     with pytest.raises(ValueError, match="not both"):
         evaluate_segmentation(1, 0, segmenter="x", train_segmenter=True)
 
 
 # ---- real data -----------------------------------------------------------------------------------------------
+# Real BraTS 2018 cases (../shared/data/real, 240x240x155): converted, planned, and a segmenter trained by the short
+# trainer on fold 0's training cases (nnU-Net planned with a 0.5 GB memory target: 48x64x48 patches), once for
+# both tests.
+
+REAL_ID = 501
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """Converted real cases with CodeBrain plans and splits, and the fold-0 segmenter (short trainer)."""
+    import os
+
+    from codebrain_seg.converters.brats import convert_brats
+
+    source = Path(os.environ.get("CODEBRAIN_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    if not source.is_dir() or not any(source.iterdir()):
+        pytest.skip(f"real data folder {source} is absent")
+    root = tmp_path_factory.mktemp("segmentation_real")
+    with pytest.MonkeyPatch.context() as patch:
+        for kind in ("raw", "preprocessed", "results"):
+            (root / kind).mkdir()
+            patch.setenv(f"codebrain_{kind}", str(root / kind))
+        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+            patch.delenv(variable, raising=False)
+        start = time.monotonic()
+        raw_dir = convert_brats(source, REAL_ID, "RealSeg").dataset_dir
+        preprocessed = plan_and_preprocess(REAL_ID, ["2d_cpu"], num_processes=2)
+        split = read_json(preprocessed / "splits_final.json")[0]
+        model = bridge.prepare_trained_segmenter(raw_dir, split["train"], 0, "nnUNetTrainerShort",
+                                                 gpu_memory_gb=0.5, num_processes=2)
+        print(f"\nreal data: converted, planned and segmenter trained in {time.monotonic() - start:.0f} s")
+        yield SimpleNamespace(root=root, raw_dir=raw_dir, split=split, model=model)
+
+
+def _real_options(methods: list[str], **extra) -> dict:
+    return dict(configuration="2d_cpu", seg_trainer="nnUNetTrainerShort", gpu_memory_gb=0.5, methods=methods,
+                tile_step_size=1.0, num_processes=2, **extra)
 
 
 @pytest.mark.slow
-def test_real_cases_full_beats_zero_fill(real_data_dir, project_dirs):
-    """Real BraTS cases: the short trainer trains the segmenter on fold 0's training cases; the four "3 -> 1"
-    scenarios are evaluated on its validation cases for zero-fill, full and CodeBrain (when registered)."""
-    from codebrain_seg.converters.brats import convert_brats
-
+def test_real_cases_full_beats_zero_fill(real):
+    """The four "3 -> 1" scenarios on fold 0's validation cases: the table is written, full > zero-fill."""
     start = time.monotonic()
-    convert_brats(real_data_dir, 501, "RealSeg")
-    plan_and_preprocess(501, ["2d_cpu"], num_processes=2)
-    methods = ["zero"]
-    if "codebrain" in IMPUTERS:
-        _train_codebrain_briefly()
-        methods.append("codebrain")
-    result = evaluate_segmentation(501, 0, "2d_cpu", train_segmenter=True, seg_trainer="nnUNetTrainerShort",
-                                   gpu_memory_gb=0.5, methods=methods, tile_step_size=1.0, num_processes=2)
+    result = evaluate_segmentation(REAL_ID, 0, **_real_options(["zero"]))
     table = result.table
-    expected_rows = ["zero-fill"] + (["codebrain"] if "codebrain" in methods else []) + ["full"]
-    assert table["rows"] == expected_rows
+    assert table["rows"] == ["zero-fill", "full"]
     assert table["columns"] == ["T1", "T2", "FLAIR", "T1Gd", "mean"]
-    assert len(table["cases"]) >= 2
+    assert table["cases"] == real.split["val"] and len(table["cases"]) == 3
     for name in ("per_case", "markdown", "csv", "json", "figure"):
         assert result.files[name].is_file()
     full = table["dice"]["full"]["mean of regions"]["mean"]
     zero = table["dice"]["zero-fill"]["mean of regions"]["mean"]
-    print(f"\nreal data: full Dice {full:.3f}, zero-fill {zero:.3f}, "
+    print(f"\nreal data: full Dice {full:.3f}, zero-fill {zero:.3f}; {result.predicted} segmentations in "
           f"{time.monotonic() - start:.0f} s\n{result.files['markdown'].read_text()}")
     assert full > zero
 
 
-def _train_codebrain_briefly() -> None:
-    """A few CodeBrain iterations per stage, so that the registered ``codebrain`` method has a model to load."""
+@pytest.mark.slow
+@pytest.mark.skipif("codebrain" not in IMPUTERS, reason="no codebrain method registered")
+def test_real_cases_codebrain_row(real):
+    """CodeBrain (trained for a few iterations) fills each of the four scenarios of one held-out real case."""
     from trainers import run_training
 
-    run_training(501, 0, "2d_cpu", iterations=4, device="cpu", val_every=1000, save_every=1000,
+    start = time.monotonic()
+    run_training(REAL_ID, 0, "2d_cpu", iterations=4, device="cpu", val_every=1000, save_every=1000,
                  max_val_slices_per_case=1)
+    trained = time.monotonic()
+    # One validation case, given as a cases folder: CodeBrain imputes whole 240x240x155 volumes slice by slice.
+    case = real.split["val"][0]
+    cases = real.root / "one_case"
+    for sub in ("imagesTs", "labelsTs"):
+        (cases / sub).mkdir(parents=True)
+    for channel in range(4):
+        (cases / "imagesTs" / f"{case}_{channel:04d}.nii.gz").symlink_to(image_path(real.raw_dir, case, channel))
+    (cases / "labelsTs" / f"{case}.nii.gz").symlink_to(real.raw_dir / "labelsTr" / f"{case}.nii.gz")
+    result = evaluate_segmentation(REAL_ID, 0, **_real_options(["codebrain"], cases=cases))
+    table = result.table
+    assert table["rows"] == ["zero-fill", "codebrain", "full"] and table["cases"] == [case]
+    assert all(0.0 <= table["dice"]["codebrain"]["mean of regions"][c] <= 1.0 for c in table["columns"])
+    assert result.imputed == 8  # zero-fill and CodeBrain, four scenarios each
+    print(f"\nreal data, CodeBrain: trained in {trained - start:.0f} s, evaluated in "
+          f"{time.monotonic() - trained:.0f} s\n{result.files['markdown'].read_text()}")

@@ -14,9 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of codebrain_evaluate_segmentation."""
     parser = argparse.ArgumentParser(prog="codebrain_evaluate_segmentation", description=__doc__)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
-    parser.add_argument("-f", "--fold", type=int, default=0,
+    parser.add_argument("-f", "--fold", type=int, required=True,
                         help="fold of splits_final.json: the segmenter trains on its training cases, its labelled "
-                             "validation cases are evaluated (default 0)")
+                             "validation cases are evaluated")
     parser.add_argument("-c", "--configuration", default="2d_cpu",
                         help="CodeBrain configuration of the learned imputation methods (default 2d_cpu)")
     source = parser.add_mutually_exclusive_group()

@@ -45,7 +45,8 @@ from codebrain_seg import paths
 from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
 from codebrain_seg.io import read_json, read_nifti, write_json, write_nifti
-from codebrain_seg.raw_dataset import FILE_ENDING, channel_names, image_path, list_cases, load_dataset_json
+from codebrain_seg.raw_dataset import (FILE_ENDING, channel_names, image_path, label_values, list_cases,
+                                       load_dataset_json)
 from evaluation.imputation.aggregate import all_patterns, pattern_string
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation import report
@@ -338,6 +339,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     if not labelled:
         raise ValueError(f"{raw_dir} has no label maps: segmentation evaluation needs labelsTr/CASE{FILE_ENDING} "
                          f"(the segmenter is trained and scored on labelled cases)")
+    if not {1, 2, 3} <= label_values(dataset_json) <= {0, 1, 2, 3}:
+        raise ValueError(f"{raw_dir}/dataset.json declares labels {sorted(label_values(dataset_json))}: "
+                         f"segmentation evaluation scores the BraTS regions and needs labels 1 NCR, 2 ED, 3 ET")
     method_names = resolve_methods(methods)
     scenario_list = make_scenarios(names, scenarios)
     preprocessed_dir = paths.preprocessed_root() / dataset_name

@@ -125,26 +125,30 @@ def bar_chart(table: dict[str, Any], path: Path) -> None:
     columns = table["columns"]
     bar_rows = [r for r in table["rows"] if r != display_name("full")]
     regions = [REGION_AVERAGE, *REGION_NAMES]
-    figure, axes = plt.subplots(1, len(regions), figsize=(max(12.0, 1.1 * len(columns) * len(regions)), 3.8),
-                                sharey=True, squeeze=False)
+    panel_width = max(4.5, 0.35 * len(columns) * (len(bar_rows) + 1))
+    figure, axes = plt.subplots(2, 2, figsize=(2 * panel_width + 1.5, 7.5), sharey=True)
     width = 0.8 / max(1, len(bar_rows))
     positions = np.arange(len(columns))
-    for axis, region in zip(axes[0], regions):
+    for axis, region in zip(axes.flat, regions):
         for index, row_name in enumerate(bar_rows):
             values = [100 * (table["dice"][row_name][region][c] or 0.0) for c in columns]
             axis.bar(positions + (index - (len(bar_rows) - 1) / 2) * width, values, width, label=row_name)
         full = table["dice"][display_name("full")][region][MEAN]
         if full is not None:
             axis.axhline(100 * full, color="black", linestyle="--", linewidth=1, label="full")
-        axis.set_xticks(positions, [c if c == MEAN else f"-{c}" for c in columns], rotation=45, ha="right")
+        axis.set_xticks(positions, columns, rotation=30 if len(columns) > 6 else 0,
+                        ha="right" if len(columns) > 6 else "center")
         axis.set_title(f"Dice, {region}")
         axis.set_ylim(0, 100)
-    axes[0][0].set_ylabel("Dice (%)")
-    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    figure.suptitle(f"{table['dataset']} fold {table['fold']}: segmentation with missing sequences")
+    for axis in axes[:, 0]:
+        axis.set_ylabel("Dice (%)")
+    for axis in axes[1]:
+        axis.set_xlabel("missing sequence(s)")
+    axes[0][1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    figure.suptitle(f"{table['dataset']} fold {table['fold']}: tumour segmentation with missing sequences")
     figure.tight_layout()
     with atomic_path(path) as temp:
-        figure.savefig(temp, dpi=120, format="png")
+        figure.savefig(temp, dpi=110, format="png")
     plt.close(figure)
 
 
