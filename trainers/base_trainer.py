@@ -1,8 +1,9 @@
 """The one training loop of the project: device, precision, DDP, schedule, checkpoints, logs, validation cadence.
 
-A method stage subclasses :class:`BaseTrainer` and fills in four hooks: ``build_networks`` (networks,
-optimisers, schedulers), ``train_step`` (one iteration on a batch with one missing pattern), ``validate``
-(metrics with a ``score``, higher is better) and optionally ``check_prerequisites`` / ``extra_checkpoint``.
+A method stage subclasses :class:`BaseTrainer` and fills in four hooks: ``build_networks``,
+``configure_optimizers`` (usually through :meth:`BaseTrainer.add_optimizer`), ``train_step`` (one iteration on a
+batch with one missing pattern) and ``validate`` (metrics with a ``score``, higher is better); optionally
+``check_prerequisites`` and ``extra_checkpoint``.
 Everything else (resume, logging, checkpoint layout) is shared, so every method and stage behaves the same.
 
 Checkpoints (``checkpoint_{latest,best,final}.pth``) are plain dicts of tensors, numbers, strings, lists and

@@ -1,0 +1,136 @@
+"""Training and inference speed of the CodeBrain trainer on this machine, one figure per line.
+
+Measures the real Stage-I ``train_step`` (discriminator step + generator step with the adversarial term,
+optimiser updates included) on random 4-modality slices, for the paper configuration at 240 x 240 (batch 1
+and 2) and for the CPU configuration the planner picks for a 240 x 240 crop, plus Stage-II inference
+(prior encoder + common encoder + decoder) seconds per slice. Each case runs in its own process so that
+its peak resident memory is its own. fp32 is the default on a CPU; the paper configuration is also measured
+with bf16 autocast (``--precision bf16``), which CPUs with native bf16 (AVX512-BF16 / AMX) run about twice as
+fast.
+
+On a shared machine other processes steal cycles and two OpenMP threads suffer badly from it: the best
+iteration is reported (closest to the machine's capacity), the median (what a run sees under the current
+load) and the process CPU seconds per iteration (with ``--threads 1``, a load-independent measure of work).
+
+Usage: python benchmarks/bench_training.py [--iterations N] [--device cpu|cuda] [--threads T]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHANNELS = ["T1", "T1Gd", "T2", "FLAIR"]
+CROP = [240, 240]
+
+
+def _plans(network: dict[str, int], batch_size: int) -> dict:
+    from planners.experiment_planner import PAPER_FSQ_LEVELS, _optimisation
+
+    configuration = {"crop_size": CROP, "fsq_levels": PAPER_FSQ_LEVELS, "network": network,
+                     "batch_size": batch_size, "optimisation": _optimisation(1000, batch_size)}
+    return {"channel_names": CHANNELS, "configurations": {"bench": configuration}}
+
+
+def _network(kind: str) -> dict[str, int]:
+    from planners.budget import PAPER_SIZE
+    from planners.experiment_planner import decide_cpu_network
+
+    return PAPER_SIZE.as_dict() if kind == "paper" else decide_cpu_network(CROP, len(CHANNELS))[0].as_dict()
+
+
+def _timed(function, repeats: int) -> tuple[list[float], list[float]]:
+    """Sorted wall-clock and process-CPU seconds of ``repeats`` calls."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        function()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return sorted(wall), sorted(cpu)
+
+
+def measure(kind: str, batch_size: int, iterations: int, device: str, precision: str) -> dict[str, float]:
+    """Slices per second of Stage-I training and seconds per slice of Stage-II inference, in this process."""
+    import torch
+
+    from codebrain_seg.networks import CodeBrainConfig, PriorEncoder
+    from trainers.base_trainer import TrainingOptions
+    from trainers.stage1 import CodeBrainStageOneTrainer
+    from trainers.stage2 import impute
+
+    plans = _plans(_network(kind), batch_size)
+    with tempfile.TemporaryDirectory() as work:
+        options = TrainingOptions(iterations=1000, batch_size=batch_size, device=device, precision=precision)
+        trainer = CodeBrainStageOneTrainer(plans, "bench", Path(work), {"train": [], "val": []}, Path(work),
+                                           options)
+        trainer._setup()
+        x = torch.rand(batch_size, len(CHANNELS), *CROP, device=trainer.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        available = torch.tensor([True, False, True, True], device=trainer.device)
+        last = trainer.total_iterations - 1  # past the adversarial start: the full generator objective
+        for _ in range(2):
+            trainer.train_step(x, available, last)
+        train, train_cpu = _timed(lambda: trainer.train_step(x, available, last), iterations)
+
+        generator = trainer.networks["generator"].eval()
+        prior = PriorEncoder(CodeBrainConfig.from_dict(generator.config.to_dict()))
+        prior = prior.to(trainer.device, memory_format=torch.channels_last).eval()
+        masked = x * available.view(1, -1, 1, 1)
+        with torch.inference_mode(), trainer.autocast():
+            impute(generator, prior, masked)
+            infer, _ = _timed(lambda: impute(generator, prior, masked), iterations)
+    # On a shared machine other processes steal cycles: the best iteration is the closest to this machine's
+    # capacity, the median what a run sees under the current load.
+    median = train[len(train) // 2]
+    return {"train_slices_per_s": batch_size / train[0], "train_slices_per_s_median": batch_size / median,
+            "train_seconds_per_iteration": train[0], "train_cpu_seconds_per_iteration": train_cpu[0],
+            "inference_seconds_per_slice": infer[0] / batch_size,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads(),
+            "generator_parameters_m": sum(p.numel() for p in generator.parameters()) / 1e6}
+
+
+def main() -> None:
+    """Run every case in a child process and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per case (OMP_NUM_THREADS); default: one per core")
+    parser.add_argument("--one", nargs=3, metavar=("KIND", "BATCH", "PRECISION"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.iterations, args.device, args.one[2])))
+        return
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
+    print(f"cpu_count: {os.cpu_count()}")
+    from planners.experiment_planner import CPU_BATCH_SIZE
+
+    cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), ("cpu", CPU_BATCH_SIZE, "fp32"), ("paper", 1, "bf16")]
+    for kind, batch, precision in cases:
+        result = subprocess.run([sys.executable, __file__, "--one", kind, str(batch), precision, "--iterations",
+                                 str(args.iterations), "--device", args.device],
+                                capture_output=True, text=True, check=True, env=env)
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        label = f"{kind}_{CROP[0]}x{CROP[1]}_batch{batch}_{precision}"
+        if kind == "cpu":
+            print(f"{label}_network: {_network('cpu')}")
+        print(f"{label}_train_slices_per_s: {figures['train_slices_per_s']:.3f}")
+        print(f"{label}_train_slices_per_s_median: {figures['train_slices_per_s_median']:.3f}")
+        print(f"{label}_train_seconds_per_iteration: {figures['train_seconds_per_iteration']:.2f}")
+        print(f"{label}_train_cpu_seconds_per_iteration: {figures['train_cpu_seconds_per_iteration']:.2f}")
+        print(f"{label}_inference_seconds_per_slice: {figures['inference_seconds_per_slice']:.3f}")
+        print(f"{label}_peak_rss_mb: {figures['peak_rss_mb']:.0f}")
+        print(f"{label}_threads: {figures['threads']}")
+
+
+if __name__ == "__main__":
+    main()
