@@ -125,8 +125,10 @@ def bar_chart(table: dict[str, Any], path: Path) -> None:
     columns = table["columns"]
     bar_rows = [r for r in table["rows"] if r != display_name("full")]
     regions = [REGION_AVERAGE, *REGION_NAMES]
-    panel_width = max(4.5, 0.35 * len(columns) * (len(bar_rows) + 1))
-    figure, axes = plt.subplots(2, 2, figsize=(2 * panel_width + 1.5, 7.5), sharey=True)
+    panel_width = min(16.0, max(4.5, 0.3 * len(columns) * (len(bar_rows) + 1)))
+    layout = (2, 2) if len(columns) <= 6 else (4, 1)  # many scenarios: one wide panel per row
+    figure, axes = plt.subplots(*layout, figsize=(layout[1] * panel_width + 1.5, layout[0] * 3.6), sharey=True,
+                                squeeze=False)
     width = 0.8 / max(1, len(bar_rows))
     positions = np.arange(len(columns))
     for axis, region in zip(axes.flat, regions):
@@ -142,9 +144,9 @@ def bar_chart(table: dict[str, Any], path: Path) -> None:
         axis.set_ylim(0, 100)
     for axis in axes[:, 0]:
         axis.set_ylabel("Dice (%)")
-    for axis in axes[1]:
+    for axis in axes[-1]:
         axis.set_xlabel("missing sequence(s)")
-    axes[0][1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     figure.suptitle(f"{table['dataset']} fold {table['fold']}: tumour segmentation with missing sequences")
     figure.tight_layout()
     with atomic_path(path) as temp:
