@@ -49,7 +49,7 @@ def run_demo(workdir: Path, device: str = "cpu", iterations: int = DEMO_ITERATIO
     stage("train Stage I and II", run_training, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION, stage="all",
           iterations=iterations, device=device, continue_training=True)
     imputation_dir = stage("evaluate imputation", evaluate_imputation, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION,
-                           methods=["codebrain", "zero", "mean"], device=device)
+                           methods=["codebrain", "zero", "mean"], device=device, protocols=["paper"])
     segmentation = stage("evaluate segmentation", evaluate_segmentation, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION,
                          train_segmenter=True, seg_trainer="nnUNetTrainerShort",
                          methods=["codebrain", "zero"], device=device, use_mirroring=False)
