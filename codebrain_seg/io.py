@@ -64,10 +64,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temp = Path(temp_name)
     try:
         yield temp
+        # mkstemp makes private (0600) files; give the result the permissions a plain open() would.
+        os.chmod(temp, 0o666 & ~_current_umask())
         os.replace(temp, target)
     finally:
         if temp.exists():
             temp.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None,
