@@ -173,3 +173,17 @@ def test_real_cases_all_patterns_codebrain_beats_zero_fill(real_model, tmp_path)
         codebrain, zero = volume[region]["codebrain"]["overall"], volume[region]["zero"]["overall"]
         assert codebrain["ssim"] > zero["ssim"] + 10, region
         assert all(np.isfinite(value) for value in codebrain.values()), region
+
+
+def test_regression_baseline_trains_on_the_shared_loop_and_is_evaluated(tiny_model):
+    from trainers import run_training
+
+    folders = run_training(TINY_DATASET, 0, TINY_CONFIG, method="regression", iterations=10, device="cpu",
+                           num_threads=1, val_every=10, max_val_slices_per_case=4)
+    assert folders[1].parts[-3:] == (f"Regression__codebrainPlans__{TINY_CONFIG}", "fold_0", "stage1")
+    out = evaluate_imputation(TINY_DATASET, 0, TINY_CONFIG, "val", protocols=["paper"],
+                              methods=["regression", "zero"], patterns=["0111", "1000"], figure_cases=0)
+    summary = read_json(out / "summary.json")
+    assert summary["methods"]["regression"]["model"]["method"] == "regression"
+    assert summary["methods"]["regression"]["model"]["iteration"] == 10
+    assert summary["summary"]["paper"]["image"]["regression"]["num_pairs"] == 4
