@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"volume: {'x'.join(map(str, images.shape[1:]))}, missing: {predictor.channel_names[2]}")
         print(f"device: {args.device}, torch threads: {torch.get_num_threads()}, batch size: {predictor.batch_size}")
         print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
-        print(f"seconds_per_volume: {min(seconds):.2f} (best of {len(seconds)}; all {', '.join(f'{s:.2f}' for s in seconds)})")
+        every = ", ".join(f"{s:.2f}" for s in seconds)
+        print(f"seconds_per_volume: {min(seconds):.2f} (best of {len(seconds)}; all {every})")
         print(f"seconds_per_volume_with_confidence: {confidence_seconds:.2f}")
         print(f"peak_rss_mb: {_peak_rss_mb():.0f} (before imputation: {baseline:.0f})")
 

@@ -67,7 +67,8 @@ def train_tiny_model(root: Path) -> SimpleNamespace:
 
     with pytest.MonkeyPatch.context() as patch:
         _project_env(root, patch)
-        fold_dir = root / "results" / f"Dataset{TINY_DATASET}_DemoBraTS" / f"CodeBrain__codebrainPlans__{TINY_CONFIG}" / "fold_0"
+        model = f"CodeBrain__codebrainPlans__{TINY_CONFIG}"
+        fold_dir = root / "results" / f"Dataset{TINY_DATASET}_DemoBraTS" / model / "fold_0"
         if not (fold_dir / "stage2" / "checkpoint_final.pth").is_file():
             make_demo_dataset(TINY_DATASET, num_cases=6, shape=(48, 48, 24))
             preprocessed = plan_and_preprocess(TINY_DATASET, ["2d_cpu"])

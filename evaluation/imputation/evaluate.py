@@ -47,6 +47,7 @@ from codebrain_seg.raw_dataset import FILE_ENDING, list_cases
 from evaluation.imputation import figures
 from evaluation.imputation.aggregate import (
     all_patterns,
+    describe_pattern,
     markdown_table,
     pair_means,
     parse_pattern,
@@ -252,9 +253,7 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
     for pattern, entry in figure_data.items():
         path = folder / f"pattern_{pattern}.png"
         figures.pattern_figure(path, channel_names, pattern, entry["target"], entry["predictions"],
-                               title=f"{case_id}, slice {entry['slice']}: "
-                                     f"{'+'.join(n for n, f in zip(channel_names, parse_pattern(pattern)) if f)}"
-                                     f" -> {', '.join(n for n, f in zip(channel_names, parse_pattern(pattern)) if not f)}")
+                               title=f"{case_id}, slice {entry['slice']}: {describe_pattern(pattern, channel_names)}")
         written.append(path)
         codes = entry.get("codes")
         if codes is not None:
