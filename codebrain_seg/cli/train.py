@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="resume from checkpoint_latest.pth")
     parser.add_argument("--ablation", choices=["none", "no_fc", "cls", "l1"], default="none",
                         help="no_fc: decode from codes only; cls: classify codes in Stage II; l1: L1 loss in Stage I")
+    parser.add_argument("--method", choices=["codebrain", "regression"], default="codebrain",
+                        help="codebrain, or the direct-regression baseline (same loop, no codes)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data augmentation processes (default: 0 on CPU, up to 4 per GPU)")
@@ -40,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         from trainers import run_training
 
-        folders = run_training(args.dataset, args.fold, args.configuration, args.stage, ablation=args.ablation,
+        folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
+                               ablation=args.ablation,
                                iterations=args.iterations, device=args.device,
                                continue_training=args.continue_training, compile=args.compile,
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
