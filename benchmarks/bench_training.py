@@ -4,15 +4,15 @@ Measures the real Stage-I ``train_step`` (discriminator step + generator step wi
 optimiser updates included) on random 4-modality slices, for the paper configuration at 240 x 240 (batch 1
 and 2) and for the CPU configuration the planner picks for a 240 x 240 crop, plus Stage-II inference
 (prior encoder + common encoder + decoder) seconds per slice. Each case runs in its own process so that
-its peak resident memory is its own. fp32 is the default on a CPU; the paper configuration is also measured
-with bf16 autocast (``--precision bf16``), which CPUs with native bf16 (AVX512-BF16 / AMX) run about twice as
-fast.
+its peak resident memory is its own. Every case is measured in fp32 and with bf16 autocast, which the trainer
+picks by itself (``--precision auto``) on CPUs with native bf16 (AMX / AVX512-BF16) and which runs the paper
+configuration about 1.7 times faster there; ``--compile`` adds the paper configuration under ``torch.compile``.
 
 On a shared machine other processes steal cycles and two OpenMP threads suffer badly from it: the best
 iteration is reported (closest to the machine's capacity), the median (what a run sees under the current
 load) and the process CPU seconds per iteration (with ``--threads 1``, a load-independent measure of work).
 
-Usage: python benchmarks/bench_training.py [--iterations N] [--device cpu|cuda] [--threads T]
+Usage: python benchmarks/bench_training.py [--iterations N] [--device cpu|cuda] [--threads T] [--compile]
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def _timed(function, repeats: int) -> tuple[list[float], list[float]]:
     return sorted(wall), sorted(cpu)
 
 
-def measure(kind: str, batch_size: int, iterations: int, device: str, precision: str) -> dict[str, float]:
+def measure(kind: str, batch_size: int, iterations: int, device: str, precision: str,
+            compiled: bool = False) -> dict[str, float]:
     """Slices per second of Stage-I training and seconds per slice of Stage-II inference, in this process."""
     import torch
 
@@ -67,7 +68,8 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
 
     plans = _plans(_network(kind), batch_size)
     with tempfile.TemporaryDirectory() as work:
-        options = TrainingOptions(iterations=1000, batch_size=batch_size, device=device, precision=precision)
+        options = TrainingOptions(iterations=1000, batch_size=batch_size, device=device, precision=precision,
+                                  compile=compiled)
         trainer = CodeBrainStageOneTrainer(plans, "bench", Path(work), {"train": [], "val": []}, Path(work),
                                            options)
         trainer._setup()
@@ -104,23 +106,30 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per case (OMP_NUM_THREADS); default: one per core")
-    parser.add_argument("--one", nargs=3, metavar=("KIND", "BATCH", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure the paper configuration (batch 1, bf16) under torch.compile "
+                             "(about 5 minutes of compilation on a 2-core CPU)")
+    parser.add_argument("--one", nargs=4, metavar=("KIND", "BATCH", "PRECISION", "COMPILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.iterations, args.device, args.one[2])))
+        kind, batch, precision, compiled = args.one
+        print(json.dumps(measure(kind, int(batch), args.iterations, args.device, precision, compiled == "1")))
         return
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
     print(f"cpu_count: {os.cpu_count()}")
     from planners.experiment_planner import CPU_BATCH_SIZE
 
-    cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), ("cpu", CPU_BATCH_SIZE, "fp32"), ("paper", 1, "bf16")]
-    for kind, batch, precision in cases:
-        result = subprocess.run([sys.executable, __file__, "--one", kind, str(batch), precision, "--iterations",
+    cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), ("paper", 1, "bf16"), ("paper", 2, "bf16"),
+             ("cpu", CPU_BATCH_SIZE, "fp32"), ("cpu", CPU_BATCH_SIZE, "bf16")]
+    cases = [(*case, False) for case in cases] + ([("paper", 1, "bf16", True)] if args.compile else [])
+    for kind, batch, precision, compiled in cases:
+        result = subprocess.run([sys.executable, __file__, "--one", kind, str(batch), precision,
+                                 "1" if compiled else "0", "--iterations",
                                  str(args.iterations), "--device", args.device],
                                 capture_output=True, text=True, check=True, env=env)
         figures = json.loads(result.stdout.strip().splitlines()[-1])
-        label = f"{kind}_{CROP[0]}x{CROP[1]}_batch{batch}_{precision}"
+        label = f"{kind}_{CROP[0]}x{CROP[1]}_batch{batch}_{precision}{'_compiled' if compiled else ''}"
         if kind == "cpu":
             print(f"{label}_network: {_network('cpu')}")
         print(f"{label}_train_slices_per_s: {figures['train_slices_per_s']:.3f}")

@@ -288,3 +288,18 @@ def test_ddp_on_cpu_two_ranks_draw_different_slices_and_rank0_alone_writes(demo:
     state = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=True)
     assert state["world_size"] == 2 and state["iteration"] == 4
     assert not any(key.startswith("module.") for key in state["networks"]["generator"])
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_auto_precision_follows_native_bf16_on_the_cpu(monkeypatch, has_bf16):
+    """'auto' autocasts to bf16 only on a CPU that computes it natively (AMX / AVX512-BF16), else stays fp32."""
+    from trainers.base_trainer import BaseTrainer, native_bf16
+
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: has_bf16, raising=False)
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert native_bf16(cpu.device) is has_bf16
+    assert BaseTrainer._choose_precision(cpu, "auto") == ("bf16" if has_bf16 else "fp32")
+    assert BaseTrainer._choose_precision(cpu, "fp32") == "fp32"
+    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
+        BaseTrainer._choose_precision(cpu, "fp16")

@@ -37,6 +37,18 @@ CHECKPOINT_FORMAT = 1
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` computes in bf16 natively (a recent CUDA GPU; a CPU with AMX or AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # Without hardware support bf16 is emulated and slower than fp32; these probes are private but stable
+        # since torch 2.1, hence the getattr guard.
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 @dataclass
 class TrainingOptions:
     """Run options that are not in the plans (``None`` = derived from the plans or the machine)."""
@@ -302,8 +314,7 @@ class BaseTrainer:
         if requested not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
         if requested == "auto":
-            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            return "bf16" if cuda_bf16 else "fp32"
+            return "bf16" if native_bf16(self.device) else "fp32"
         if requested == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 autocast needs a CUDA device; use fp32 or bf16 on the CPU")
         return requested

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch and rank (default: plans)")
     parser.add_argument("--log-every", type=int, default=10, help="iterations per metrics.jsonl training record")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto = bf16 autocast on a CUDA GPU that supports it, else fp32")
+                        help="auto = bf16 autocast where the hardware computes bf16 natively (recent GPUs; CPUs with "
+                             "AMX or AVX512-BF16), else fp32")
     args = parser.parse_args(argv)
 
     def run() -> None:
