@@ -15,6 +15,8 @@ DEMO_ITERATIONS = 200  # per stage
 DEMO_CONFIGURATION = "2d_demo"
 # A network small enough that both stages train in minutes on a 2-core CPU: the demo shows the chain, not accuracy.
 DEMO_NETWORK = {"posterior_width": 8, "common_width": 16, "decoder_width": 16, "depth": 1}
+# Validation twice per stage on this many middle slices per case: enough to pick the better checkpoint.
+DEMO_VALIDATION_SLICES = 16
 
 
 def run_demo(workdir: Path, device: str = "cpu", iterations: int = DEMO_ITERATIONS,
@@ -47,10 +49,32 @@ def run_demo(workdir: Path, device: str = "cpu", iterations: int = DEMO_ITERATIO
     add_configuration(preprocessed, DEMO_CONFIGURATION, "2d_cpu", "the demo's minutes-long CPU budget",
                       network=dict(DEMO_NETWORK))
     stage("train Stage I and II", run_training, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION, stage="all",
-          iterations=iterations, device=device, continue_training=True)
+          iterations=iterations, device=device, continue_training=True, val_every=max(1, iterations // 2),
+          max_val_slices_per_case=DEMO_VALIDATION_SLICES)
     imputation_dir = stage("evaluate imputation", evaluate_imputation, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION,
                            methods=["codebrain", "zero", "mean"], device=device, protocols=["paper"])
     segmentation = stage("evaluate segmentation", evaluate_segmentation, DEMO_DATASET_ID, 0, DEMO_CONFIGURATION,
                          train_segmenter=True, seg_trainer="nnUNetTrainerShort",
                          methods=["codebrain", "zero"], device=device, use_mirroring=False)
-    return {"imputation": Path(imputation_dir), "segmentation": segmentation.output_dir, "timings": timings}
+    return {"imputation": Path(imputation_dir), "segmentation": segmentation.output_dir, "timings": timings,
+            "files": demo_outputs(Path(imputation_dir), segmentation.files),
+            "headline": headline_figures(Path(imputation_dir), segmentation.table)}
+
+
+def demo_outputs(imputation_dir: Path, segmentation_files: dict[str, Path]) -> list[Path]:
+    """The tables and figures the demo wrote, imputation first, in a stable order."""
+    tables = [imputation_dir / name for name in ("tables.md", "summary.csv", "summary.json", "pairs.csv")]
+    figures = sorted((imputation_dir / "figures").glob("*.png"))
+    return [path for path in tables + figures + list(segmentation_files.values()) if path.is_file()]
+
+
+def headline_figures(imputation_dir: Path, segmentation_table: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Overall paper-protocol PSNR/SSIM/MAE per imputation method and mean WT/TC/ET Dice per segmentation row."""
+    from codebrain_seg.io import read_json
+
+    overall = read_json(imputation_dir / "summary.json")["summary"]["paper"]["image"]
+    dice = segmentation_table["dice"]
+    return {"imputation": {method: {metric: float(values["overall"][metric]) for metric in ("psnr", "ssim", "mae")}
+                           for method, values in overall.items()},
+            "segmentation_mean_dice": {row: float(dice[row]["mean of regions"]["mean"])
+                                       for row in segmentation_table["rows"]}}
