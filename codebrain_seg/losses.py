@@ -5,7 +5,9 @@ Stage I (paper Eq. 3): ``lambda_a * mean(l_c over available) + lambda_m * mean(l
 plus an LSGAN term whose fake target is the availability mask per channel.
 Stage II (paper Eqs. 5-6): each code level ``k`` of a channel with ``L`` levels becomes ``L - 1`` ordinal
 targets ``[k > t for t in 0 .. L-2]`` trained with binary cross-entropy; decoding counts positive logits.
-The classification ablation uses cross-entropy over the ``L`` levels instead.
+The classification ablation uses cross-entropy over the ``L`` levels instead (and the VQ ablation over the
+codebook entries, one "channel" of ``K`` classes). The continuous-code ablation regresses the code with L1.
+The VQ ablation adds the VQ-VAE codebook + commitment loss to Stage I (:func:`vector_quantization_loss`).
 
 All per-channel work is vectorised; ``available`` is one boolean pattern ``(C,)`` for the whole batch
 (``True`` = modality given to the network, ``False`` = missing, zero-filled).
@@ -69,6 +71,15 @@ def l1_loss_per_channel(prediction: Tensor, target: Tensor) -> Tensor:
     return _reduce_all_but_channels((prediction.float() - target.float()).abs())
 
 
+def reconstruction_loss_per_channel(prediction: Tensor, target: Tensor, kind: str = "psnr") -> Tensor:
+    """Per-modality reconstruction loss ``(C,)``: PSNR loss (paper) or L1 (ablation), before the lambda weights."""
+    if kind == "psnr":
+        return psnr_loss_per_channel(prediction, target)
+    if kind == "l1":
+        return l1_loss_per_channel(prediction, target)
+    raise ValueError(f"reconstruction loss kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
+
+
 def weight_available_missing(
     per_channel: Tensor,
     available: Tensor | Sequence[bool],
@@ -108,12 +119,7 @@ def reconstruction_loss(
     Returns:
         Scalar loss (float32).
     """
-    if kind == "psnr":
-        per_channel = psnr_loss_per_channel(prediction, target)
-    elif kind == "l1":
-        per_channel = l1_loss_per_channel(prediction, target)
-    else:
-        raise ValueError(f"reconstruction loss kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
+    per_channel = reconstruction_loss_per_channel(prediction, target, kind)
     return weight_available_missing(per_channel, available, weight_available, weight_missing)
 
 
@@ -260,3 +266,45 @@ def decode_classification(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
     fsq_levels = [int(level) for level in fsq_levels]
     _check_logits(logits, sum(fsq_levels), "classification")
     return _padded_class_logits(logits, fsq_levels).argmax(dim=1)
+
+
+# ---- ablations: VQ codebook and continuous codes ---------------------------------------------------------
+
+
+def vector_quantization_loss(encoded: Tensor, quantized: Tensor, commitment_weight: float = 0.25) -> Tensor:
+    """VQ-VAE auxiliary loss ``MSE(q, sg[z]) + beta * MSE(z, sg[q])`` (van den Oord et al., NeurIPS 2017).
+
+    The first (codebook) term moves the selected codebook entries towards the encoder outputs; the second
+    (commitment) term keeps the encoder outputs close to their entries. The straight-through estimator gives
+    the codebook no gradient from the reconstruction, so without the first term it would never be trained.
+
+    Args:
+        encoded: encoder outputs ``z`` ``(B, d, *spatial)`` (before quantisation).
+        quantized: their nearest codebook entries ``q`` ``(B, d, *spatial)``, differentiable w.r.t. the codebook.
+        commitment_weight: beta (0.25 in VQ-VAE).
+
+    Returns:
+        Scalar loss (float32).
+    """
+    _check_pair(quantized, encoded)
+    encoded, quantized = encoded.float(), quantized.float()
+    codebook_term = F.mse_loss(quantized, encoded.detach())
+    commitment_term = F.mse_loss(encoded, quantized.detach())
+    return codebook_term + commitment_weight * commitment_term
+
+
+def code_regression_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Continuous-code ablation of Stage II: mean absolute error between predicted and posterior codes.
+
+    L1 is the continuous counterpart of the grading loss: for consistent ordinal outputs the number of wrong
+    threshold decisions is ``|k_hat - k|``, an absolute error in level units.
+
+    Args:
+        prediction: bounded predicted codes ``(B, d, h, w)`` (tanh of the prior encoder's output).
+        target: posterior codes ``(B, d, h, w)`` in (-1, 1).
+
+    Returns:
+        Scalar loss (float32).
+    """
+    _check_pair(prediction, target)
+    return (prediction.float() - target.float()).abs().mean()

@@ -127,6 +127,16 @@ class FSQ(nn.Module):
         """Alias of :meth:`quantize`."""
         return self.quantize(z)
 
+    def quantize_with_loss(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Codes and a zero auxiliary loss (FSQ needs none; same interface as the VQ ablation's quantiser)."""
+        codes = self.quantize(z)
+        return codes, codes.new_zeros(())
+
+    @property
+    def target_classes(self) -> tuple[int, ...]:
+        """Classes per Stage-II target channel: the levels ``L_i``."""
+        return self.levels
+
     def codes_to_levels(self, codes: Tensor) -> Tensor:
         """Map codes on the grid to integer levels ``k = (code + 1) * floor(L/2)`` in ``0 .. L-1`` (int64)."""
         self._check_channels(codes, "codes")
