@@ -25,6 +25,7 @@ PLANS_VERSION = 1
 PAPER_FSQ_LEVELS = [8, 8, 8, 5, 5, 5]
 # Level sets recommended by the FSQ paper (Mentzer et al., ICLR 2024, Table 1) per codebook size 2^bits.
 FSQ_LEVELS_BY_BITS = {10: [8, 5, 5, 5], 12: [7, 5, 5, 5, 5], 14: [8, 8, 8, 6, 5], 16: [8, 8, 8, 5, 5, 5]}
+VQ_CODEBOOK_SIZE = 1024  # the VQ ablation's codebook (codebrain_seg.networks.quantizers.DEFAULT_CODEBOOK_SIZE)
 ANISOTROPY_RATIO = 2.0
 UPPER_PERCENTILE = 99.5
 TRAINING_SLICE_MIN_BRAIN_FRACTION = 0.05
@@ -94,6 +95,15 @@ def decide_fsq_levels(num_channels: int) -> tuple[list[int], str]:
                                     "larger codebook makes Stage II code prediction harder")
 
 
+def decide_vq_codebook_size() -> tuple[int, str]:
+    """Codebook size of the VQ ablation (``--ablation vq``); FSQ, the default, does not use it."""
+    return VQ_CODEBOOK_SIZE, (
+        f"{VQ_CODEBOOK_SIZE} = 2^10 entries for the VQ ablation only: a usual VQ-VAE/VQGAN size at which a plain "
+        "codebook is still well used (large ones collapse onto few entries, FSQ's motivation), and Stage II's "
+        "per-cell softmax over K stays small (K = FSQ's 64,000 would need a 49M-weight head and ~4 GB of logits "
+        "per 16-slice batch of 32x32 code maps)")
+
+
 def total_training_slices(fingerprint: dict[str, Any], slicing_axis: int) -> int:
     """Number of brain slices in the dataset along the slicing axis."""
     return int(sum(c["brain_bbox"][slicing_axis][1] - c["brain_bbox"][slicing_axis][0] for c in fingerprint["cases"]))
@@ -156,6 +166,7 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
     crop, crop_reason = decide_crop(fingerprint, axis)
     eval_slices, eval_reason = decide_evaluation_slices(fingerprint, axis)
     levels, levels_reason = decide_fsq_levels(channels)
+    codebook_size, codebook_reason = decide_vq_codebook_size()
     num_slices = total_training_slices(fingerprint, axis)
     code_grid = [c // 2 ** DOWNSAMPLINGS for c in crop]
 
@@ -171,6 +182,7 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
         "downsamplings": DOWNSAMPLINGS,
         "code_grid": code_grid,
         "fsq_levels": levels,
+        "vq_codebook_size": codebook_size,
         "training_slices": {"min_brain_fraction": TRAINING_SLICE_MIN_BRAIN_FRACTION},
         "evaluation_slices": eval_slices,
     }
@@ -203,7 +215,7 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
         },
         "intensity_reference": fingerprint["intensity_summary"],
         "reasons": {"slicing_axis": axis_reason, "crop_size": crop_reason, "evaluation_slices": eval_reason,
-                    "fsq_levels": levels_reason,
+                    "fsq_levels": levels_reason, "vq_codebook_size": codebook_reason,
                     "training_slices": f"slices whose brain area is at least "
                                        f"{TRAINING_SLICE_MIN_BRAIN_FRACTION:.0%} of the case's largest brain slice: "
                                        "nearly empty edge slices teach nothing",

@@ -2,12 +2,15 @@
 
 ``run_training`` is the Python twin of ``codebrain_train``. Results go to
 ``$codebrain_results/DatasetXXX_Name/<Method>__<plans>__<configuration>/fold_F/stage<k>/``; an ablation other
-than ``none`` is appended to the method name (``CodeBrain-no_fc__...``). Another method (e.g. a regression
-baseline) plugs in with :func:`register_method` without touching this package's loop.
+than ``none`` is appended to the method name (``CodeBrain-no_fc__...``), and so is a reconstruction loss-weight
+pair that differs from the plans' (``CodeBrain-lm1-la1__...``, ``CodeBrain-vq-lm10-la5__...``), so variants never
+share a folder. Another method (e.g. a regression baseline) plugs in with :func:`register_method` without
+touching this package's loop.
 """
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,9 +48,21 @@ def _regression_stage() -> type:
     return RegressionTrainer
 
 
+# The CodeBrain ablation switches (paper Tables 3 and 5, Fig. 6) and what each changes; the networks read them
+# as configuration fields (trainers.stage1.ABLATION_SWITCHES), so every variant runs the same code.
+CODEBRAIN_ABLATIONS: dict[str, str] = {
+    "none": "the paper's method (FSQ codes, grading Stage II, PSNR loss, F_c)",
+    "no_fc": "decode from the codes only, without F_c",
+    "cls": "Stage II classifies each FSQ level (cross-entropy) instead of grading it",
+    "l1": "L1 instead of the PSNR reconstruction loss in Stage I",
+    "vq": "a learned VQ codebook (plans key vq_codebook_size, default 1024) instead of FSQ, and Stage II "
+          "classifies the codebook index",
+    "continuous": "no quantisation (the tanh-bounded posterior output is the code), and Stage II regresses it (L1)",
+}
+
 METHODS: dict[str, MethodSpec] = {
     "codebrain": MethodSpec("CodeBrain", {1: _codebrain_stage(1), 2: _codebrain_stage(2)},
-                            ablations=("none", "no_fc", "cls", "l1"), shared_stages={"cls": (1,)}),
+                            ablations=tuple(CODEBRAIN_ABLATIONS), shared_stages={"cls": (1,)}),
     "regression": MethodSpec("Regression", {1: _regression_stage}),
 }
 
@@ -71,10 +86,56 @@ def default_configuration(device: str = "auto") -> str:
     return "2d" if device != "cpu" and torch.cuda.is_available() else "2d_cpu"
 
 
+def check_loss_weights(weights: Sequence[float | str], shown: str | None = None) -> tuple[float, float]:
+    """``(lambda_m, lambda_a)`` as floats; ValueError unless two finite non-negative numbers, not both 0."""
+    try:
+        pair = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(math.isfinite(w) and w >= 0 for w in pair) or not any(pair):
+        given = shown if shown is not None else weights
+        raise ValueError(f"loss weights must be two non-negative numbers 'lambda_m,lambda_a' (missing, available), "
+                         f"not both 0, e.g. '20,5' (the paper) or '1,1'; got {given!r}")
+    return pair  # type: ignore[return-value]  (checked to have two entries)
+
+
+def parse_loss_weights(text: str) -> tuple[float, float]:
+    """``'20,5'`` -> ``(lambda_m, lambda_a)`` = (missing, available) reconstruction weights; ValueError if malformed."""
+    return check_loss_weights(str(text).split(","), shown=str(text))
+
+
+def plans_loss_weights(configuration: dict[str, Any]) -> tuple[float, float]:
+    """``(lambda_missing, lambda_available)`` of a plans configuration."""
+    loss = configuration["optimisation"]["loss"]
+    return float(loss["lambda_missing"]), float(loss["lambda_available"])
+
+
+def resolve_loss_weights(loss_weights: Sequence[float] | str | None, configuration: dict[str, Any]
+                         ) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """``(weights used, override)``: the requested ``(lambda_m, lambda_a)`` (default: the plans'), and the same pair
+    when it differs from the plans' (it then names the results folder), else None."""
+    planned = plans_loss_weights(configuration)
+    if loss_weights is None:
+        return planned, None
+    weights = parse_loss_weights(loss_weights) if isinstance(loss_weights, str) else check_loss_weights(loss_weights)
+    return weights, (None if weights == planned else weights)
+
+
+def variant_name(ablation: str = "none", loss_weights: tuple[float, float] | None = None) -> str:
+    """Folder suffix of a variant: ``''``, ``'-vq'``, ``'-lm1-la1'``, ``'-vq-lm1-la1'`` (weights = an override)."""
+    suffix = "" if ablation == "none" else f"-{ablation}"
+    if loss_weights is not None:
+        suffix += f"-lm{loss_weights[0]:g}-la{loss_weights[1]:g}"
+    return suffix
+
+
 def results_folder(dataset_folder: str, method: str, plans_name: str, configuration: str, fold: int,
-                   ablation: str = "none") -> Path:
-    """``$codebrain_results/<dataset>/<Method[-ablation]>__<plans>__<configuration>/fold_<fold>``."""
-    name = get_method(method).folder_name + ("" if ablation == "none" else f"-{ablation}")
+                   ablation: str = "none", loss_weights: tuple[float, float] | None = None) -> Path:
+    """``$codebrain_results/<dataset>/<Method[-ablation][-lmM-laA]>__<plans>__<configuration>/fold_<fold>``.
+
+    ``loss_weights`` is an override of the plans' ``(lambda_m, lambda_a)``; None (the plans' pair) adds nothing.
+    """
+    name = get_method(method).folder_name + variant_name(ablation, loss_weights)
     return paths.results_root() / dataset_folder / f"{name}__{plans_name}__{configuration}" / f"fold_{fold}"
 
 
@@ -90,7 +151,7 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
                  method: str = "codebrain", ablation: str = "none", iterations: int | None = None,
                  device: str = "auto", continue_training: bool = False, compile: bool = False,
                  num_workers: int | None = None, seed: int = 1337, val_every: int | None = None,
-                 **options: Any) -> dict[int, Path]:
+                 loss_weights: tuple[float, float] | str | None = None, **options: Any) -> dict[int, Path]:
     """Train the requested stage(s) of a method on one fold; returns each trained stage's output folder.
 
     Args:
@@ -98,7 +159,9 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
         fold: index into ``splits_final.json``.
         configuration: plans configuration; default ``2d`` with a GPU, ``2d_cpu`` without.
         stage: ``'all'`` or one stage number.
-        method, ablation: registry entry and ablation switch (``none``, ``no_fc``, ``cls``, ``l1``).
+        method, ablation: registry entry and ablation switch (:data:`CODEBRAIN_ABLATIONS` for CodeBrain).
+        loss_weights: ``(lambda_m, lambda_a)`` (or ``'20,5'``) of the reconstruction loss; None = the plans'.
+            A pair other than the plans' is part of the results folder name.
         iterations, device, continue_training, compile, num_workers, seed, val_every: see ``codebrain_train``.
         **options: further :class:`trainers.base_trainer.TrainingOptions` fields (batch_size, log_every, ...).
     """
@@ -128,11 +191,14 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
     if not data_folder.is_dir():
         raise FileNotFoundError(f"{data_folder} is missing: run codebrain_plan_and_preprocess -d {dataset} "
                                 f"-c {configuration}")
-    fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation)
-    shared_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold)
+    weights, override = resolve_loss_weights(loss_weights, config)
+    fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation, override)
+    shared_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold,
+                                loss_weights=override)
     stage_dirs = {k: (shared_dir if k in spec.shared_stages.get(ablation, ()) else fold_dir) / f"stage{k}"
                   for k in spec.stages}
-    identity = {"dataset": preprocessed.name, "fold": fold, "method": method, "ablation": ablation}
+    identity = {"dataset": preprocessed.name, "fold": fold, "method": method, "ablation": ablation,
+                "loss_weights": {"lambda_missing": weights[0], "lambda_available": weights[1]}}
     extra = dict(options.pop("extra", None) or {})
     extra.setdefault("stage_dirs", {str(k): str(v) for k, v in stage_dirs.items()})
     done: dict[int, Path] = {}
@@ -146,7 +212,7 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
             stage_ablation = "none" if shared else ablation
             run_options = TrainingOptions(iterations=iterations, device=device, seed=seed, num_workers=num_workers,
                                           val_every=val_every, compile=compile, continue_training=continue_training,
-                                          ablation=stage_ablation, extra=extra, **options)
+                                          ablation=stage_ablation, loss_weights=weights, extra=extra, **options)
             trainer = spec.stages[number]()(plans, configuration, data_folder, splits[fold], stage_dirs[number],
                                             run_options, {**identity, "ablation": stage_ablation})
             if distributed_context().is_main:

@@ -67,6 +67,7 @@ class TrainingOptions:
     continue_training: bool = False
     validate_at_start: bool = False
     ablation: str = "none"
+    loss_weights: tuple[float, float] | None = None  # (lambda_m, lambda_a); None = the plans'
     num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -304,6 +305,14 @@ class BaseTrainer:
         return {}
 
     # ---- shared machinery ---------------------------------------------------------------------------
+
+    def reconstruction_weights(self) -> tuple[float, float]:
+        """``(lambda_missing, lambda_available)``: the run's ``loss_weights`` override, else the plans'."""
+        if self.options.loss_weights is not None:
+            missing, available = self.options.loss_weights
+            return float(missing), float(available)
+        loss = self.configuration["optimisation"]["loss"]
+        return float(loss["lambda_missing"]), float(loss["lambda_available"])
 
     @property
     def is_main(self) -> bool:

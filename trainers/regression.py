@@ -1,9 +1,9 @@
 """Direct-regression baseline: CodeBrain's common encoder and decoder trained pixel-to-pixel, without codes.
 
 The same loop as CodeBrain Stage I (one random missing pattern per batch, the zero-filled stack in, every
-modality out, ``lambda_a * PSNR-loss(available) + lambda_m * PSNR-loss(missing)`` with the plans' weights and
-optimiser), minus the posterior encoder, the quantised codes and the GAN. One stage; validation is real
-imputation over the single-missing patterns. The network is
+modality out, ``lambda_a * PSNR-loss(available) + lambda_m * PSNR-loss(missing)`` with the plans' weights (or the
+run's ``loss_weights``) and optimiser), minus the posterior encoder, the quantised codes and the GAN. One stage;
+validation is real imputation over the single-missing patterns. The network is
 :class:`codebrain_seg.predictor.RegressionNetwork`, loaded for imputation by the ``regression`` registry entry.
 """
 from __future__ import annotations
@@ -29,9 +29,7 @@ class RegressionTrainer(BaseTrainer):
         """One :class:`RegressionNetwork` with the configuration's E_c and decoder sizes."""
         self.network_config = network_config(self.plans, self.configuration)
         self.networks = {"generator": RegressionNetwork(self.network_config)}
-        loss = self.configuration["optimisation"]["loss"]
-        self.lambda_available = float(loss["lambda_available"])
-        self.lambda_missing = float(loss["lambda_missing"])
+        self.lambda_missing, self.lambda_available = self.reconstruction_weights()
 
     def configure_optimizers(self) -> None:
         """The CodeBrain generator's AdamW and cosine schedule."""

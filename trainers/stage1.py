@@ -7,6 +7,10 @@ the pasted-back ``x~ = y * (1 - m) + x * m`` feeds only the GAN. First the Patch
 ``lambda_a * PSNR-loss(available) + lambda_m * PSNR-loss(missing)`` plus, after ``adversarial_start_fraction``
 of the iterations, ``adversarial_weight * MSE(D(x~, x), 1)``. Validation decodes oracle codes (from the full
 ground-truth stack) with F_c of the masked stack, so it is an upper bound, not imputation.
+
+Ablations (:data:`ABLATION_SWITCHES`) only set configuration fields: the VQ quantiser adds its codebook +
+commitment loss (weight 1, as in VQ-VAE) to the generator loss; ``(lambda_m, lambda_a)`` come from the plans or
+the run's ``loss_weights``.
 """
 from __future__ import annotations
 
@@ -19,19 +23,34 @@ from codebrain_seg.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     psnr_loss_per_channel,
-    reconstruction_loss,
+    reconstruction_loss_per_channel,
+    weight_available_missing,
 )
 from codebrain_seg.networks import CodeBrainConfig, PatchDiscriminator, StageOneModel
+from codebrain_seg.networks.quantizers import DEFAULT_CODEBOOK_SIZE
+from trainers import CODEBRAIN_ABLATIONS
 from trainers.base_trainer import BaseTrainer
 from trainers.data_loading import single_missing_patterns
 
-ABLATIONS = ("none", "no_fc", "cls", "l1")
+ABLATIONS = tuple(CODEBRAIN_ABLATIONS)
+# CodeBrainConfig fields each ablation sets ('l1' changes the Stage-I loss only, see reconstruction_kind).
+ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
+    "none": {},
+    "no_fc": {"use_fc": False},
+    "cls": {"head": "cls"},
+    "l1": {},
+    "vq": {"quantizer": "vq", "head": "cls"},
+    "continuous": {"quantizer": "continuous", "head": "regression"},
+}
 # Slices decoded at once during validation: bounds the memory of the full-resolution decoder stages.
 VALIDATION_SLICES_PER_FORWARD = 16
 
 
 def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablation: str = "none") -> CodeBrainConfig:
-    """CodeBrain architecture of a plans configuration, with the ablation's switches."""
+    """CodeBrain architecture of a plans configuration, with the ablation's switches.
+
+    The VQ codebook size is the configuration's ``vq_codebook_size`` (plans written before it existed: 1024).
+    """
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     network = configuration["network"]
@@ -39,7 +58,8 @@ def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablatio
         in_channels=len(plans["channel_names"]), fsq_levels=tuple(configuration["fsq_levels"]),
         posterior_width=int(network["posterior_width"]), common_width=int(network["common_width"]),
         decoder_width=int(network["decoder_width"]), depth=int(network["depth"]),
-        head="cls" if ablation == "cls" else "grading", use_fc=ablation != "no_fc")
+        codebook_size=int(configuration.get("vq_codebook_size", DEFAULT_CODEBOOK_SIZE)),
+        **ABLATION_SWITCHES[ablation])
 
 
 def slice_metrics(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,7 +120,7 @@ def masked_inputs(x: Tensor, masks: Tensor) -> Tensor:
 
 
 class CodeBrainStageOneTrainer(BaseTrainer):
-    """Stage I: posterior encoder + FSQ, common encoder and decoder against a per-modality PatchGAN."""
+    """Stage I: posterior encoder + quantiser, common encoder and decoder against a per-modality PatchGAN."""
 
     method = "codebrain"
     stage = 1
@@ -111,8 +131,7 @@ class CodeBrainStageOneTrainer(BaseTrainer):
         self.networks = {"generator": StageOneModel(self.network_config),
                          "discriminator": PatchDiscriminator(self.num_channels)}
         loss = self.configuration["optimisation"]["loss"]
-        self.lambda_available = float(loss["lambda_available"])
-        self.lambda_missing = float(loss["lambda_missing"])
+        self.lambda_missing, self.lambda_available = self.reconstruction_weights()
         self.adversarial_weight = float(loss["adversarial_weight"])
         self.adversarial_start = int(float(loss["adversarial_start_fraction"]) * self.total_iterations)
         self.reconstruction_kind = "l1" if self.options.ablation == "l1" else "psnr"
@@ -124,8 +143,9 @@ class CodeBrainStageOneTrainer(BaseTrainer):
         self.add_optimizer("discriminator", optimisation["discriminator_optimizer"], cosine=False)
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
-        """The architecture, so inference can rebuild the networks from the checkpoint alone."""
-        return {"network_config": self.network_config.to_dict()}
+        """The architecture, so inference can rebuild the networks from the checkpoint alone, and the loss weights."""
+        return {"network_config": self.network_config.to_dict(),
+                "loss_weights": {"lambda_missing": self.lambda_missing, "lambda_available": self.lambda_available}}
 
     def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
         """Discriminator step, then generator step, on one batch with one pattern."""
@@ -134,7 +154,7 @@ class CodeBrainStageOneTrainer(BaseTrainer):
         mask = available.to(x.dtype).view(1, -1, 1, 1)
         masked = x * mask
         with self.autocast():
-            reconstruction, _, _ = generator(x, masked)
+            reconstruction, codes, _, quantizer_loss = generator(x, masked, with_quantizer_loss=True)
         reconstruction = reconstruction.float()
         pasted = reconstruction * (1 - mask) + masked
 
@@ -144,10 +164,20 @@ class CodeBrainStageOneTrainer(BaseTrainer):
         loss_d = discriminator_loss(scores[:len(x)], scores[len(x):], available)
         self.optimizer_step("discriminator", loss_d)
 
-        loss_rec = reconstruction_loss(reconstruction, x, available, self.reconstruction_kind,
-                                       self.lambda_available, self.lambda_missing)
-        losses = {"loss_d": loss_d.item(), "loss_rec": loss_rec.detach().item()}
+        per_channel = reconstruction_loss_per_channel(reconstruction, x, self.reconstruction_kind)
+        loss_rec = weight_available_missing(per_channel, available, self.lambda_available, self.lambda_missing)
+        with torch.no_grad():  # the unweighted group means, so the lambdas can be read off the log
+            group_means = [weight_available_missing(per_channel.detach(), available, *weights).item()
+                           for weights in ((1.0, 0.0), (0.0, 1.0))]
+        losses = {"loss_d": loss_d.item(), "loss_rec": loss_rec.detach().item(),
+                  "loss_rec_available": group_means[0], "loss_rec_missing": group_means[1]}
         loss_g = loss_rec
+        if self.network_config.quantizer == "vq":
+            loss_g = loss_g + quantizer_loss
+            losses["loss_vq"] = quantizer_loss.detach().item()
+            with torch.no_grad():
+                used = self.networks["generator"].codes_to_levels(codes.detach()).unique().numel()
+            losses["codebook_used"] = used / self.network_config.codebook_size
         if iteration + 1 > self.adversarial_start:
             plain = self.networks["discriminator"]  # outside DDP: no gradient sync for a frozen network
             plain.requires_grad_(False)

@@ -4,6 +4,10 @@ The finished Stage-I generator is frozen (eval mode, no gradients, not optimised
 the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or cross-entropy for the 'cls'
 ablation) against the integer levels of ``FSQ(E_posterior(x))`` of the same augmented batch. Validation is
 real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))``, scored on the missing channels.
+
+The head follows the Stage-I quantiser: a VQ codebook has no order among its entries, so grading does not apply
+and the codebook index of each code cell is classified (cross-entropy over K); continuous codes are regressed
+with L1 (:func:`codebrain_seg.losses.code_regression_loss`) and reported as a code MAE instead of an accuracy.
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from codebrain_seg.losses import classification_loss, grading_loss
+from codebrain_seg.losses import classification_loss, code_regression_loss, grading_loss
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from codebrain_seg.networks.codebrain import HEADS_BY_QUANTIZER
 from trainers.base_trainer import BaseTrainer
 from trainers.data_loading import single_missing_patterns
 from trainers.stage1 import masked_inputs, score_patterns
@@ -40,7 +45,7 @@ def load_stage_one(path: Path, device: torch.device) -> tuple[StageOneModel, dic
 def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor) -> Tensor:
     """Real imputation: all modalities ``(B, C, H, W)`` from the zero-filled stack ``(B, C, H, W)``."""
     levels = prior.logits_to_levels(prior(masked))
-    return generator.decode(generator.quantizer.levels_to_codes(levels), masked)
+    return generator.decode(generator.levels_to_codes(levels), masked)
 
 
 class CodeBrainStageTwoTrainer(BaseTrainer):
@@ -66,9 +71,12 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
         """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
         self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
         stage1_config = self.generator.config.to_dict()
-        stage1_config["head"] = "cls" if self.options.ablation == "cls" else "grading"
+        # The quantiser's default head (FSQ: grading, VQ: cls, continuous: regression) unless 'cls' is asked for.
+        stage1_config["head"] = ("cls" if self.options.ablation == "cls"
+                                 else HEADS_BY_QUANTIZER[self.generator.config.quantizer][0])
         self.network_config = CodeBrainConfig.from_dict(stage1_config)
         self.fsq_levels = list(self.network_config.fsq_levels)
+        self.class_counts = list(self.network_config.class_counts)
         self.stage1_iteration = int(stage1_state["iteration"])
         self.networks = {"prior_encoder": PriorEncoder(self.network_config)}
 
@@ -87,38 +95,44 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
     def _loss(self, logits: Tensor, levels: Tensor) -> Tensor:
         if self.network_config.head == "cls":
-            return classification_loss(logits, levels, self.fsq_levels)
+            return classification_loss(logits, levels, self.class_counts)
+        if self.network_config.head == "regression":
+            # logits_to_levels bounds the output (tanh) exactly as imputation will; it is differentiable here.
+            return code_regression_loss(self.networks["prior_encoder"].logits_to_levels(logits), levels)
         return grading_loss(logits, levels, self.fsq_levels)
 
     def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
-        """One grading step; also reports the code-level accuracy of the batch."""
+        """One code-prediction step; also reports the code accuracy (continuous codes: the code MAE) of the batch."""
         masked = x * available.to(x.dtype).view(1, -1, 1, 1)
         with torch.no_grad(), self.autocast():
-            levels = self.generator.quantizer.codes_to_levels(self.generator.encode_codes(x))
+            levels = self.generator.codes_to_levels(self.generator.encode_codes(x))
         with self.autocast():
             logits = self.train_modules["prior_encoder"](masked)
         loss = self._loss(logits.float(), levels)
         self.optimizer_step("prior_encoder", loss)
         with torch.no_grad():
             predicted = self.networks["prior_encoder"].logits_to_levels(logits.detach().float())
+            if self.network_config.head == "regression":
+                return {"loss_code": loss.detach().item(), "train_code_mae": (predicted - levels).abs().mean().item()}
             accuracy = (predicted == levels).float().mean()
         return {"loss_code": loss.detach().item(), "train_code_accuracy": accuracy.item()}
 
     @torch.inference_mode()
     def validate(self) -> dict[str, Any]:
-        """Real imputation PSNR / SSIM over the single-missing patterns, plus code-level accuracy."""
+        """Real imputation PSNR / SSIM over the single-missing patterns, plus code accuracy (continuous: code MAE)."""
         prior = self.networks["prior_encoder"]
-        counts = {"correct": 0.0, "total": 0.0}
-        level_counts = [torch.zeros(level, dtype=torch.float64) for level in self.fsq_levels]
+        counts = {"correct": 0.0, "error": 0.0, "total": 0.0}
+        level_counts = [torch.zeros(classes, dtype=torch.float64) for classes in self.class_counts]
 
         def predict(x: Tensor, masks: Tensor) -> Tensor:
             masked = masked_inputs(x, masks)
             with self.autocast():
-                target = self.generator.quantizer.codes_to_levels(self.generator.encode_codes(x))
+                target = self.generator.codes_to_levels(self.generator.encode_codes(x))
                 predicted = prior.logits_to_levels(prior(masked).float())
-                reconstruction = self.generator.decode(self.generator.quantizer.levels_to_codes(predicted), masked)
+                reconstruction = self.generator.decode(self.generator.levels_to_codes(predicted), masked)
             target = target.repeat(len(masks), 1, 1, 1)
             counts["correct"] += float((predicted == target).sum())
+            counts["error"] += float((predicted.float() - target.float()).abs().sum())
             counts["total"] += target.numel()
             for channel, histogram in enumerate(level_counts):
                 histogram += torch.bincount(target[:, channel].flatten(), minlength=len(histogram)).cpu()
@@ -126,6 +140,9 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
         metrics = score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
                                  self.channel_names)
+        if not level_counts:  # continuous codes: no classes to count
+            metrics["code_mae"] = counts["error"] / max(counts["total"], 1.0)
+            return metrics
         metrics["code_accuracy"] = counts["correct"] / max(counts["total"], 1.0)
         # Always answering each channel's most frequent level: the accuracy to beat.
         metrics["majority_accuracy"] = float(torch.stack([h.max() / h.sum() for h in level_counts]).mean())

@@ -8,8 +8,19 @@ from typing import Sequence
 from codebrain_seg.cli.common import run_cli
 
 
+def _loss_weights(text: str) -> tuple[float, float]:
+    from trainers import parse_loss_weights
+
+    try:
+        return parse_loss_weights(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of codebrain_train."""
+    from trainers import CODEBRAIN_ABLATIONS
+
     parser = argparse.ArgumentParser(prog="codebrain_train", description=__doc__)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
     parser.add_argument("-f", "--fold", required=True, type=int, help="fold of splits_final.json")
@@ -21,8 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="auto = cuda when available, else cpu")
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pth")
-    parser.add_argument("--ablation", choices=["none", "no_fc", "cls", "l1"], default="none",
-                        help="no_fc: decode from codes only; cls: classify codes in Stage II; l1: L1 loss in Stage I")
+    parser.add_argument("--ablation", choices=list(CODEBRAIN_ABLATIONS), default="none",
+                        help="; ".join(f"{name}: {text}" for name, text in CODEBRAIN_ABLATIONS.items())
+                        + " (results go to CodeBrain-<ablation>__...)")
+    parser.add_argument("--loss-weights", type=_loss_weights, default=None, metavar="LAMBDA_M,LAMBDA_A",
+                        help="Stage I reconstruction weights of the missing and the available sequences (default: "
+                             "the plans', 20,5 as in the paper; 1,1 = the equal-weights ablation); a pair other "
+                             "than the plans' is added to the results folder name, e.g. CodeBrain-lm1-la1__...")
     parser.add_argument("--method", choices=["codebrain", "regression"], default="codebrain",
                         help="codebrain, or the direct-regression baseline (same loop, no codes)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
@@ -44,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainers import run_training
 
         folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
-                               ablation=args.ablation,
+                               ablation=args.ablation, loss_weights=args.loss_weights,
                                iterations=args.iterations, device=args.device,
                                continue_training=args.continue_training, compile=args.compile,
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
