@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from codebrain_seg.losses import (
     classification_loss,
+    code_regression_loss,
     decode_classification,
     decode_grading,
     discriminator_loss,
@@ -18,6 +19,8 @@ from codebrain_seg.losses import (
     levels_to_ordinal_targets,
     psnr_loss_per_channel,
     reconstruction_loss,
+    reconstruction_loss_per_channel,
+    vector_quantization_loss,
     weight_available_missing,
 )
 
@@ -199,3 +202,45 @@ def test_classification_gradient_is_finite_with_padding() -> None:
     assert torch.isfinite(logits.grad).all()
     # within a channel the softmax gradient sums to zero
     assert all(abs(chunk.sum().item()) < 1e-6 for chunk in logits.grad.split(LEVELS, dim=1))
+
+
+# ---- ablations: loss weights, VQ, continuous codes ------------------------------------------------------
+
+
+def test_equal_weights_ablation_changes_the_loss_as_the_weights_say() -> None:
+    prediction, target = _tiny_pair()
+    available = torch.tensor([True, False])
+    per_channel = reconstruction_loss_per_channel(prediction, target, "psnr")
+    torch.testing.assert_close(per_channel, psnr_loss_per_channel(prediction, target))
+    paper = reconstruction_loss(prediction, target, available, "psnr", weight_available=5.0, weight_missing=20.0)
+    equal = reconstruction_loss(prediction, target, available, "psnr", weight_available=1.0, weight_missing=1.0)
+    torch.testing.assert_close(equal, per_channel.sum())
+    torch.testing.assert_close(paper, 5 * per_channel[0] + 20 * per_channel[1])
+    # L1 per channel is (0.1, 0.5): weight 1 on the available channel 0, 30 on the missing channel 1
+    heavy = reconstruction_loss(prediction, target, [True, False], "l1", weight_available=1.0, weight_missing=30.0)
+    assert heavy.item() == pytest.approx(0.1 + 30 * 0.5)
+    with pytest.raises(ValueError, match="kind"):
+        reconstruction_loss_per_channel(prediction, target, "ssim")
+
+
+def test_vector_quantization_loss_terms() -> None:
+    encoded = torch.tensor([[[[0.5]], [[0.0]]]], requires_grad=True)  # (1, 2, 1, 1)
+    entry = torch.tensor([[[[0.1]], [[0.2]]]], requires_grad=True)
+    loss = vector_quantization_loss(encoded, entry, commitment_weight=0.25)
+    squared = ((0.5 - 0.1) ** 2 + 0.2**2) / 2
+    assert float(loss.detach()) == pytest.approx(1.25 * squared)
+    loss.backward()
+    # codebook term moves the entry towards sg[z]; commitment (x 0.25) moves z towards sg[q]
+    torch.testing.assert_close(entry.grad.flatten(), torch.tensor([-0.4, 0.2]))
+    torch.testing.assert_close(encoded.grad.flatten(), 0.25 * torch.tensor([0.4, -0.2]))
+
+
+def test_code_regression_loss_is_the_mean_absolute_code_error() -> None:
+    prediction = torch.tensor([[[[0.5]], [[-0.5]]]], requires_grad=True)
+    target = torch.tensor([[[[0.0]], [[0.5]]]])
+    loss = code_regression_loss(prediction, target)
+    assert float(loss.detach()) == pytest.approx((0.5 + 1.0) / 2)
+    loss.backward()
+    torch.testing.assert_close(prediction.grad.flatten(), torch.tensor([0.5, -0.5]))
+    with pytest.raises(ValueError, match="same"):
+        code_regression_loss(prediction, target[:, :1])

@@ -1,0 +1,339 @@
+"""Ablation switches of issue 7: VQ codebook, continuous codes and the (lambda_m, lambda_a) pair.
+
+Unit tests of the quantisers and the switches, then each variant trained for a few iterations (both stages) on
+tiny demo data and imputed through the unchanged predictor. One thread, so timings hold on a busy machine.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from codebrain_seg.cli.train import main as train_main
+from codebrain_seg.demo_data import make_demo_dataset
+from codebrain_seg.io import read_json, write_json
+from codebrain_seg.networks import (
+    CodeBrainConfig,
+    ContinuousCode,
+    NAFBlock,
+    PriorEncoder,
+    StageOneModel,
+    VectorQuantizer,
+)
+from codebrain_seg.predictor import load_predictor_from_folder
+from planners.plan_and_preprocess import plan_and_preprocess
+from trainers import (
+    CODEBRAIN_ABLATIONS,
+    parse_loss_weights,
+    resolve_loss_weights,
+    run_training,
+    variant_name,
+)
+from trainers.base_trainer import read_metrics
+
+SMALL = dict(posterior_width=4, common_width=4, decoder_width=4, depth=1)
+DATASET_ID = 976
+CONFIG = "2d_tiny"
+TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
+TINY_CODEBOOK = 32
+QUICK = dict(device="cpu", num_threads=1, max_val_slices_per_case=4)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for in-process training (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _open_residuals(model: torch.nn.Module) -> None:
+    """New NAFBlocks are identities (beta = gamma = 0); open them so gradients reach every convolution."""
+    for block in model.modules():
+        if isinstance(block, NAFBlock):
+            torch.nn.init.constant_(block.beta, 0.1)
+            torch.nn.init.constant_(block.gamma, 0.1)
+
+
+# ---- VQ quantiser ----------------------------------------------------------------------------------------
+
+
+def test_vq_indices_are_in_range_and_codes_are_codebook_entries() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=16, dim=6)
+    z = torch.randn(3, 6, 5, 4) * 3
+    codes, loss = vq.quantize_with_loss(z)
+    indices = vq.codes_to_levels(codes)
+    assert indices.shape == (3, 1, 5, 4) and indices.dtype == torch.int64
+    assert int(indices.min()) >= 0 and int(indices.max()) < 16
+    assert codes.shape == z.shape and codes.dtype == torch.float32
+    # every code vector is exactly one codebook row, the one nearest to tanh(z)
+    vectors = codes.movedim(1, -1).reshape(-1, 6)
+    assert torch.equal(vectors, vq.codebook.detach()[indices.flatten()])
+    bounded = torch.tanh(z).movedim(1, -1).reshape(-1, 6)
+    assert torch.equal(indices.flatten(), torch.cdist(bounded, vq.codebook.detach()).argmin(dim=1))
+    assert torch.equal(vq.levels_to_codes(indices), codes)
+    assert loss.dim() == 0 and float(loss.detach()) > 0
+    with pytest.raises(ValueError, match="codebook indices"):
+        vq.levels_to_codes(torch.full((1, 1, 2, 2), 16))
+    with pytest.raises(ValueError, match="6 channels"):
+        vq.quantize(torch.randn(1, 5, 2, 2))
+
+
+def test_vq_straight_through_gradient_reaches_the_encoder_and_the_loss_the_codebook() -> None:
+    torch.manual_seed(0)
+    model = StageOneModel(CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=16, **SMALL))
+    _open_residuals(model)
+    x = torch.rand(2, 3, 16, 16)
+    reconstruction, codes, _, vq_loss = model(x, x * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1),
+                                              with_quantizer_loss=True)
+    reconstruction.square().mean().backward(retain_graph=True)
+    # The reconstruction reaches the posterior encoder through the straight-through estimator, not the codebook.
+    assert model.posterior_encoder.stem.weight.grad.abs().sum() > 0
+    assert model.quantizer.codebook.grad is None
+    model.zero_grad()
+    vq_loss.backward()
+    assert model.quantizer.codebook.grad.abs().sum() > 0  # codebook term
+    assert model.posterior_encoder.stem.weight.grad.abs().sum() > 0  # commitment term
+
+
+def test_vq_commitment_loss_decreases_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    encoder = torch.nn.Conv2d(3, 6, kernel_size=1)
+    vq = VectorQuantizer(codebook_size=8, dim=6)
+    x = torch.randn(4, 3, 6, 6)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *vq.parameters()], lr=0.02)
+
+    def commitment() -> float:
+        with torch.no_grad():
+            bounded = vq.bound(encoder(x))
+            return float((bounded - vq.levels_to_codes(vq.codes_to_levels(bounded))).square().mean())
+
+    before = commitment()
+    for _ in range(30):
+        _, loss = vq.quantize_with_loss(encoder(x))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert commitment() < 0.5 * before, (before, commitment())
+
+
+# ---- continuous codes --------------------------------------------------------------------------------------
+
+
+def test_continuous_code_is_the_bounded_encoder_output() -> None:
+    torch.manual_seed(0)
+    model = StageOneModel(CodeBrainConfig(in_channels=3, quantizer="continuous", head="regression", **SMALL))
+    assert isinstance(model.quantizer, ContinuousCode)
+    x = torch.rand(2, 3, 16, 16) * 4
+    with torch.no_grad():
+        codes = model.encode_codes(x)
+        torch.testing.assert_close(codes, torch.tanh(model.posterior_encoder(x)))
+    assert float(codes.abs().max()) < 1.0
+    assert torch.equal(model.codes_to_levels(codes), codes) and torch.equal(model.levels_to_codes(codes), codes)
+    prior = PriorEncoder(model.config)
+    with torch.no_grad():
+        predicted = prior.logits_to_levels(prior(x))
+    assert predicted.shape == codes.shape and predicted.dtype == torch.float32
+    assert float(predicted.abs().max()) <= 1.0
+
+
+@pytest.mark.parametrize("quantizer, head", [("fsq", "grading"), ("fsq", "cls"), ("vq", "cls"),
+                                             ("continuous", "regression")])
+def test_stage_two_outputs_become_decoder_codes_for_every_quantizer(quantizer: str, head: str) -> None:
+    """The predictor's path: prior logits -> logits_to_levels -> quantizer.levels_to_codes -> decode."""
+    torch.manual_seed(0)
+    config = CodeBrainConfig(in_channels=3, quantizer=quantizer, head=head, codebook_size=16, **SMALL)
+    model, prior = StageOneModel(config).eval(), PriorEncoder(config).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        levels = prior.logits_to_levels(prior(x))
+        codes = model.quantizer.levels_to_codes(levels)
+        oracle = model.encode_codes(x)
+        assert codes.shape == oracle.shape == (2, 6, 2, 2)
+        assert model.decode(codes, x).shape == x.shape
+        # oracle codes survive the round trip through the Stage-II targets
+        assert torch.equal(model.levels_to_codes(model.codes_to_levels(oracle)), oracle)
+    expected_logits = {"grading": 33, "cls": 39 if quantizer == "fsq" else 16, "regression": 6}[head]
+    assert prior(x).shape[1] == config.num_logits == expected_logits
+
+
+# ---- switches, names, command line -------------------------------------------------------------------------
+
+
+def test_loss_weight_parsing_and_folder_names() -> None:
+    assert parse_loss_weights("20,5") == (20.0, 5.0) and parse_loss_weights(" 1 , 1 ") == (1.0, 1.0)
+    for bad in ("20", "1,2,3", "a,b", "-1,5", "0,0", "nan,1"):
+        with pytest.raises(ValueError, match="lambda_m,lambda_a"):
+            parse_loss_weights(bad)
+    planned = {"optimisation": {"loss": {"lambda_missing": 20.0, "lambda_available": 5.0}}}
+    assert resolve_loss_weights(None, planned) == ((20.0, 5.0), None)
+    assert resolve_loss_weights("20,5", planned) == ((20.0, 5.0), None)  # the plans' pair: the plain run
+    assert resolve_loss_weights((1, 1), planned) == ((1.0, 1.0), (1.0, 1.0))
+    assert variant_name() == "" and variant_name("vq") == "-vq"
+    assert variant_name("none", (1.0, 1.0)) == "-lm1-la1"
+    assert variant_name("continuous", (10.0, 2.5)) == "-continuous-lm10-la2.5"
+
+
+def test_config_switches_pair_quantizers_with_their_heads() -> None:
+    assert CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=64).num_logits == 64
+    assert CodeBrainConfig(in_channels=3, quantizer="continuous", head="regression").num_logits == 6
+    for quantizer, head in (("vq", "grading"), ("continuous", "cls"), ("fsq", "regression")):
+        with pytest.raises(ValueError, match="head must be one of"):
+            CodeBrainConfig(in_channels=3, quantizer=quantizer, head=head)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        CodeBrainConfig(in_channels=3, quantizer="rvq")
+    with pytest.raises(ValueError, match="codebook_size"):
+        CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=1)
+    # configurations stored before the switches existed still load (FSQ, 1024-entry default never used)
+    old = {key: value for key, value in CodeBrainConfig(in_channels=3).to_dict().items()
+           if key not in ("quantizer", "codebook_size", "commitment_weight")}
+    assert CodeBrainConfig.from_dict(old).quantizer == "fsq"
+
+
+def test_command_line_lists_the_ablations_and_rejects_unknown_ones(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as help_exit:
+        train_main(["--help"])
+    assert help_exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{none,no_fc,cls,l1,vq,continuous}" in text and "--loss-weights LAMBDA_M,LAMBDA_A" in text
+    assert set(CODEBRAIN_ABLATIONS) == {"none", "no_fc", "cls", "l1", "vq", "continuous"}
+    for argv, message in ((["--ablation", "fsq"], "invalid choice: 'fsq'"),
+                          (["--loss-weights", "20"], "loss weights must be two non-negative numbers")):
+        with pytest.raises(SystemExit) as error_exit:
+            train_main(["-d", "1", "-f", "0", *argv])
+        assert error_exit.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+# ---- each variant trains and imputes -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Demo dataset (5 cases of 48 x 48 x 24), planned, with a tiny configuration and a 32-entry VQ codebook."""
+    root = tmp_path_factory.mktemp("ablations")
+    with pytest.MonkeyPatch.context() as patch:
+        for kind in ("raw", "preprocessed"):
+            (root / kind).mkdir()
+            patch.setenv(f"codebrain_{kind}", str(root / kind))
+        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            patch.delenv(variable, raising=False)
+        make_demo_dataset(DATASET_ID, num_cases=5, shape=(48, 48, 24), seed=0)
+        preprocessed = plan_and_preprocess(DATASET_ID, ["2d_cpu"])
+    plans = read_json(preprocessed / "codebrainPlans.json")
+    assert plans["configurations"]["2d_cpu"]["vq_codebook_size"] == 1024  # the planner's documented default
+    tiny = json.loads(json.dumps(plans["configurations"]["2d_cpu"]))
+    tiny.update(network=dict(TINY_NETWORK), vq_codebook_size=TINY_CODEBOOK)
+    plans["configurations"][CONFIG] = tiny
+    write_json(preprocessed / "codebrainPlans.json", plans)
+    config = plans["configurations"][CONFIG]
+    return SimpleNamespace(root=root, preprocessed=preprocessed, plans=plans, config=config,
+                           data=preprocessed / config["data_identifier"],
+                           split=read_json(preprocessed / "splits_final.json")[0])
+
+
+@pytest.fixture
+def results(demo: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh results folder for one test, with the demo's raw and preprocessed folders."""
+    for kind in ("raw", "preprocessed"):
+        monkeypatch.setenv(f"codebrain_{kind}", str(demo.root / kind))
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("codebrain_results", str(tmp_path))
+    return tmp_path
+
+
+def _fold_dir(results: Path, model: str) -> Path:
+    return next(results.glob(f"Dataset{DATASET_ID}_*")) / f"{model}__codebrainPlans__{CONFIG}" / "fold_0"
+
+
+def _checkpoints(stage_dir: Path) -> dict[str, dict]:
+    """Every checkpoint of a stage, loaded as inference and resume do (weights only)."""
+    files = sorted(stage_dir.glob("checkpoint_*.pth"))
+    assert {f.name for f in files} == {"checkpoint_best.pth", "checkpoint_final.pth", "checkpoint_latest.pth"}
+    return {f.name: torch.load(f, map_location="cpu", weights_only=True) for f in files}
+
+
+def _impute_a_validation_case(demo: SimpleNamespace, fold_dir: Path) -> dict:
+    """Impute two patterns of a validation case through the predictor; checks and returns its slice outputs."""
+    predictor = load_predictor_from_folder(fold_dir, CONFIG)
+    volume = np.load(demo.data / f"{demo.split['val'][0]}.npy")
+    for available in ([True, False, True, False], [False, True, True, True]):
+        imputed = predictor.impute_normalised(volume, available)
+        assert imputed.shape == volume.shape and np.isfinite(imputed).all()
+        assert np.array_equal(imputed[available], volume[available])
+        missing = imputed[~np.array(available)]
+        assert missing.min() >= 0.0 and missing.max() <= 1.0 and missing.max() > 0.0
+    middle = volume.shape[1] // 2
+    full = np.ascontiguousarray(volume[:, middle - 1:middle + 1].transpose(1, 0, 2, 3))
+    masked = full * np.array([1, 0, 1, 0], np.float32)[None, :, None, None]
+    return {**predictor.predict_slices(masked), "oracle": predictor.oracle_levels(full),
+            "supports_confidence": predictor.supports_confidence}
+
+
+def test_vq_variant_trains_both_stages_and_imputes(demo: SimpleNamespace, results: Path, one_thread) -> None:
+    run_training(DATASET_ID, 0, CONFIG, ablation="vq", iterations=3, val_every=3, log_every=1, **QUICK)
+    fold_dir = _fold_dir(results, "CodeBrain-vq")
+    stage1 = _checkpoints(fold_dir / "stage1")["checkpoint_final.pth"]
+    config = stage1["network_config"]
+    assert (config["quantizer"], config["head"], config["codebook_size"]) == ("vq", "cls", TINY_CODEBOOK)
+    assert stage1["networks"]["generator"]["quantizer.codebook"].shape == (TINY_CODEBOOK, 6)
+    train = [r for r in read_metrics(fold_dir / "stage1") if r["kind"] == "train"]
+    assert all(r["losses"]["loss_vq"] > 0 and 0 < r["losses"]["codebook_used"] <= 1 for r in train)
+    stage2 = _checkpoints(fold_dir / "stage2")["checkpoint_final.pth"]
+    assert stage2["network_config"]["head"] == "cls" and stage2["identity"]["ablation"] == "vq"
+    assert stage2["networks"]["prior_encoder"]["encoder.projection.weight"].shape[0] == TINY_CODEBOOK
+    validation = [r for r in read_metrics(fold_dir / "stage2") if r["kind"] == "val"][-1]
+    assert 0 <= validation["code_accuracy"] <= 1 and 0 < validation["majority_accuracy"] <= 1
+    result = _impute_a_validation_case(demo, fold_dir)
+    assert not result["supports_confidence"]  # confidence needs the ordinal grading head
+    levels = result["levels"]  # codebook indices, one per code cell
+    grid = tuple(demo.config["code_grid"])
+    assert levels.shape == (2, 1, *grid) and int(levels.min()) >= 0 and int(levels.max()) < TINY_CODEBOOK
+    assert result["oracle"].shape == (2, 1, *grid)
+
+
+def test_continuous_variant_trains_both_stages_and_imputes(demo: SimpleNamespace, results: Path,
+                                                           one_thread) -> None:
+    run_training(DATASET_ID, 0, CONFIG, ablation="continuous", iterations=3, val_every=3, log_every=1, **QUICK)
+    fold_dir = _fold_dir(results, "CodeBrain-continuous")
+    stage1 = _checkpoints(fold_dir / "stage1")["checkpoint_final.pth"]
+    assert (stage1["network_config"]["quantizer"], stage1["network_config"]["head"]) == ("continuous", "regression")
+    stage2 = _checkpoints(fold_dir / "stage2")["checkpoint_final.pth"]
+    assert stage2["network_config"]["head"] == "regression"
+    train = [r for r in read_metrics(fold_dir / "stage2") if r["kind"] == "train"]
+    assert all(0 < r["losses"]["loss_code"] == pytest.approx(r["losses"]["train_code_mae"]) for r in train)
+    validation = [r for r in read_metrics(fold_dir / "stage2") if r["kind"] == "val"][-1]
+    assert 0 < validation["code_mae"] < 2 and "code_accuracy" not in validation
+    result = _impute_a_validation_case(demo, fold_dir)
+    assert not result["supports_confidence"] and "confidence" not in result
+    codes = result["levels"]  # the predicted codes themselves
+    assert codes.shape == (2, 6, *demo.config["code_grid"]) and codes.dtype == torch.float32 and float(codes.abs().max()) <= 1
+
+
+def test_loss_weights_reach_the_stage1_loss_and_name_the_folder(demo: SimpleNamespace, results: Path,
+                                                                one_thread) -> None:
+    run_training(DATASET_ID, 0, CONFIG, loss_weights="1,1", iterations=3, val_every=3, log_every=1, **QUICK)
+    fold_dir = _fold_dir(results, "CodeBrain-lm1-la1")
+    stage1 = _checkpoints(fold_dir / "stage1")["checkpoint_final.pth"]
+    assert stage1["loss_weights"] == {"lambda_missing": 1.0, "lambda_available": 1.0}
+    assert stage1["identity"]["loss_weights"] == stage1["loss_weights"]
+    train = [r["losses"] for r in read_metrics(fold_dir / "stage1") if r["kind"] == "train"]
+    for losses in train:  # loss_rec = lambda_a * mean(available) + lambda_m * mean(missing), with (1, 1)
+        assert losses["loss_rec"] == pytest.approx(losses["loss_rec_available"] + losses["loss_rec_missing"])
+    assert _checkpoints(fold_dir / "stage2")["checkpoint_final.pth"]["identity"]["loss_weights"]["lambda_missing"] == 1
+    assert _impute_a_validation_case(demo, fold_dir)["levels"].shape == (2, 6, *demo.config["code_grid"])  # FSQ
+    # The plans' weights, given explicitly, are the plain method: its folder, the paper's (20, 5) in the loss.
+    run_training(DATASET_ID, 0, CONFIG, stage=1, loss_weights=(20, 5), iterations=1, val_every=1, log_every=1,
+                 **QUICK)
+    plain = _fold_dir(results, "CodeBrain") / "stage1"
+    losses = [r["losses"] for r in read_metrics(plain) if r["kind"] == "train"][0]
+    assert losses["loss_rec"] == pytest.approx(5 * losses["loss_rec_available"] + 20 * losses["loss_rec_missing"])
+    assert sorted(p.name.split("__")[0] for p in fold_dir.parents[1].iterdir() if p.is_dir()) == [
+        "CodeBrain", "CodeBrain-lm1-la1"]
