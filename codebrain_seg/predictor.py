@@ -181,6 +181,13 @@ def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
 # ---- the predictor ---------------------------------------------------------------------------------------
 
 
+def _channels_last(slices: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """``(B, C, H, W)`` float32 on ``device`` in channels-last memory order, as in training: the networks are
+    kept channels-last too, so oneDNN runs every convolution without reordering (about 1.5x faster on a CPU than
+    the default order; same results up to float rounding)."""
+    return torch.as_tensor(slices, dtype=torch.float32).to(device).contiguous(memory_format=torch.channels_last)
+
+
 class SlicePredictor:
     """What every slice-wise learned imputer shares: preprocessing as in training, batched inference, mapping back.
 
@@ -321,8 +328,8 @@ class CodeBrainPredictor(SlicePredictor):
                  configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
                  model_info: dict[str, Any] | None = None) -> None:
         super().__init__(plans, configuration, device, batch_size, model_info)
-        self.stage_one = stage_one.to(self.device).eval()
-        self.prior_encoder = prior_encoder.to(self.device).eval()
+        self.stage_one = stage_one.to(self.device, memory_format=torch.channels_last).eval()
+        self.prior_encoder = prior_encoder.to(self.device, memory_format=torch.channels_last).eval()
         self.fsq_levels = list(prior_encoder.config.fsq_levels)
         self.supports_confidence = prior_encoder.config.head == "grading"
 
@@ -350,7 +357,7 @@ class CodeBrainPredictor(SlicePredictor):
             ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
             "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
         """
-        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
+        x = _channels_last(masked, self.device)
         logits = self.prior_encoder(x)
         levels = self.prior_encoder.logits_to_levels(logits)
         codes = self.stage_one.quantizer.levels_to_codes(levels)
@@ -363,7 +370,7 @@ class CodeBrainPredictor(SlicePredictor):
     @torch.no_grad()
     def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
         """Stage I posterior code levels ``(B, d, H/8, W/8)`` of complete slices ``(B, C, H, W)`` (an upper bound)."""
-        x = torch.as_tensor(full, dtype=torch.float32).to(self.device)
+        x = _channels_last(full, self.device)
         return self.stage_one.quantizer.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
 
 
@@ -402,12 +409,12 @@ class RegressionPredictor(SlicePredictor):
                  device: str | torch.device = "cpu", batch_size: int | None = None,
                  model_info: dict[str, Any] | None = None) -> None:
         super().__init__(plans, configuration, device, batch_size, model_info)
-        self.network = network.to(self.device).eval()
+        self.network = network.to(self.device, memory_format=torch.channels_last).eval()
 
     @torch.no_grad()
     def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
         """``{"reconstruction": (B, C, H, W)}`` (unclamped, on the CPU) from zero-filled slices."""
-        x = torch.as_tensor(masked, dtype=torch.float32).to(self.device)
+        x = _channels_last(masked, self.device)
         return {"reconstruction": self.network(x).float().cpu()}
 
 
