@@ -260,17 +260,19 @@ class _RunState:
     """What a run shares between cases: folders, lazily built segmenter and imputers, counters."""
 
     def __init__(self, model: bridge.ModelInfo, imputers: dict[str, Imputer], output_dir: Path, imputed_dir: Path,
-                 device: str, tile_step_size: float, use_mirroring: bool) -> None:
+                 device: str, tile_step_size: float, use_mirroring: bool, precision: str = "auto") -> None:
         self.model, self.imputers = model, imputers
         self.output_dir, self.imputed_dir = output_dir, imputed_dir
         self.device, self.tile_step_size, self.use_mirroring = device, tile_step_size, use_mirroring
+        self.precision = precision
         self._segmenter: bridge.Segmenter | None = None
         self.result = SegmentationEvaluation(output_dir, {}, {})
 
     def segmenter(self) -> bridge.Segmenter:
         """The nnU-Net predictor, loaded on first use (a fully cached rerun never loads it)."""
         if self._segmenter is None:
-            self._segmenter = bridge.Segmenter(self.model, self.device, self.tile_step_size, self.use_mirroring)
+            self._segmenter = bridge.Segmenter(self.model, self.device, self.tile_step_size, self.use_mirroring,
+                                               self.precision)
         return self._segmenter
 
     def imputer(self, method: str) -> Imputer:
@@ -304,7 +306,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                           seg_trainer: str = bridge.DEFAULT_TRAINER, scenarios: str = "3to1",
                           methods: Sequence[str] | None = None, device: str = "cpu", cases: str | Path | None = None,
                           gpu_memory_gb: float | None = None, tile_step_size: float = 0.5,
-                          use_mirroring: bool = True, num_processes: int = 2) -> SegmentationEvaluation:
+                          use_mirroring: bool = True, num_processes: int = 2,
+                          precision: str = "auto") -> SegmentationEvaluation:
     """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
 
     Args:
@@ -323,6 +326,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         tile_step_size: sliding-window step of nnU-Net's predictor, as a fraction of the patch (0.5 default).
         use_mirroring: test-time mirroring where the model allows it.
         num_processes: worker processes of nnU-Net's preprocessing.
+        precision: the segmenter's precision on a CPU, ``auto`` (bf16 autocast where the CPU computes bf16
+            natively), ``fp32`` or ``bf16`` (:func:`evaluation.segmentation.nnunet_bridge.resolve_precision`).
 
     Returns:
         A SegmentationEvaluation naming the output folder, the table and the written files.
@@ -331,6 +336,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         raise ValueError("give either --segmenter (an existing nnU-Net model) or --train-segmenter, not both")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    precision = bridge.resolve_precision(precision, device)
     raw_dir = paths.raw_dataset_dir(dataset)
     dataset_name = raw_dir.name
     dataset_json = load_dataset_json(raw_dir)
@@ -381,9 +387,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     root = bridge.segmentation_folders(dataset_name, int(fold)).root
     output_dir = root / segmenter_tag / cases_tag / configuration
     _invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
-                                        "use_mirroring": use_mirroring})
+                                        "use_mirroring": use_mirroring, "precision": precision})
     state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / configuration, device,
-                      tile_step_size, use_mirroring)
+                      tile_step_size, use_mirroring, precision)
     rows = []
     for index, case in enumerate(evaluation_cases):
         logger.info("case %s (%d/%d)", case.case_id, index + 1, len(evaluation_cases))
@@ -399,7 +405,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     result.table = report.build_table(rows, scenario_list, method_names, {
         "dataset": dataset_name, "fold": int(fold), "segmenter": str(model.folder), "segmenter_folds": model.folds,
         "cases": [c.case_id for c in evaluation_cases], "imputation_configuration": configuration,
-        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring})
+        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision})
     result.files = report.write_reports(output_dir, rows, result.table)
     logger.info("segmentation evaluation: %d predicted, %d reused; tables in %s", result.predicted, result.reused,
                 output_dir)
