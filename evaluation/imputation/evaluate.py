@@ -6,8 +6,8 @@ the filled sequences are scored against the originals:
 
 * **paper** protocol (``shared/design/codebrain-reference.md`` section 7): the case is preprocessed as in training
   (same crop, each sequence divided by its own 99.5th brain percentile, clipped to [0, 1]); the middle K slices
-  (K = plans ``evaluation_slices``) of the brain's extent are scored per 2D slice over the whole in-plane crop
-  (background included), prediction clamped to [0, 1]. A method with ``impute_normalised`` (CodeBrain) gets
+  (K = plans ``evaluation_slices`` unless given) of the brain's extent are scored per 2D slice over the whole
+  in-plane crop (background included), prediction clamped to [0, 1]. A method with ``impute_normalised`` (CodeBrain) gets
   exactly the reference's test input, these normalised slices with the missing channels zeroed; any other method
   imputes the whole volume in original intensities and its output is brought into the same space (same
   re-indexing, divided by the intensity the registry's methods give to normalised 1: the training set's median
@@ -289,7 +289,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
                         protocols: Sequence[str] = PROTOCOLS, methods: Sequence[str] = DEFAULT_METHODS,
                         device: str = "cpu", checkpoint: str = "final", batch_size: int | None = None,
                         output_dir: Path | None = None, patterns: Sequence[str] | None = None,
-                        figure_cases: int = 1) -> Path:
+                        figure_cases: int = 1, evaluation_slices: int | None = None) -> Path:
     """Run the harness (module docstring) and write every output; returns the output folder.
 
     Args:
@@ -306,6 +306,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         output_dir: where to write (default :func:`evaluation_folder`).
         patterns: subset of the patterns (default all ``2^C - 2``).
         figure_cases: number of cases (first ones) whose slices are kept for the figures.
+        evaluation_slices: middle slices per case scored by the paper protocol (default: the configuration's
+            ``evaluation_slices``, 80 as in the reference).
     """
     protocols = list(dict.fromkeys(protocols))
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -317,6 +319,10 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     configuration = configuration or default_configuration(dataset_name, fold, device)
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     config = get_configuration(plans, configuration)
+    if evaluation_slices is not None:
+        if int(evaluation_slices) < 1:
+            raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
+        config = dict(config, evaluation_slices=int(evaluation_slices))
     names = list(plans["channel_names"])
     all_of_them = all_patterns(len(names))
     patterns = list(patterns) if patterns else all_of_them
