@@ -29,7 +29,7 @@ def _run_demo(workdir: Path) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("codebrain_", "nnUNet_"))}  # the demo sets its own folders
     return subprocess.run([*_demo_command(), "--workdir", str(workdir)], capture_output=True, text=True, env=env,
-                          timeout=1500)
+                          timeout=2700)  # a guard against a hang, not a speed check: loaded machines are slow
 
 
 def _listed_files(stdout: str) -> list[Path]:
