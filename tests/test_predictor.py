@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REAL_CONFIGURATION, REAL_DATASET, use_project_folders
 from codebrain_seg.cli.impute import impute_folder, main as impute_main
-from codebrain_seg.converters.brats import convert_brats
 from codebrain_seg.demo_data import make_demo_dataset
 from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
 from codebrain_seg.io import read_json, read_nifti, write_json
@@ -34,24 +34,6 @@ from planners.preprocessing import restore_to_original
 TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
 TINY_CONFIG = "2d_tiny"
 TINY_DATASET = 973
-REAL_DATASET = 974
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: timings hold on a busy 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _project_env(root: Path, patch: pytest.MonkeyPatch) -> None:
-    for kind in ("raw", "preprocessed", "results"):
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        patch.setenv(f"codebrain_{kind}", str(root / kind))
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        patch.delenv(variable, raising=False)
 
 
 def _add_configuration(preprocessed: Path, name: str, base: str, **changes) -> dict:
@@ -66,7 +48,7 @@ def train_tiny_model(root: Path) -> SimpleNamespace:
     from trainers import run_training
 
     with pytest.MonkeyPatch.context() as patch:
-        _project_env(root, patch)
+        use_project_folders(root, patch)
         model = f"CodeBrain__codebrainPlans__{TINY_CONFIG}"
         fold_dir = root / "results" / f"Dataset{TINY_DATASET}_DemoBraTS" / model / "fold_0"
         if not (fold_dir / "stage2" / "checkpoint_final.pth").is_file():
@@ -86,55 +68,10 @@ def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespac
     return train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_codebrain")
 
 
-REAL_ITERATIONS = {1: 150, 2: 150}
-
-
-def train_real_model(root: Path, source_dir: Path) -> SimpleNamespace:
-    """All real BraTS cases converted and planned; the CPU configuration (``2d_cpu``) trained briefly on fold 0
-    (Stage I and II, ``REAL_ITERATIONS`` each, one thread, validation at the end only). Cached in ``root``."""
-    from trainers import run_training
-
-    with pytest.MonkeyPatch.context() as patch:
-        _project_env(root, patch)
-        raw = root / "raw" / f"Dataset{REAL_DATASET}_RealBraTS"
-        fold_dir = root / "results" / raw.name / "CodeBrain__codebrainPlans__2d_cpu" / "fold_0"
-        if not (fold_dir / "stage2" / "checkpoint_final.pth").is_file():
-            if not raw.is_dir():
-                source = root / "source"
-                source.mkdir(exist_ok=True)
-                for case in sorted(p for p in source_dir.iterdir() if p.is_dir()):
-                    if not (source / case.name).exists():
-                        (source / case.name).symlink_to(case)
-                convert_brats(source, REAL_DATASET, name="RealBraTS")
-            plan_and_preprocess(REAL_DATASET, ["2d_cpu"], num_processes=2)
-            for stage, iterations in REAL_ITERATIONS.items():
-                run_training(REAL_DATASET, 0, "2d_cpu", stage=stage, iterations=iterations, device="cpu",
-                             num_threads=1, val_every=iterations, max_val_slices_per_case=8)
-    split = read_json(root / "preprocessed" / raw.name / "splits_final.json")[0]
-    return SimpleNamespace(root=root, raw=raw, fold_dir=fold_dir, split=split)
-
-
-@pytest.fixture(scope="session")
-def real_model_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """The briefly trained real-data model, trained once per session (skips without the real data)."""
-    from conftest import REAL_DATA_DIR
-
-    if not REAL_DATA_DIR.is_dir() or not any(REAL_DATA_DIR.iterdir()):
-        pytest.skip(f"real data folder {REAL_DATA_DIR} is absent")
-    return train_real_model(tmp_path_factory.getbasetemp() / "real_codebrain", REAL_DATA_DIR)
-
-
-@pytest.fixture
-def real_model(real_model_cache: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, one_thread) -> SimpleNamespace:
-    """The real-data model with the project variables pointing at its folders."""
-    _project_env(real_model_cache.root, monkeypatch)
-    return real_model_cache
-
-
 @pytest.fixture
 def tiny_model(tiny_model_cache: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, one_thread) -> SimpleNamespace:
     """The tiny trained model with the project variables pointing at its folders."""
-    _project_env(tiny_model_cache.root, monkeypatch)
+    use_project_folders(tiny_model_cache.root, monkeypatch)
     return tiny_model_cache
 
 
@@ -250,30 +187,11 @@ def test_codebrain_is_registered_lazily():
 # ---- codebrain_impute on a real case ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def real_dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three real BraTS cases converted and planned once per module (id 504); returns the project root."""
-    from conftest import REAL_DATA_DIR
-
-    if not REAL_DATA_DIR.is_dir() or not any(REAL_DATA_DIR.iterdir()):
-        pytest.skip(f"real data folder {REAL_DATA_DIR} is absent")
-    root = tmp_path_factory.mktemp("real_cases")
-    with pytest.MonkeyPatch.context() as patch:
-        _project_env(root, patch)
-        source = root / "source"
-        source.mkdir()
-        for case in sorted(p.name for p in REAL_DATA_DIR.iterdir() if p.is_dir())[:3]:
-            (source / case).symlink_to(REAL_DATA_DIR / case)
-        convert_brats(source, 504, name="RealBraTS")
-        plan_and_preprocess(504, ["2d"])
-    return root
-
-
 @pytest.fixture
-def real_dataset(real_dataset_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The raw folder of the three converted real cases, with the project variables pointing at them."""
-    _project_env(real_dataset_cache, monkeypatch)
-    return real_dataset_cache / "raw" / "Dataset504_RealBraTS"
+def real_dataset(real_project_cache, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The raw folder of the session's converted real cases, with the project variables pointing at them."""
+    use_project_folders(real_project_cache.root, monkeypatch)
+    return real_project_cache.raw
 
 
 def _copy_case(raw: Path, case_id: str, folder: Path, drop: tuple[int, ...] = (), zero: tuple[int, ...] = ()) -> None:
@@ -294,7 +212,7 @@ def test_impute_real_case_writes_only_the_missing_sequence(real_dataset, tmp_pat
     case_id = list_cases(real_dataset)[0]
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     _copy_case(real_dataset, case_id, inputs, drop=(2,))
-    written = impute_folder(504, 0, inputs, outputs, configuration="2d", method="mean")
+    written = impute_folder(REAL_DATASET, 0, inputs, outputs, configuration=REAL_CONFIGURATION, method="mean")
     assert sorted(p.name for p in outputs.iterdir()) == [f"{case_id}_0002.nii.gz", f"{case_id}_imputation.json"]
     assert len(written) == 2
     given = nib.load(str(inputs / f"{case_id}_0000.nii.gz"))
@@ -316,8 +234,8 @@ def test_all_zero_sequence_counts_as_missing_and_given_files_are_never_rewritten
     folder = tmp_path / "in"
     _copy_case(real_dataset, case_id, folder, zero=(0,))
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert impute_main(["-d", "504", "-f", "0", "-c", "2d", "-i", str(folder), "-o", str(folder),
-                        "--method", "mean"]) == 0
+    assert impute_main(["-d", str(REAL_DATASET), "-f", "0", "-c", REAL_CONFIGURATION, "-i", str(folder),
+                        "-o", str(folder), "--method", "mean"]) == 0
     for name in (f"{case_id}_0001.nii.gz", f"{case_id}_0002.nii.gz", f"{case_id}_0003.nii.gz"):
         assert (folder / name).read_bytes() == before[name]
     assert np.asarray(nib.load(str(folder / f"{case_id}_0000.nii.gz")).dataobj).any()
@@ -343,8 +261,8 @@ def test_bad_inputs_are_reported_and_nothing_is_written(real_dataset, tmp_path, 
         _copy_case(real_dataset, cases[0], inputs, drop=(3,))
         (inputs / f"{cases[0]}_0007.nii.gz").write_bytes((inputs / f"{cases[0]}_0000.nii.gz").read_bytes())
         expected = "channel 0007 is not known"
-    code = impute_main(["-d", "504", "-f", "0", "-c", "2d", "-i", str(inputs), "-o", str(outputs),
-                        "--method", "mean"])
+    code = impute_main(["-d", str(REAL_DATASET), "-f", "0", "-c", REAL_CONFIGURATION, "-i", str(inputs),
+                        "-o", str(outputs), "--method", "mean"])
     assert code == 2
     assert expected in capsys.readouterr().err
     assert not outputs.exists()
@@ -452,7 +370,10 @@ def test_each_torchrun_rank_imputes_its_share(tiny_model, tmp_path, monkeypatch)
     assert written == {0: [cases[0], cases[2]], 1: [cases[1]]}
 
 
-# ---- a briefly trained real-data model (slow) --------------------------------------------------------------
+# ---- the briefly trained real-data model ------------------------------------------------------------------
+
+# Held-back cases (their slabs around the tumour) pooled by the confidence test.
+CONFIDENCE_CASES = 1
 
 
 def _cell_means(volume: np.ndarray, weight: np.ndarray, cell: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -463,28 +384,44 @@ def _cell_means(volume: np.ndarray, weight: np.ndarray, cell: int = 8) -> tuple[
     return (volume * weight).reshape(shape).sum(axis=(2, 4)) / np.maximum(total, 1), total
 
 
-@pytest.mark.slow
-def test_confidence_is_lower_where_the_imputation_is_worse(real_model):
+def test_confidence_is_lower_where_the_imputation_is_worse(real_model, real_held_back_slabs, tmp_path):
     """Rank correlation (Spearman) between the confidence map and the absolute error on held-back real cases.
 
-    The map of ``impute_with_confidence`` (original grid) and the error of the imputed sequence (both scaled to
+    ``codebrain_impute --save-confidence`` imputes each single missing sequence of ``CONFIDENCE_CASES`` held-back
+    cases (each restricted to the slab of slices around its tumour, to fit the CI time); its confidence map (the
+    Stage II ordinal probabilities, on the case's grid) and the error of the imputed sequence (both scaled to
     [0, 1]) are compared per code cell (the confidence's own resolution: 8 x 8 pixels of the model's crop),
-    pooled over two held-back cases and the four single-missing patterns.
+    pooled over the cases and the four patterns.
     """
     from scipy.stats import spearmanr
 
-    predictor = CodeBrainPredictor.from_results(REAL_DATASET, 0, "2d_cpu")
+    plans = read_json(real_model.fold_dir.parent / "plans.json")
+    configuration = plans["configurations"][REAL_CONFIGURATION]
+    names = list(plans["channel_names"])
     confidences, errors = [], []
-    for case_id in sorted(real_model.split["val"])[:2]:
-        images, affine, _ = _case(real_model.raw, case_id)
+    for case_id in real_held_back_slabs.case_ids[:CONFIDENCE_CASES]:
+        volumes = [read_nifti(real_held_back_slabs.images / f"{case_id}_{c:04d}.nii.gz") for c in range(4)]
+        images, affine = np.stack([v.data for v in volumes]), volumes[0].affine
         brain_all = (images != 0).any(axis=0)
         for missing in range(4):
+            inputs, outputs = tmp_path / f"{case_id}_{missing}" / "in", tmp_path / f"{case_id}_{missing}" / "out"
+            inputs.mkdir(parents=True)
+            for channel in set(range(4)) - {missing}:
+                name = f"{case_id}_{channel:04d}.nii.gz"
+                (inputs / name).symlink_to(real_held_back_slabs.images / name)
+            assert impute_main(["-d", str(REAL_DATASET), "-f", "0", "-c", REAL_CONFIGURATION, "-i", str(inputs),
+                                "-o", str(outputs), "--save-confidence"]) == 0
+            sidecar = json.loads((outputs / f"{case_id}_imputation.json").read_text())
+            assert sidecar["imputed"] == {names[missing]: f"{case_id}_{missing:04d}.nii.gz"}
+            assert sidecar["confidence"]["file"] == f"confidence/{case_id}.nii.gz"
+            imputed = read_nifti(outputs / f"{case_id}_{missing:04d}.nii.gz").data
+            confidence = read_nifti(outputs / "confidence" / f"{case_id}.nii.gz").data
+            assert confidence.shape == imputed.shape == images.shape[1:]
+            assert 0 <= confidence.min() and confidence.max() <= 1 and confidence[brain_all].mean() > 0
             available = [channel != missing for channel in range(4)]
-            output, confidence = predictor.impute_with_confidence(images, available, affine)
-            assert confidence.shape == images.shape[1:] and 0 <= confidence.min() and confidence.max() <= 1
             truth = np.clip(images[missing] / np.percentile(images[missing][brain_all], 99.5), 0, 1)
-            error = np.abs(output[missing] / predictor.reference_upper[missing] - truth)
-            _, _, properties = prepare_case(images, available, affine, predictor.plans, predictor.configuration)
+            error = np.abs(imputed / sidecar["reference_upper"][names[missing]] - truth)
+            _, _, properties = prepare_case(images, available, affine, plans, configuration)
             brain = to_preprocessed_space(brain_all & (images[available] != 0).any(axis=0), properties)
             cell_confidence, counts = _cell_means(to_preprocessed_space(confidence, properties), brain)
             cell_error, _ = _cell_means(to_preprocessed_space(error, properties), brain)
@@ -494,7 +431,9 @@ def test_confidence_is_lower_where_the_imputation_is_worse(real_model):
     confidence, error = np.concatenate(confidences), np.concatenate(errors)
     rho, p_value = spearmanr(confidence, error)
     low, high = np.quantile(confidence, [0.25, 0.75])
-    print(f"Spearman rho {rho:.3f} (p {p_value:.1e}, {len(error)} cells); mean |error| in the least confident "
-          f"quarter {error[confidence <= low].mean():.4f}, most confident {error[confidence >= high].mean():.4f}")
+    ratio = error[confidence <= low].mean() / error[confidence >= high].mean()
+    print(f"\nSpearman rho {rho:.3f} (p {p_value:.1e}, {len(error)} cells); mean |error| in the least confident "
+          f"quarter {error[confidence <= low].mean():.4f}, most confident {error[confidence >= high].mean():.4f} "
+          f"(ratio {ratio:.2f})")
     assert rho < -0.05 and p_value < 1e-6
-    assert error[confidence <= low].mean() > 1.15 * error[confidence >= high].mean()
+    assert ratio > 1.15

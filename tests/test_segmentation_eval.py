@@ -1,5 +1,5 @@
 """codebrain_evaluate_segmentation: an nnU-Net segmenter trained in the test (tiny phantoms) or given as a model
-folder, scenarios, caching and resume, bad input; the real-data run is marked slow."""
+folder, scenarios, caching and resume, bad input; the held-back real cases with the session's real segmenter."""
 from __future__ import annotations
 
 import copy
@@ -7,12 +7,12 @@ import csv
 import json
 import shutil
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from conftest import REAL_CONFIGURATION, REAL_DATASET, REAL_SEGMENTER, REAL_SEGMENTER_MEMORY_GB
 from codebrain_seg.cli.evaluate_segmentation import main
 from codebrain_seg.demo_data import make_demo_dataset
 from codebrain_seg.imputers import IMPUTERS
@@ -166,6 +166,34 @@ def test_zero_filled_channel_is_exactly_zero_after_nnunet_normalisation(tiny):
         np.testing.assert_array_equal(mask, full_mask)  # the other sequences still cover the brain
 
 
+def test_segmenter_precision():
+    assert bridge.resolve_precision("fp32") == "fp32" and bridge.resolve_precision("bf16") == "bf16"
+    assert bridge.resolve_precision("auto") in ("fp32", "bf16") and bridge.resolve_precision("auto", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        bridge.resolve_precision("fp16")
+    with pytest.raises(ValueError, match="for CPUs"):
+        bridge.resolve_precision("bf16", "cuda")
+
+
+def test_short_trainer_bf16_forward_returns_fp32_and_keeps_the_weights():
+    import torch
+
+    from evaluation.segmentation.short_trainer import _autocast_forward
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 8, 8, 8)
+    reference = network(x)
+    keys = list(network.state_dict())
+    _autocast_forward(network)
+    output = network(x)
+    assert output.dtype == torch.float32 and output.shape == reference.shape
+    assert torch.allclose(output, reference, atol=0.1)  # bf16 rounding only
+    assert list(network.state_dict()) == keys and type(network) is torch.nn.Conv3d
+    output.sum().backward()
+    assert network.weight.grad is not None and network.weight.grad.dtype == torch.float32
+
+
 def test_scenarios():
     three = make_scenarios(BRATS, "3to1")
     assert [s.label for s in three] == ["T1", "T2", "FLAIR", "T1Gd"]
@@ -243,85 +271,69 @@ def test_segmenter_and_train_segmenter_exclude_each_other(capsys):
 
 
 # ---- real data -----------------------------------------------------------------------------------------------
-# Real BraTS 2018 cases (../shared/data/real, 240x240x155): converted, planned, and a segmenter trained by the short
-# trainer on fold 0's training cases (nnU-Net planned with a 0.5 GB memory target: 48x64x48 patches), once for
-# both tests.
-
-REAL_ID = 501
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """Converted real cases with CodeBrain plans and splits, and the fold-0 segmenter (short trainer)."""
-    import os
-
-    from codebrain_seg.converters.brats import convert_brats
-
-    source = Path(os.environ.get("CODEBRAIN_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
-    if not source.is_dir() or not any(source.iterdir()):
-        pytest.skip(f"real data folder {source} is absent")
-    root = tmp_path_factory.mktemp("segmentation_real")
-    with pytest.MonkeyPatch.context() as patch:
-        for kind in ("raw", "preprocessed", "results"):
-            (root / kind).mkdir()
-            patch.setenv(f"codebrain_{kind}", str(root / kind))
-        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-            patch.delenv(variable, raising=False)
-        start = time.monotonic()
-        raw_dir = convert_brats(source, REAL_ID, "RealSeg").dataset_dir
-        preprocessed = plan_and_preprocess(REAL_ID, ["2d_cpu"], num_processes=2)
-        split = read_json(preprocessed / "splits_final.json")[0]
-        model = bridge.prepare_trained_segmenter(raw_dir, split["train"], 0, "nnUNetTrainerShort",
-                                                 gpu_memory_gb=0.5, num_processes=2)
-        print(f"\nreal data: converted, planned and segmenter trained in {time.monotonic() - start:.0f} s")
-        yield SimpleNamespace(root=root, raw_dir=raw_dir, split=split, model=model)
+# The session's real project (tests/conftest.py): all real BraTS 2018 cases converted and planned, fold 0's segmenter
+# trained by nnUNetTrainerShort on its 12 training cases (nnU-Net planned for a 0.5 GB memory target: 48x64x48
+# patches), and CodeBrain trained briefly on the same cases. The 3 held-back cases are evaluated as slabs of 48 axial
+# slices around their tumours (one nnU-Net patch deep), to fit the CI time.
 
 
-def _real_options(methods: list[str], **extra) -> dict:
-    return dict(configuration="2d_cpu", seg_trainer="nnUNetTrainerShort", gpu_memory_gb=0.5, methods=methods,
+def _real_options(**extra) -> dict:
+    return dict(configuration=REAL_CONFIGURATION, seg_trainer=REAL_SEGMENTER, gpu_memory_gb=REAL_SEGMENTER_MEMORY_GB,
                 tile_step_size=1.0, num_processes=2, **extra)
 
 
-@pytest.mark.slow
-def test_real_cases_full_beats_zero_fill(real):
-    """The four "3 -> 1" scenarios on fold 0's validation cases: the table is written, full > zero-fill."""
+@pytest.mark.skipif("codebrain" not in IMPUTERS, reason="no codebrain method registered")
+def test_real_cases_zero_fill_codebrain_and_full(real_segmenter, real_held_back_slabs):
+    """The four "3 -> 1" scenarios of the held-back real cases for zero-fill, CodeBrain and full: the short trainer
+    made the segmenter from the fold's training cases only, the table is written, and full > zero-fill."""
+    import torch
+
     start = time.monotonic()
-    result = evaluate_segmentation(REAL_ID, 0, **_real_options(["zero"]))
+    folders = bridge.segmentation_folders(real_segmenter.raw.name, 0)
+    exported = sorted(p.name[: -len(".nii.gz")] for p in (folders.raw / real_segmenter.raw.name / "labelsTr").iterdir())
+    assert exported == sorted(real_segmenter.split["train"]) and not set(exported) & set(real_segmenter.split["val"])
+    checkpoint = torch.load(real_segmenter.model / "fold_all" / "checkpoint_final.pth", map_location="cpu",
+                            weights_only=False)
+    assert checkpoint["trainer_name"] == REAL_SEGMENTER
+
+    cases = real_held_back_slabs.case_ids
+    result = evaluate_segmentation(REAL_DATASET, 0, **_real_options(methods=["codebrain"],
+                                                                    cases=real_held_back_slabs.folder))
     table = result.table
-    assert table["rows"] == ["zero-fill", "full"]
+    assert table["segmenter"] == str(real_segmenter.model) and table["segmenter_folds"] == ["all"]
+    assert table["rows"] == ["zero-fill", "codebrain", "full"]
     assert table["columns"] == ["T1", "T2", "FLAIR", "T1Gd", "mean"]
-    assert table["cases"] == real.split["val"] and len(table["cases"]) == 3
+    assert table["cases"] == cases and sorted(cases) == sorted(real_segmenter.split["val"])
+    assert (result.predicted, result.reused) == (len(cases) * 9, 0)  # full + 4 scenarios x (zero-fill, CodeBrain)
+    assert result.imputed == len(cases) * 8
     for name in ("per_case", "markdown", "csv", "json", "figure"):
         assert result.files[name].is_file()
+    with open(result.files["per_case"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(cases) * 9 and {r["input"] for r in rows} == {"zero-fill", "codebrain", "full"}
+    for row in ("zero-fill", "codebrain"):
+        for region in ("WT", "TC", "ET", "mean of regions"):
+            cells = table["dice"][row][region]
+            assert all(0.0 <= cells[c] <= 1.0 for c in table["columns"]), (row, region)
+            assert cells["mean"] == pytest.approx(np.mean([cells[c] for c in ("T1", "T2", "FLAIR", "T1Gd")]))
+        assert all(0.0 <= table["hd95"][row]["mean of regions"][c] for c in table["columns"])
     full = table["dice"]["full"]["mean of regions"]["mean"]
     zero = table["dice"]["zero-fill"]["mean of regions"]["mean"]
-    print(f"\nreal data: full Dice {full:.3f}, zero-fill {zero:.3f}; {result.predicted} segmentations in "
-          f"{time.monotonic() - start:.0f} s\n{result.files['markdown'].read_text()}")
+    codebrain = table["dice"]["codebrain"]["mean of regions"]["mean"]
+    print(f"\nreal data: mean Dice full {full:.3f}, CodeBrain {codebrain:.3f}, zero-fill {zero:.3f}; "
+          f"{result.predicted} segmentations and {result.imputed} imputations in {time.monotonic() - start:.0f} s\n"
+          f"{result.files['markdown'].read_text()}")
     assert full > zero
 
 
 @pytest.mark.slow
 @pytest.mark.skipif("codebrain" not in IMPUTERS, reason="no codebrain method registered")
-def test_real_cases_codebrain_row(real):
-    """CodeBrain (trained for a few iterations) fills each of the four scenarios of one held-out real case."""
-    from trainers import run_training
-
-    start = time.monotonic()
-    run_training(REAL_ID, 0, "2d_cpu", iterations=4, device="cpu", val_every=1000, save_every=1000,
-                 max_val_slices_per_case=1)
-    trained = time.monotonic()
-    # One validation case, given as a cases folder: CodeBrain imputes whole 240x240x155 volumes slice by slice.
-    case = real.split["val"][0]
-    cases = real.root / "one_case"
-    for sub in ("imagesTs", "labelsTs"):
-        (cases / sub).mkdir(parents=True)
-    for channel in range(4):
-        (cases / "imagesTs" / f"{case}_{channel:04d}.nii.gz").symlink_to(image_path(real.raw_dir, case, channel))
-    (cases / "labelsTs" / f"{case}.nii.gz").symlink_to(real.raw_dir / "labelsTr" / f"{case}.nii.gz")
-    result = evaluate_segmentation(REAL_ID, 0, **_real_options(["codebrain"], cases=cases))
+def test_real_cases_all_scenarios(real_segmenter, real_held_back_slabs):
+    """All 14 missing patterns of the held-back slabs for zero-fill and CodeBrain (longer: -m slow)."""
+    result = evaluate_segmentation(REAL_DATASET, 0, **_real_options(methods=["codebrain"], scenarios="all",
+                                                                    cases=real_held_back_slabs.folder))
     table = result.table
-    assert table["rows"] == ["zero-fill", "codebrain", "full"] and table["cases"] == [case]
-    assert all(0.0 <= table["dice"]["codebrain"]["mean of regions"][c] <= 1.0 for c in table["columns"])
-    assert result.imputed == 8  # zero-fill and CodeBrain, four scenarios each
-    print(f"\nreal data, CodeBrain: trained in {trained - start:.0f} s, evaluated in "
-          f"{time.monotonic() - trained:.0f} s\n{result.files['markdown'].read_text()}")
+    assert len(table["columns"]) == 15 and table["rows"] == ["zero-fill", "codebrain", "full"]
+    full = table["dice"]["full"]["mean of regions"]["mean"]
+    assert full > table["dice"]["zero-fill"]["mean of regions"]["mean"]
+    print(f"\n{result.files['markdown'].read_text()}")
