@@ -1,0 +1,214 @@
+"""The ablation groups of the CodeBrain papers, as data: which trained variants each table compares, and how.
+
+A **group** is one of the papers' ablation tables or figures; its **rows** are settings, each a trained
+:class:`Variant` (the ``trainers.run_training`` keyword arguments that select it) scored on one or both
+**stages**:
+
+* ``rec`` — Stage I reconstruction from the *oracle* code of the complete stack plus F_c of the masked stack
+  (the papers' "Rec." rows, an upper bound; needs Stage I only);
+* ``imp`` — imputation (Stage II predicts the code from the masked stack; the papers' "Imp." rows).
+
+Both are scored with the paper protocol (middle slices, whole image, PSNR / SSIM x100 / MAE x1000, O->O, M->O
+and the unweighted mean over all (pattern, missing sequence) pairs). ``paper`` holds the published IXI figures of
+a row when the paper reports that exact setting (PSNR, SSIM, MAE; None where not reported), and each group's
+``claims`` are the orderings the papers state, checked on the user's data by the report.
+
+Sources: CVPR 2026 (``shared/papers/codebrain-cvpr2026.md``) Table 3, section 4.4 (L_psnr), Table 5 and Fig. 6;
+arXiv v1 (``shared/papers/codebrain-v1-arxiv.md``) Table 3 and Fig. 6.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+STAGES = ("rec", "imp")
+STAGE_LABELS = {"rec": "Rec.", "imp": "Imp."}
+# Trained stages each evaluation needs: reconstruction decodes oracle codes (Stage I); imputation needs both.
+STAGES_NEEDED = {"rec": (1,), "imp": (1, 2)}
+LAYOUTS = ("metrics", "psnr")
+# Code dimensions of the v1 paper's Fig. 6.
+CODE_DIMS = (4, 5, 6, 7)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained model: the ``run_training`` switches that select it (defaults = the CVPR method as planned).
+
+    ``loss_weights`` is an absolute ``(lambda_m, lambda_a)`` pair; a pair equal to the plans' shares the plain
+    method's folder (``trainers.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches.
+    """
+
+    ablation: str = "none"
+    loss_weights: tuple[float, float] | None = None
+    variant: str = "cvpr"
+    code_dim: int | None = None
+
+    @property
+    def needs_variant_switch(self) -> bool:
+        """True when the variant uses the trainer's ``variant`` / ``code_dim`` options."""
+        return self.variant != "cvpr" or self.code_dim is not None
+
+    def training_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``trainers.run_training`` (the v1 switches only when set, see module docstring)."""
+        kwargs: dict[str, Any] = {"ablation": self.ablation, "loss_weights": self.loss_weights}
+        if self.variant != "cvpr":
+            kwargs["variant"] = self.variant
+        if self.code_dim is not None:
+            kwargs["code_dim"] = self.code_dim
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Row:
+    """One setting of a group: its label in the paper's table, the variant, and optional extra keys (e.g. d)."""
+
+    label: str
+    variant: Variant
+    paper: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An ordering a paper states: on ``stage``, ``better`` has a PSNR >= each of ``worse`` (overall mean)."""
+
+    stage: str
+    better: str
+    worse: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """One ablation table or figure of the papers (module docstring)."""
+
+    name: str
+    title: str
+    source: str
+    stages: tuple[str, ...]
+    rows: tuple[Row, ...]
+    layout: str = "metrics"  # 'metrics': PSNR / SSIM / MAE per (stage, row); 'psnr': PSNR per row and stage
+    claims: tuple[Claim, ...] = ()
+    note: str = ""
+
+    def row(self, label: str) -> Row:
+        """The row with this label (KeyError naming the known ones)."""
+        for row in self.rows:
+            if row.label == label:
+                return row
+        raise KeyError(f"group {self.name!r} has no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
+
+
+PLAIN = Variant()
+V1 = Variant(variant="v1")
+
+GROUPS: dict[str, Group] = {group.name: group for group in (
+    Group("rec_fc", "Effect of the common features F_c (reconstruction)",
+          "CVPR 2026 Table 3 (top, 'Rec.'); v1 Table 3 ('Stage I (w/ F_c)')", ("rec",),
+          (Row("w/o F_c", Variant(ablation="no_fc"), paper={"rec": (30.15, 92.75, 15.87)}),
+           Row("w/ F_c", PLAIN, paper={"rec": (34.32, 95.94, 10.65)})),
+          claims=(Claim("rec", "w/ F_c", ("w/o F_c",), "with F_c > without in reconstruction"),),
+          note="The papers report F_c for reconstruction only."),
+    Group("grading", "Stage II: classification vs grading (imputation)",
+          "CVPR 2026 Table 3 (bottom, 'Imp.'); v1 Table 3 ('Stage II (w/ CLS)')", ("imp",),
+          (Row("w/ Cls.", Variant(ablation="cls"), paper={"imp": (29.24, 92.83, 18.00)}),
+           Row("w/ Grad.", PLAIN, paper={"imp": (29.50, 93.05, 17.57)})),
+          claims=(Claim("imp", "w/ Grad.", ("w/ Cls.",), "grading >= classification"),),
+          note="Classification shares the plain method's Stage I."),
+    Group("loss", "Stage I reconstruction loss: L_1 vs L_psnr",
+          "CVPR 2026 section 4.4, 'Effects of L_psnr' (figures in the text)", ("rec",),
+          (Row("L_1", Variant(ablation="l1"), paper={"rec": (34.08, 96.28, None)}),
+           Row("L_psnr", PLAIN, paper={"rec": (34.32, 95.94, None)})),
+          claims=(Claim("rec", "L_psnr", ("L_1",), "L_psnr >= L_1 in PSNR (the paper: lower SSIM)"),)),
+    Group("quantiser", "Quantiser of the codes (reconstruction)",
+          "v1 Table 3 (VQ* vs FSQ*, Stage I); continuous codes from CVPR 2026 Fig. 6", ("rec",),
+          (Row("VQ", Variant(ablation="vq")),
+           Row("FSQ", PLAIN),
+           Row("continuous", Variant(ablation="continuous"))),
+          claims=(Claim("rec", "FSQ", ("VQ",), "FSQ >= VQ in reconstruction"),),
+          note="v1 compares VQ and FSQ at d = 5 without F_c (VQ* 28.68 dB, FSQ* 32.50 dB on IXI); here both keep "
+               "the plans' code dimension and F_c, so the paper's figures are not comparable and not shown."),
+    Group("condition", "Condition of the decoder: VQ codes, FSQ codes, continuous (reconstruction and imputation)",
+          "CVPR 2026 Fig. 6 ('Selection of Conditions')", ("rec", "imp"),
+          (Row("VQ codes", Variant(ablation="vq")),
+           Row("FSQ codes", PLAIN),
+           Row("continuous", Variant(ablation="continuous"))),
+          layout="psnr",
+          claims=(Claim("imp", "FSQ codes", ("continuous",), "discrete codes >= continuous conditions in imputation"),),
+          note="Fig. 6's first column (fixed binary conditions) has no switch here and is not reproduced; the paper "
+               "gives the figure without numbers."),
+    Group("weights", "Stage I loss weights (lambda_m, lambda_a) (reconstruction)",
+          "CVPR 2026 Table 5", ("rec",),
+          (Row("lambda_m = 10", Variant(loss_weights=(10.0, 5.0)), paper={"rec": (33.83, None, None)},
+               extra={"lambda_m": 10.0, "lambda_a": 5.0}),
+           Row("lambda_m = 20", Variant(loss_weights=(20.0, 5.0)), paper={"rec": (34.32, None, None)},
+               extra={"lambda_m": 20.0, "lambda_a": 5.0}),
+           Row("lambda_m = 30", Variant(loss_weights=(30.0, 5.0)), paper={"rec": (34.21, None, None)},
+               extra={"lambda_m": 30.0, "lambda_a": 5.0}),
+           Row("lambda_a = 3", Variant(loss_weights=(20.0, 3.0)), paper={"rec": (34.26, None, None)},
+               extra={"lambda_m": 20.0, "lambda_a": 3.0}),
+           Row("lambda_a = 7", Variant(loss_weights=(20.0, 7.0)), paper={"rec": (34.01, None, None)},
+               extra={"lambda_m": 20.0, "lambda_a": 7.0})),
+          layout="psnr",
+          claims=(Claim("rec", "lambda_m = 20", ("lambda_m = 10", "lambda_m = 30", "lambda_a = 3", "lambda_a = 7"),
+                        "(lambda_m, lambda_a) = (20, 5) is the best pair"),),
+          note="Table 5 varies lambda_m with lambda_a = 5 (left half) and lambda_a with lambda_m = 20 (right half); "
+               "its PSNR is the reconstruction's (34.32 dB = Table 3 'Rec. w/ F_c')."),
+    Group("variant", "CodeBrain v1 (per-modality codes) vs CVPR (full-stack code)",
+          "v1 Tables 2-3 vs CVPR 2026 Tables 2-3 (each paper's own IXI figures)", ("rec", "imp"),
+          (Row("v1 (per-modality codes)", V1, paper={"rec": (35.47, 96.10, 9.22), "imp": (29.01, 92.09, 18.27)}),
+           Row("CVPR (full-stack code)", PLAIN, paper={"rec": (34.32, 95.94, 10.65), "imp": (29.50, 93.05, 17.57)})),
+          claims=(Claim("imp", "CVPR (full-stack code)", ("v1 (per-modality codes)",),
+                        "the CVPR design imputes at least as well as v1"),),
+          note="The two papers' figures come from different trainings (v1: d = 7, L = 5; CVPR: L = [8,8,8,5,5,5])."),
+    Group("dim", "Code dimension d of CodeBrain v1",
+          "v1 Fig. 6 ('Selection of Code Dimensions d')", ("rec", "imp"),
+          tuple(Row(f"d = {d}", Variant(variant="v1", code_dim=d), extra={"d": d}) for d in CODE_DIMS),
+          layout="psnr",
+          claims=(Claim("rec", f"d = {CODE_DIMS[-1]}", (f"d = {CODE_DIMS[0]}",),
+                        "a larger d improves reconstruction (v1: +2.16 dB from d = 4 to 7; imputation stable)"),),
+          note="The paper gives the figure without a table of numbers."),
+)}
+
+
+def parse_groups(which: str | Sequence[str] | None) -> list[Group]:
+    """``'rec_fc,grading'`` (or a list, or None/``'all'`` = every group) -> groups in the order given.
+
+    Raises:
+        ValueError: empty selection or an unknown name (the message lists the known ones).
+    """
+    if which is None:
+        names = list(GROUPS)
+    else:
+        items = which.split(",") if isinstance(which, str) else list(which)
+        names = [str(item).strip() for item in items if str(item).strip()]
+        if names == ["all"]:
+            names = list(GROUPS)
+    if not names:
+        raise ValueError(f"no ablation group selected; known groups: {', '.join(GROUPS)} (or all)")
+    unknown = [name for name in names if name not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown ablation group(s) {', '.join(repr(n) for n in unknown)}; known groups: "
+                         f"{', '.join(GROUPS)} (or all)")
+    return [GROUPS[name] for name in dict.fromkeys(names)]
+
+
+def needed_stages(groups: Sequence[Group]) -> dict[Variant, tuple[int, ...]]:
+    """Every variant the groups use (first use first, so the plain method trains first) -> trained stages needed."""
+    needed: dict[Variant, set[int]] = {}
+    for group in groups:
+        for row in group.rows:
+            for stage in group.stages:
+                needed.setdefault(row.variant, set()).update(STAGES_NEEDED[stage])
+    order = sorted(needed, key=lambda variant: variant != PLAIN)  # stable: the plain method first
+    return {variant: tuple(sorted(needed[variant])) for variant in order}
+
+
+def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str]]:
+    """Every (variant, stage) pair to score, each once."""
+    pairs: dict[tuple[Variant, str], None] = {}
+    for group in groups:
+        for row in group.rows:
+            for stage in group.stages:
+                pairs[(row.variant, stage)] = None
+    return list(pairs)

@@ -1,0 +1,161 @@
+"""Stage I reconstruction from oracle codes, scored like the imputation (the papers' "Rec." rows).
+
+The papers' reconstruction figures (CVPR 2026 Tables 1 and 3, v1 Table 3 and Fig. 6; the reference's
+``evaluate_rec``, ``shared/design/codebrain-reference.md`` section 7) decode the code of the *complete* stack
+(the posterior encoder's, an upper bound of what Stage II can predict) with F_c of the masked stack. The cases,
+preprocessing, middle slices, patterns, metrics and averaging are exactly those of the imputation harness's paper
+protocol (``evaluation.imputation.evaluate``), so a "Rec." row and an "Imp." row of one table differ only in
+where the code comes from. As there, the missing channels are zero outside the given sequences' brain.
+
+Outputs, in ``<model>/fold_F/reconstruction_eval/<cases>/``: ``scores_paper.csv`` (one row per slice),
+``pairs.csv``, ``summary.csv``, ``summary.json`` (same layout as the imputation harness's, method ``oracle``) and
+``tables.md``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from codebrain_seg import paths
+from codebrain_seg.io import atomic_path, write_json
+from codebrain_seg.networks import CodeBrainConfig, StageOneModel
+from codebrain_seg.predictor import middle_slices, prepare_case
+from evaluation.imputation.aggregate import (
+    all_patterns,
+    markdown_table,
+    pair_means,
+    parse_pattern,
+    summarise,
+    summary_rows,
+    write_csv,
+)
+from evaluation.imputation.evaluate import find_cases, load_case
+from evaluation.imputation.metrics import slice_metrics
+from planners.experiment_planner import get_configuration
+from planners.plan_and_preprocess import load_plans
+
+logger = logging.getLogger(__name__)
+
+METHOD = "oracle"
+DEFAULT_BATCH = 8
+
+
+def load_stage_one(stage1_dir: Path, device: str = "cpu") -> tuple[StageOneModel, dict[str, Any]]:
+    """The Stage I generator of ``stage1_dir/checkpoint_final.pth`` (eval mode) and its provenance.
+
+    Raises:
+        FileNotFoundError: the stage is not finished.
+        ValueError: the file is not a CodeBrain Stage I checkpoint.
+    """
+    path = Path(stage1_dir) / "checkpoint_final.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished Stage I in {stage1_dir} ({path.name} is missing): train it with "
+                                "codebrain_train --stage 1")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("stage") != 1 or "generator" not in state.get("networks", {}) or "network_config" not in state:
+        raise ValueError(f"{path} is not a CodeBrain Stage I checkpoint (stage {state.get('stage')!r}, method "
+                         f"{state.get('method')!r})")
+    model = StageOneModel(CodeBrainConfig.from_dict(state["network_config"]))
+    model.load_state_dict(state["networks"]["generator"])
+    info = {"checkpoint": str(path), "stage1_iteration": state.get("iteration"),
+            "configuration": state.get("configuration_name"), "network_config": state["network_config"]}
+    return model.to(torch.device(device)).eval(), info
+
+
+@torch.no_grad()
+def reconstruct(model: StageOneModel, full: np.ndarray, available: Sequence[bool],
+                batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """Decode the oracle codes of complete slices with F_c of the masked slices.
+
+    Args:
+        model: a Stage I generator.
+        full: ``(C, S, H, W)`` normalised complete slices in [0, 1].
+        available: C booleans (1 = given).
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``(C, S, H, W)`` reconstruction clamped to [0, 1], zero where no given channel is non-zero.
+    """
+    available = np.asarray(available, dtype=bool)
+    device = next(model.parameters()).device
+    mask = torch.as_tensor(available, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    output = np.zeros_like(full, dtype=np.float32)
+    for start in range(0, full.shape[1], batch_size):
+        x = torch.as_tensor(np.ascontiguousarray(full[:, start:start + batch_size].transpose(1, 0, 2, 3)),
+                            dtype=torch.float32, device=device)
+        decoded = model.decode(model.encode_codes(x), x_masked=x * mask).float().clamp(0, 1)
+        output[:, start:start + len(x)] = decoded.cpu().numpy().transpose(1, 0, 2, 3)
+    output *= (full[available] != 0).any(axis=0)[None]  # as the imputer's impute_normalised
+    return output
+
+
+def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, stage1_dir: Path,
+                            output_dir: Path, cases: str = "val", device: str = "cpu",
+                            batch_size: int | None = None, evaluation_slices: int | None = None,
+                            patterns: Sequence[str] | None = None) -> Path:
+    """Score the oracle-code reconstruction of a Stage I model on every pattern; writes the outputs (module
+    docstring) to ``output_dir`` and returns it.
+
+    Args:
+        dataset: dataset id or name (plans and cases as for the imputation harness).
+        fold: fold whose validation cases ``cases='val'`` means.
+        configuration: plans configuration (crop, slices scored).
+        stage1_dir: folder with the Stage I ``checkpoint_final.pth``.
+        output_dir: where to write.
+        cases: ``val``, ``test`` or a folder (``evaluation.imputation.evaluate.find_cases``).
+        device: torch device.
+        batch_size: slices per forward pass (default 8).
+        evaluation_slices: middle slices per case (default: the configuration's).
+        patterns: subset of the ``2^C - 2`` patterns (default all).
+    """
+    dataset_name = paths.resolve_dataset(dataset)
+    plans = load_plans(paths.preprocessed_root() / dataset_name)
+    config = get_configuration(plans, configuration)
+    count = int(evaluation_slices if evaluation_slices is not None else config["evaluation_slices"])
+    if count < 1:
+        raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
+    names = list(plans["channel_names"])
+    patterns = list(patterns) if patterns else all_patterns(len(names))
+    model, info = load_stage_one(stage1_dir, device)
+    if model.config.in_channels != len(names):
+        raise ValueError(f"{stage1_dir} was trained on {model.config.in_channels} sequences, the dataset has "
+                         f"{len(names)}")
+    case_files = find_cases(dataset_name, fold, cases, len(names))
+    logger.info("oracle reconstruction of %s on %d case(s) x %d pattern(s)", stage1_dir, len(case_files),
+                len(patterns))
+    rows: list[dict[str, Any]] = []
+    for case in case_files:
+        images, _ = load_case(case)
+        stack, _, _ = prepare_case(images, np.ones(len(names), dtype=bool), np.eye(4), plans, config)
+        scored = middle_slices(stack.shape[1], count)
+        full = stack[:, scored]
+        for pattern in patterns:
+            available = np.array(parse_pattern(pattern))
+            output = reconstruct(model, full, available, int(batch_size or DEFAULT_BATCH))
+            for channel in np.flatnonzero(~available):
+                scores = slice_metrics(output[channel], full[channel])
+                for position, slice_index in enumerate(scored):
+                    rows.append({"method": METHOD, "case": case.case_id, "pattern": pattern, "protocol": "paper",
+                                 "region": "image", "missing": names[channel], "slice": int(slice_index),
+                                 **{k: float(v[position]) for k, v in scores.items()}})
+    summary = summarise(rows)
+    output_dir = Path(output_dir)
+    write_csv(output_dir / "scores_paper.csv", rows)
+    write_csv(output_dir / "pairs.csv", pair_means(rows))
+    write_csv(output_dir / "summary.csv", summary_rows(summary))
+    title = (f"# Stage I reconstruction from oracle codes: {dataset_name}, fold {fold}, configuration "
+             f"{configuration}, cases {cases}\n\n{len(case_files)} case(s); cells are PSNR (dB) / SSIM (x100) / "
+             "MAE (x1000).\n")
+    with atomic_path(output_dir / "tables.md") as temp:
+        temp.write_text(title + "\n" + markdown_table(summary["paper"]["image"], names, title="paper protocol"))
+    write_json(output_dir / "summary.json", {
+        "dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
+        "case_ids": [case.case_id for case in case_files], "protocols": ["paper"], "patterns": patterns,
+        "channel_names": names, "evaluation_slices": count, "methods": {METHOD: {"model": info}},
+        "summary": summary,
+    })
+    return output_dir

@@ -1,0 +1,267 @@
+"""Train, evaluate and tabulate the ablation groups (``evaluation.ablation.groups``): ``codebrain_ablate``'s twin.
+
+1. Every variant the selected groups need is trained through ``trainers.run_training``, only the stages it needs
+   (Stage I for reconstruction rows, both for imputation rows). A stage whose ``checkpoint_final.pth`` exists is
+   reused as it is, never retrained (its iteration count is reported in the tables); an interrupted one resumes
+   from its latest checkpoint. Variants that resolve to the same results folder (the plain method in several
+   groups, a loss-weight pair equal to the plans') are trained once.
+2. Each (model, stage) is scored once with the paper protocol: imputation by the normal harness
+   (``evaluation.imputation.evaluate.evaluate_imputation``, method ``codebrain``) into
+   ``<model>/fold_F/imputation_eval/<cases>/``, reconstruction from oracle codes
+   (``evaluation.ablation.reconstruction``) into ``<model>/fold_F/reconstruction_eval/<cases>/``. An evaluation
+   newer than the checkpoints it scored, with the same cases, slices and patterns, is reused.
+3. The tables go to ``$codebrain_results/DatasetXXX_Name/ablations__<plans>__<configuration>/fold_F/<cases>/``
+   (``evaluation.ablation.report``).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from codebrain_seg import paths
+from codebrain_seg.io import read_json
+from evaluation.ablation import report
+from evaluation.ablation.groups import Group, Variant, evaluations, needed_stages, parse_groups
+from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
+from evaluation.ablation.reconstruction import evaluate_reconstruction
+from planners.experiment_planner import get_configuration
+from planners.plan_and_preprocess import load_plans
+
+logger = logging.getLogger(__name__)
+
+METHOD = "codebrain"
+VARIANT_SWITCH_MESSAGE = ("ablation group(s) {groups} need the v1 variant / code-dim switch "
+                          "(trainers.TrainingOptions.variant and .code_dim, trainers.variant_name(variant=, "
+                          "code_dim=) and the same selection in evaluate_imputation), which this installation does "
+                          "not have yet; run the other groups")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """Where a variant lives: its ``fold_F`` folder, the folder of each stage and the stages the groups need."""
+
+    variant: Variant
+    folder: Path
+    stage_dirs: dict[int, Path]
+    stages: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """Results folder name, e.g. ``CodeBrain-no_fc__codebrainPlans__2d_cpu``."""
+        return self.folder.parent.name
+
+
+def variant_switch_available() -> bool:
+    """True once the trainer, its folder names and the imputation evaluation know ``variant`` and ``code_dim``."""
+    import trainers
+    from evaluation.imputation.evaluate import evaluate_imputation
+    from trainers.base_trainer import TrainingOptions
+
+    wanted = {"variant", "code_dim"}
+    return (wanted <= set(TrainingOptions.__dataclass_fields__)
+            and wanted <= set(inspect.signature(trainers.variant_name).parameters)
+            and wanted <= set(inspect.signature(trainers.results_folder).parameters)
+            and wanted <= set(inspect.signature(evaluate_imputation).parameters))
+
+
+def check_groups_supported(groups: Sequence[Group]) -> None:
+    """ValueError naming the groups that need the v1 switches when the installation lacks them."""
+    blocked = [g.name for g in groups if any(row.variant.needs_variant_switch for row in g.rows)]
+    if blocked and not variant_switch_available():
+        raise ValueError(VARIANT_SWITCH_MESSAGE.format(groups=", ".join(blocked)))
+
+
+def _selection(variant: Variant, override: tuple[float, float] | None) -> dict[str, Any]:
+    """Keyword arguments of ``trainers.results_folder`` for a variant (v1 switches only when set)."""
+    kwargs = variant.training_kwargs()
+    kwargs["loss_weights"] = override
+    return kwargs
+
+
+def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, Any], configuration: str,
+                   fold: int) -> dict[Variant, TrainedModel]:
+    """Every variant of the groups -> its model (variants resolving to one folder share one object)."""
+    import trainers
+
+    config = get_configuration(plans, configuration)
+    spec = trainers.get_method(METHOD)
+    folders: dict[Variant, Path] = {}
+    entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
+    for variant, stages in needed_stages(groups).items():
+        _, override = trainers.resolve_loss_weights(variant.loss_weights, config)
+        selection = _selection(variant, override)
+        folder = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
+        # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.
+        shared = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
+                                         **{**selection, "ablation": "none"})
+        stage_dirs = {k: (shared if k in spec.shared_stages.get(variant.ablation, ()) else folder) / f"stage{k}"
+                      for k in spec.stages}
+        first, _, wanted = entries.get(folder, (variant, stage_dirs, set()))
+        entries[folder] = (first, stage_dirs, wanted | set(stages))
+        folders[variant] = folder
+    models = {folder: TrainedModel(variant, folder, stage_dirs, tuple(sorted(wanted)))
+              for folder, (variant, stage_dirs, wanted) in entries.items()}
+    return {variant: models[folder] for variant, folder in folders.items()}
+
+
+def finished(stage_dir: Path) -> bool:
+    """A stage is finished when its final checkpoint exists."""
+    return (stage_dir / "checkpoint_final.pth").is_file()
+
+
+def train_models(dataset: str | int, fold: int, configuration: str, models: Sequence[TrainedModel],
+                 iterations: int | None = None, device: str = "auto", **training_options: Any) -> dict[str, list[int]]:
+    """Train the missing stages of each model in order; returns ``{model name: stages trained now}``."""
+    from trainers import run_training
+
+    trained: dict[str, list[int]] = {}
+    for model in models:
+        for stage in model.stages:
+            if finished(model.stage_dirs[stage]):
+                logger.info("ablation: %s stage %d is finished (%s); reused, not retrained", model.name, stage,
+                            model.stage_dirs[stage])
+                continue
+            logger.info("ablation: training %s stage %d", model.name, stage)
+            run_training(dataset, fold, configuration, stage=stage, method=METHOD, iterations=iterations,
+                         device=device, continue_training=True, **model.variant.training_kwargs(),
+                         **training_options)
+            trained.setdefault(model.name, []).append(stage)
+    return trained
+
+
+def _evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: dict[str, Any],
+                           method: str) -> dict[str, Any] | None:
+    """The evaluation's summary when it is newer than every checkpoint and made with ``settings``, else None."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    newest = max(p.stat().st_mtime for p in checkpoints)
+    if path.stat().st_mtime < newest:
+        return None
+    summary = read_json(path)
+    if any(summary.get(key) != value for key, value in settings.items()):
+        return None
+    if method not in summary.get("summary", {}).get("paper", {}).get("image", {}):
+        return None
+    return summary
+
+
+def evaluate_model(dataset_name: str, fold: int, configuration: str, model: TrainedModel, stage: str,
+                   cases: str = "val", device: str = "cpu", evaluation_slices: int | None = None,
+                   batch_size: int | None = None) -> dict[str, Any]:
+    """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary.json."""
+    plans = load_plans(paths.preprocessed_root() / dataset_name)
+    count = int(evaluation_slices or get_configuration(plans, configuration)["evaluation_slices"])
+    from evaluation.imputation.aggregate import all_patterns
+
+    settings = {"cases": cases, "evaluation_slices": count, "patterns": all_patterns(len(plans["channel_names"]))}
+    folder = _evaluation_dir(model, stage, cases)
+    if stage == "rec":
+        checkpoints = [model.stage_dirs[1] / "checkpoint_final.pth"]
+        method = ORACLE_METHOD
+    else:
+        checkpoints = [model.stage_dirs[k] / "checkpoint_final.pth" for k in (1, 2)]
+        method = METHOD
+    current = _evaluation_is_current(folder, checkpoints, settings, method)
+    if current is not None:
+        logger.info("ablation: %s %s evaluation is current (%s); reused", model.name, stage, folder)
+        return current
+    if stage == "rec":
+        evaluate_reconstruction(dataset_name, fold, configuration, model.stage_dirs[1], folder, cases, device,
+                                batch_size, count)
+    else:
+        from evaluation.imputation.evaluate import evaluate_imputation
+
+        variant = model.variant
+        selection = {"ablation": variant.ablation, "loss_weights": variant.loss_weights}
+        if variant.needs_variant_switch:
+            selection.update({k: v for k, v in variant.training_kwargs().items() if k in ("variant", "code_dim")})
+        evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
+                            device=device, batch_size=batch_size, output_dir=folder, figure_cases=0,
+                            evaluation_slices=count, **selection)
+    return read_json(folder / "summary.json")
+
+
+def _evaluation_dir(model: TrainedModel, stage: str, cases: str) -> Path:
+    """``<model>/fold_F/{reconstruction,imputation}_eval/<cases>``."""
+    tag = cases if cases in ("val", "test") else Path(cases).name
+    return model.folder / ("reconstruction_eval" if stage == "rec" else "imputation_eval") / tag
+
+
+def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """What the report needs of one (model, stage) evaluation."""
+    method = ORACLE_METHOD if stage == "rec" else METHOD
+    info = summary.get("methods", {}).get(method, {}).get("model", {})
+    iterations = {"stage1": info.get("stage1_iteration")}
+    if stage == "imp":
+        iterations["stage2"] = info.get("stage2_iteration")
+    return {"summary": summary["summary"]["paper"]["image"][method], "model": model.name,
+            "iterations": iterations, "cases": len(summary.get("case_ids", [])),
+            "evaluation": str(folder)}
+
+
+def ablation_folder(dataset: str | int, plans_name: str, configuration: str, fold: int, cases: str) -> Path:
+    """``$codebrain_results/DatasetXXX_Name/ablations__<plans>__<configuration>/fold_F/<cases>``."""
+    tag = cases if cases in ("val", "test") else Path(cases).name
+    return (paths.results_dataset_dir(dataset) / f"ablations__{plans_name}__{configuration}" / f"fold_{fold}"
+            / tag)
+
+
+def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None = None,
+                  which: str | Sequence[str] | None = ("rec_fc", "grading"), iterations: int | None = None,
+                  device: str = "auto", cases: str = "val", evaluation_slices: int | None = None,
+                  batch_size: int | None = None, output_dir: Path | None = None,
+                  **training_options: Any) -> Path:
+    """Train the variants the groups need, evaluate them and write the ablation tables; returns the tables' folder.
+
+    Args:
+        dataset: id or name of a planned and preprocessed dataset.
+        fold: fold (its training cases train, its validation cases evaluate with ``cases='val'``).
+        configuration: plans configuration (default: ``trainers.default_configuration(device)``).
+        which: group names (``evaluation.ablation.groups.GROUPS``), comma-separated or a list; None = all.
+        iterations: iterations per trained stage (default: the plans'); finished stages are reused as they are.
+        device: ``auto``, ``cpu`` or ``cuda`` (training and evaluation).
+        cases: ``val``, ``test`` or a folder of complete cases.
+        evaluation_slices: middle slices scored per case (default: the configuration's).
+        batch_size: slices per forward pass in the evaluations.
+        output_dir: where the tables go (default :func:`ablation_folder`).
+        **training_options: further ``run_training`` options (seed, num_threads, val_every, ...).
+
+    Raises:
+        ValueError: unknown group, a group needing switches this installation lacks, bad fold.
+    """
+    import trainers
+
+    groups = parse_groups(which)
+    check_groups_supported(groups)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    dataset_name = paths.resolve_dataset(dataset)
+    plans = load_plans(paths.preprocessed_root() / dataset_name)
+    configuration = configuration or trainers.default_configuration(device)
+    get_configuration(plans, configuration)  # a clear error for an unknown configuration, before any training
+    models = resolve_models(groups, dataset_name, plans, configuration, fold)
+    unique = list({model.folder: model for model in models.values()}.values())
+    logger.info("ablation groups %s: %d model(s): %s", ", ".join(g.name for g in groups), len(unique),
+                ", ".join(f"{m.name} (stage {'+'.join(map(str, m.stages))})" for m in unique))
+    trained = train_models(dataset_name, fold, configuration, unique, iterations, device, **training_options)
+    eval_device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+    results: dict[tuple[Variant, str], dict[str, Any]] = {}
+    for variant, stage in evaluations(groups):
+        model = models[variant]
+        summary = evaluate_model(dataset_name, fold, configuration, model, stage, cases, eval_device,
+                                 evaluation_slices, batch_size)
+        results[(variant, stage)] = _row_result(model, stage, summary, _evaluation_dir(model, stage, cases))
+    out_dir = Path(output_dir) if output_dir else ablation_folder(dataset_name, plans["plans_name"], configuration,
+                                                                   fold, cases)
+    meta = {"dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
+            "iterations_requested": iterations, "trained_now": trained}
+    tables = [report.group_table(group, {(row.label, stage): results[(row.variant, stage)]
+                                         for row in group.rows for stage in group.stages}) for group in groups]
+    report.write_report(out_dir, tables, meta)
+    return out_dir
