@@ -1,0 +1,53 @@
+"""CoPeDiT networks (Liu et al., arXiv 2602.18400): CoPeVAE tokenizer, MDiT3D, missing-slot diffusion, configs."""
+from __future__ import annotations
+
+from codebrain_seg.networks.copedit.config import CoPeDiTConfig, CoPeVAEConfig, DiffusionConfig, MDiT3DConfig
+from codebrain_seg.networks.copedit.copevae import (
+    CoPeVAE,
+    CoPeVAEOutput,
+    PromptEncoder,
+    check_missing_mask,
+    sample_missing_masks,
+)
+from codebrain_seg.networks.copedit.diffusion import ExponentialMovingAverage, MissingSlotDiffusion
+from codebrain_seg.networks.copedit.embeddings import (
+    RotaryEmbedding3D,
+    sincos_position_embedding_3d,
+    sinusoidal_embedding,
+)
+from codebrain_seg.networks.copedit.losses import (
+    CoPeVAELoss,
+    build_discriminator,
+    build_perceptual_loss,
+    contrastive_assessment_loss,
+    missing_count_loss,
+    missing_position_loss,
+    pretext_losses,
+)
+from codebrain_seg.networks.copedit.mdit3d import MDiT3D, MDiTBlock
+
+__all__ = [
+    "CoPeDiTConfig",
+    "CoPeVAE",
+    "CoPeVAEConfig",
+    "CoPeVAELoss",
+    "CoPeVAEOutput",
+    "DiffusionConfig",
+    "ExponentialMovingAverage",
+    "MDiT3D",
+    "MDiT3DConfig",
+    "MDiTBlock",
+    "MissingSlotDiffusion",
+    "PromptEncoder",
+    "RotaryEmbedding3D",
+    "build_discriminator",
+    "build_perceptual_loss",
+    "check_missing_mask",
+    "contrastive_assessment_loss",
+    "missing_count_loss",
+    "missing_position_loss",
+    "pretext_losses",
+    "sample_missing_masks",
+    "sincos_position_embedding_3d",
+    "sinusoidal_embedding",
+]
