@@ -21,11 +21,15 @@ from codebrain_seg.networks.copedit import (
     MDiTBlock,
     MissingSlotDiffusion,
     RotaryEmbedding3D,
+    available_first_order,
     build_discriminator,
     check_missing_mask,
     contrastive_assessment_loss,
+    mask_code_prompts,
     missing_count_loss,
     missing_position_loss,
+    reorder_slots,
+    restore_slot_order,
     sample_missing_masks,
     sincos_position_embedding_3d,
 )
@@ -106,6 +110,20 @@ def test_config_rejects_bad_values() -> None:
         CoPeDiTConfig(volume_shape=(64, 64, 32), vae=CPU.vae, dit=CoPeDiTConfig.paper().dit)
 
 
+def test_mask_prompt_ablation_is_a_config_switch() -> None:
+    config = CPU.with_mask_prompts()
+    assert config.prompt_source == "mask" and (config.dit.num_prompts, config.dit.prompt_dim) == (1, 4)
+    assert CoPeDiTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    missing = torch.tensor([[True, False, False, True]])
+    codes = mask_code_prompts(missing)
+    assert torch.equal(codes, torch.tensor([[[1.0, 0.0, 0.0, 1.0]]]))
+    model = _randomise_zero_layers(MDiT3D(config.dit))
+    latents = torch.randn(1, 4, 8, *CPU.latent_shape)
+    assert model(latents, torch.tensor([5]), codes).shape == latents.shape
+    with pytest.raises(ValueError, match="prompt_source"):
+        CoPeDiTConfig(volume_shape=(64, 64, 32), vae=CPU.vae, dit=CPU.dit, prompt_source="masks")
+
+
 # ---- CoPeVAE ---------------------------------------------------------------------------------------------
 
 
@@ -152,6 +170,7 @@ def test_copevae_cpu_forward_backward_shapes() -> None:
     assert all(p.grad is not None for p in discriminator.parameters())
     decoded = model.decode(output.latents.detach())
     assert decoded.shape == volumes.shape
+    assert 1.0 <= model.codebook_perplexity <= config.num_embeddings
 
 
 def test_prompts_read_only_the_available_modalities() -> None:
@@ -385,6 +404,16 @@ def test_ddim_sampling_is_deterministic_and_keeps_available_latents() -> None:
     scrambled = latents.clone()
     scrambled[missing] = 9.0
     assert torch.equal(diffusion.sample(model, scrambled, missing, prompts, seed=5)[missing], first[missing])
+
+
+def test_available_first_slot_order_round_trips() -> None:
+    missing = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    order = available_first_order(missing)
+    assert order.tolist() == [[1, 3, 0, 2], [0, 1, 2, 3]]
+    latents = torch.randn(2, 4, 8, 2, 2, 2)
+    reordered = reorder_slots(latents, order)
+    assert torch.equal(reordered[0, 0], latents[0, 1]) and torch.equal(reordered[0, 3], latents[0, 2])
+    assert torch.equal(restore_slot_order(reordered, order), latents)
 
 
 def test_ema_averages_parameters_and_copies_buffers() -> None:

@@ -9,7 +9,13 @@ from codebrain_seg.networks.copedit.copevae import (
     check_missing_mask,
     sample_missing_masks,
 )
-from codebrain_seg.networks.copedit.diffusion import ExponentialMovingAverage, MissingSlotDiffusion
+from codebrain_seg.networks.copedit.diffusion import (
+    ExponentialMovingAverage,
+    MissingSlotDiffusion,
+    available_first_order,
+    reorder_slots,
+    restore_slot_order,
+)
 from codebrain_seg.networks.copedit.embeddings import (
     RotaryEmbedding3D,
     sincos_position_embedding_3d,
@@ -24,7 +30,7 @@ from codebrain_seg.networks.copedit.losses import (
     missing_position_loss,
     pretext_losses,
 )
-from codebrain_seg.networks.copedit.mdit3d import MDiT3D, MDiTBlock
+from codebrain_seg.networks.copedit.mdit3d import MDiT3D, MDiTBlock, mask_code_prompts
 
 __all__ = [
     "CoPeDiTConfig",
@@ -40,13 +46,17 @@ __all__ = [
     "MissingSlotDiffusion",
     "PromptEncoder",
     "RotaryEmbedding3D",
+    "available_first_order",
     "build_discriminator",
     "build_perceptual_loss",
     "check_missing_mask",
     "contrastive_assessment_loss",
+    "mask_code_prompts",
     "missing_count_loss",
     "missing_position_loss",
     "pretext_losses",
+    "reorder_slots",
+    "restore_slot_order",
     "sample_missing_masks",
     "sincos_position_embedding_3d",
     "sinusoidal_embedding",

@@ -132,6 +132,11 @@ class CoPeVAE(nn.Module):
         self.position_head = _head(config.prompt_dim, m)
         self.contrastive_head = _head(config.prompt_dim, config.contrastive_dim)
 
+    @property
+    def codebook_perplexity(self) -> float:
+        """Perplexity of the codebook assignments of the last quantisation (codebook usage, 1..num_embeddings)."""
+        return float(self.autoencoder.quantizer.perplexity)
+
     def _check_volumes(self, volumes: Tensor) -> None:
         m, factor = self.config.num_modalities, self.config.compression
         if volumes.dim() != 5 or volumes.shape[1] != m:

@@ -9,6 +9,7 @@ latents after every step (the official code builds its DDIM with T = 200 and nev
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,10 @@ class MissingSlotDiffusion:
         """
         clean = latents * self.config.latent_scale
         timesteps = self.sample_timesteps(clean.shape[0], generator, clean.device)
-        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
+        if generator is None:
+            noise = torch.randn_like(clean)
+        else:  # a CPU generator gives the same draws on any device
+            noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
         prediction = model(self.noise_missing(clean, missing, timesteps, noise), timesteps, prompts)
         return F.mse_loss(prediction.float(), clean.float())
 
@@ -159,6 +163,28 @@ class ExponentialMovingAverage(nn.Module):
         for name, buffer in model.named_buffers():
             averaged_buffers[name].copy_(buffer)
 
-    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the averaged model."""
         return self.model(*args, **kwargs)
+
+
+def available_first_order(missing: Tensor) -> Tensor:
+    """Slot order ``(B, m)`` that puts the available modalities first, then the missing ones, each in index order.
+
+    The official code's layout (one model per missing count): ``latents.gather`` / index with it before MDiT3D and
+    scatter back with :func:`restore_slot_order`.
+    """
+    if missing.dim() != 2:
+        raise ValueError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
+    return torch.argsort(missing.long(), dim=1, stable=True)
+
+
+def reorder_slots(latents: Tensor, order: Tensor) -> Tensor:
+    """Permute the slots of ``(B, m, ...)`` by ``order`` ``(B, m)``: ``out[b, i] = latents[b, order[b, i]]``."""
+    index = order.to(latents.device).reshape(*order.shape, *(1,) * (latents.dim() - 2)).expand_as(latents)
+    return latents.gather(1, index)
+
+
+def restore_slot_order(latents: Tensor, order: Tensor) -> Tensor:
+    """Inverse of :func:`reorder_slots`: back to the canonical modality order."""
+    return reorder_slots(latents, torch.argsort(order, dim=1))

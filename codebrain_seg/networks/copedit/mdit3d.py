@@ -37,6 +37,13 @@ def _gate(gate: Tensor, x: Tensor) -> Tensor:
     return gate.reshape((gate.shape[0],) + (1,) * (x.dim() - 2) + (gate.shape[-1],)) * x
 
 
+def mask_code_prompts(missing: Tensor) -> Tensor:
+    """Binary mask codes ``(B, 1, m)`` (1 = missing) that replace the learned prompts in the paper's ablation."""
+    if missing.dim() != 2:
+        raise ValueError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
+    return missing.float()[:, None, :]
+
+
 class SwiGLU(nn.Module):
     """SwiGLU MLP (Shazeer, 2020): ``W3 (SiLU(W1 x) * W2 x)`` with biases; ``(..., D) -> (..., D)``."""
 
