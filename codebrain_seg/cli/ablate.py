@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="middle slices scored per case (default: the plans', 80 as in the paper)")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward pass in the evaluations")
     parser.add_argument("--seed", type=int, default=1337, help="training seed")
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="torch CPU threads for training and evaluation (default: the trainer's choice)")
     parser.add_argument("-o", "--output", default=None, help="folder of the tables (default: see above)")
     return parser
 
@@ -57,10 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_groups(args.which)  # an unknown group fails here, before any data is touched
         if args.iterations is not None and args.iterations < 1:
             raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+        options = {"seed": args.seed}
+        if args.num_threads is not None:
+            if args.num_threads < 1:
+                raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
+            import torch
+
+            torch.set_num_threads(args.num_threads)  # the evaluations; the trainer sets its own from the option
+            options["num_threads"] = args.num_threads
         out = run_ablations(args.dataset, args.fold, args.configuration, args.which, iterations=args.iterations,
                             device=args.device, cases=args.cases, evaluation_slices=args.evaluation_slices,
                             batch_size=args.batch_size, output_dir=Path(args.output) if args.output else None,
-                            seed=args.seed)
+                            **options)
         print(f"ablation tables: {out / 'ablations.md'}")
 
     return run_cli(run)

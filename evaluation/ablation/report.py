@@ -73,8 +73,10 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any]]) ->
     claims = []
     for claim in group.claims:
         values = {label: psnr.get((label, claim.stage)) for label in (claim.better, *claim.worse)}
-        held = (None if any(v is None for v in values.values())
-                else all(values[claim.better] >= values[label] for label in claim.worse))
+        held = None
+        if all(v is not None for v in values.values()):
+            best = values[claim.better]
+            held = all(best > values[w] if claim.strict else best >= values[w] for w in claim.worse)
         claims.append({"text": claim.text, "stage": claim.stage, "better": claim.better,
                        "worse": list(claim.worse), "psnr_mean": values, "held": held})
     return {"group": group.name, "title": group.title, "source": group.source, "stages": list(group.stages),

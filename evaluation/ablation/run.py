@@ -25,6 +25,7 @@ import torch
 
 from codebrain_seg import paths
 from codebrain_seg.io import read_json
+from evaluation.imputation.aggregate import all_patterns
 from evaluation.ablation import report
 from evaluation.ablation.groups import Group, Variant, evaluations, needed_stages, parse_groups
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
@@ -154,11 +155,10 @@ def _evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: 
 def evaluate_model(dataset_name: str, fold: int, configuration: str, model: TrainedModel, stage: str,
                    cases: str = "val", device: str = "cpu", evaluation_slices: int | None = None,
                    batch_size: int | None = None) -> dict[str, Any]:
-    """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary.json."""
+    """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary."""
     plans = load_plans(paths.preprocessed_root() / dataset_name)
-    count = int(evaluation_slices or get_configuration(plans, configuration)["evaluation_slices"])
-    from evaluation.imputation.aggregate import all_patterns
-
+    count = int(evaluation_slices if evaluation_slices is not None
+                else get_configuration(plans, configuration)["evaluation_slices"])
     settings = {"cases": cases, "evaluation_slices": count, "patterns": all_patterns(len(plans["channel_names"]))}
     folder = _evaluation_dir(model, stage, cases)
     if stage == "rec":
@@ -177,13 +177,10 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
     else:
         from evaluation.imputation.evaluate import evaluate_imputation
 
-        variant = model.variant
-        selection = {"ablation": variant.ablation, "loss_weights": variant.loss_weights}
-        if variant.needs_variant_switch:
-            selection.update({k: v for k, v in variant.training_kwargs().items() if k in ("variant", "code_dim")})
+        # The model folder is selected by the same switches that trained it.
         evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
                             device=device, batch_size=batch_size, output_dir=folder, figure_cases=0,
-                            evaluation_slices=count, **selection)
+                            evaluation_slices=count, **model.variant.training_kwargs())
     return read_json(folder / "summary.json")
 
 
@@ -241,6 +238,8 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     check_groups_supported(groups)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if evaluation_slices is not None and int(evaluation_slices) < 1:
+        raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
     dataset_name = paths.resolve_dataset(dataset)
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     configuration = configuration or trainers.default_configuration(device)
