@@ -156,7 +156,6 @@ class CoPeVAE(nn.Module):
 
         In training mode MONAI's EMA quantiser also updates the codebook.
         """
-        batch, slots = latents.shape[:2]
         quantized, loss = self.autoencoder.quantize(latents.flatten(0, 1))
         return quantized.reshape(latents.shape), loss
 

@@ -28,7 +28,7 @@ from codebrain_seg.networks.copedit.embeddings import (
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN modulation ``x * (1 + scale) + shift`` with ``shift``/``scale`` ``(B, D)`` broadcast over ``x``'s middle axes."""
+    """adaLN modulation ``x * (1 + scale) + shift``; ``shift``, ``scale`` ``(B, D)`` broadcast over x's middle axes."""
     view = (shift.shape[0],) + (1,) * (x.dim() - 2) + (shift.shape[-1],)
     return x * (1 + scale.reshape(view)) + shift.reshape(view)
 
