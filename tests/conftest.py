@@ -96,6 +96,58 @@ def free_threads() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 and idle_cores() >= 1.6 else 1
 
 
+# ---- tiny demo projects (trainer, ablation and variant tests) ---------------------------------------------
+
+TINY_DEMO_CONFIGURATION = "2d_tiny"
+
+
+def build_tiny_demo(root: Path, dataset_id: int, network: dict[str, int], **configuration: object
+                    ) -> SimpleNamespace:
+    """Demo dataset (5 phantom cases of 48 x 48 x 24) made, planned (``2d_cpu``) and preprocessed under ``root``,
+    with a ``2d_tiny`` configuration added to the plans: ``2d_cpu`` with ``network`` widths and the
+    ``configuration`` keys overridden.
+
+    Returns:
+        ``root`` (with ``raw``, ``preprocessed``, ``results``), ``preprocessed`` folder, ``plans``, ``config`` (the
+        tiny configuration), ``data`` (its preprocessed arrays), ``split`` (fold 0), ``planned`` (``2d_cpu``).
+    """
+    import json
+
+    from codebrain_seg.demo_data import make_demo_dataset
+    from codebrain_seg.io import read_json, write_json
+    from planners.plan_and_preprocess import plan_and_preprocess
+
+    with pytest.MonkeyPatch.context() as patch:
+        use_project_folders(root, patch)
+        make_demo_dataset(dataset_id, num_cases=5, shape=(48, 48, 24), seed=0)
+        preprocessed = plan_and_preprocess(dataset_id, ["2d_cpu"])
+    plans = read_json(preprocessed / "codebrainPlans.json")
+    planned = json.loads(json.dumps(plans["configurations"]["2d_cpu"]))
+    tiny = json.loads(json.dumps(planned))
+    tiny.update(network=dict(network), **configuration)
+    plans["configurations"][TINY_DEMO_CONFIGURATION] = tiny
+    write_json(preprocessed / "codebrainPlans.json", plans)
+    return SimpleNamespace(root=root, preprocessed=preprocessed, plans=plans, config=tiny, planned=planned,
+                           data=preprocessed / tiny["data_identifier"],
+                           split=read_json(preprocessed / "splits_final.json")[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory):
+    """Factory ``tiny_demo(dataset_id, network, **configuration)`` of :func:`build_tiny_demo` projects, each built
+    once per session (same arguments, same project)."""
+    built: dict[str, SimpleNamespace] = {}
+
+    def make(dataset_id: int, network: dict[str, int], **configuration: object) -> SimpleNamespace:
+        key = repr((dataset_id, sorted(network.items()), sorted(configuration.items())))
+        if key not in built:
+            built[key] = build_tiny_demo(tmp_path_factory.mktemp(f"demo{dataset_id}"), dataset_id, network,
+                                         **configuration)
+        return built[key]
+
+    return make
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
     """Folder of real BraTS 2018 cases (CASE/CASE_{t1,t1ce,t2,flair,seg}.nii.gz); skips when absent."""

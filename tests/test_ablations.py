@@ -5,7 +5,6 @@ tiny demo data and imputed through the unchanged predictor. One thread, so timin
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +13,6 @@ import pytest
 import torch
 
 from codebrain_seg.cli.train import main as train_main
-from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.io import read_json, write_json
 from codebrain_seg.networks import (
     CodeBrainConfig,
     ContinuousCode,
@@ -25,7 +22,6 @@ from codebrain_seg.networks import (
     VectorQuantizer,
 )
 from codebrain_seg.predictor import load_predictor_from_folder
-from planners.plan_and_preprocess import plan_and_preprocess
 from trainers import (
     CODEBRAIN_ABLATIONS,
     parse_loss_weights,
@@ -35,9 +31,11 @@ from trainers import (
 )
 from trainers.base_trainer import read_metrics
 
+from conftest import TINY_DEMO_CONFIGURATION
+
 SMALL = dict(posterior_width=4, common_width=4, decoder_width=4, depth=1)
 DATASET_ID = 976
-CONFIG = "2d_tiny"
+CONFIG = TINY_DEMO_CONFIGURATION
 TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
 TINY_CODEBOOK = 32
 QUICK = dict(device="cpu", num_threads=1, max_val_slices_per_case=4)
@@ -215,27 +213,11 @@ def test_command_line_lists_the_ablations_and_rejects_unknown_ones(capsys: pytes
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def demo(tiny_demo) -> SimpleNamespace:
     """Demo dataset (5 cases of 48 x 48 x 24), planned, with a tiny configuration and a 32-entry VQ codebook."""
-    root = tmp_path_factory.mktemp("ablations")
-    with pytest.MonkeyPatch.context() as patch:
-        for kind in ("raw", "preprocessed"):
-            (root / kind).mkdir()
-            patch.setenv(f"codebrain_{kind}", str(root / kind))
-        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            patch.delenv(variable, raising=False)
-        make_demo_dataset(DATASET_ID, num_cases=5, shape=(48, 48, 24), seed=0)
-        preprocessed = plan_and_preprocess(DATASET_ID, ["2d_cpu"])
-    plans = read_json(preprocessed / "codebrainPlans.json")
-    assert plans["configurations"]["2d_cpu"]["vq_codebook_size"] == 1024  # the planner's documented default
-    tiny = json.loads(json.dumps(plans["configurations"]["2d_cpu"]))
-    tiny.update(network=dict(TINY_NETWORK), vq_codebook_size=TINY_CODEBOOK)
-    plans["configurations"][CONFIG] = tiny
-    write_json(preprocessed / "codebrainPlans.json", plans)
-    config = plans["configurations"][CONFIG]
-    return SimpleNamespace(root=root, preprocessed=preprocessed, plans=plans, config=config,
-                           data=preprocessed / config["data_identifier"],
-                           split=read_json(preprocessed / "splits_final.json")[0])
+    project = tiny_demo(DATASET_ID, TINY_NETWORK, vq_codebook_size=TINY_CODEBOOK)
+    assert project.planned["vq_codebook_size"] == 1024  # the planner's documented default
+    return project
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ one thread per process so that the timings hold on a busy 2-core machine.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,10 +18,7 @@ import pytest
 import torch
 
 from codebrain_seg.cli.train import main as train_main
-from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.io import read_json, write_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from planners.plan_and_preprocess import plan_and_preprocess
 from trainers import run_training
 from trainers.base_trainer import read_metrics, select_device
 from trainers.data_loading import (
@@ -36,33 +32,22 @@ from trainers.data_loading import (
 from trainers.stage1 import score_patterns
 from trainers.stage2 import impute
 
+from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
+
 DATASET_ID = 971
-CONFIG = "2d_tiny"
+CONFIG = TINY_DEMO_CONFIGURATION
 TINY_NETWORK = {"posterior_width": 8, "common_width": 16, "decoder_width": 16, "depth": 1}
 MODEL = f"CodeBrain__codebrainPlans__{CONFIG}"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Demo dataset, planned and preprocessed, with a tiny ``2d_tiny`` configuration added to the plans."""
-    root = tmp_path_factory.mktemp("trainer")
+def demo(tiny_demo) -> SimpleNamespace:
+    """Demo dataset, planned and preprocessed, with a tiny ``2d_tiny`` configuration added to the plans; the
+    project variables point at it for the whole module (the subprocess tests inherit them)."""
+    project = tiny_demo(DATASET_ID, TINY_NETWORK)
     with pytest.MonkeyPatch.context() as patch:
-        for kind in ("raw", "preprocessed", "results"):
-            (root / kind).mkdir()
-            patch.setenv(f"codebrain_{kind}", str(root / kind))
-        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            patch.delenv(variable, raising=False)
-        make_demo_dataset(DATASET_ID, num_cases=5, shape=(48, 48, 24), seed=0)
-        preprocessed = plan_and_preprocess(DATASET_ID, ["2d_cpu"])
-        plans = read_json(preprocessed / "codebrainPlans.json")
-        tiny = json.loads(json.dumps(plans["configurations"]["2d_cpu"]))
-        tiny["network"] = dict(TINY_NETWORK)
-        plans["configurations"][CONFIG] = tiny
-        write_json(preprocessed / "codebrainPlans.json", plans)
-        config = plans["configurations"][CONFIG]
-        yield SimpleNamespace(root=root, preprocessed=preprocessed, plans=plans, config=config,
-                              data=preprocessed / config["data_identifier"],
-                              split=read_json(preprocessed / "splits_final.json")[0])
+        use_project_folders(project.root, patch)
+        yield project
 
 
 @pytest.fixture

@@ -1,10 +1,17 @@
 """Training: an explicit registry of methods, each a sequence of stage trainers built on one training loop.
 
 ``run_training`` is the Python twin of ``codebrain_train``. Results go to
-``$codebrain_results/DatasetXXX_Name/<Method>__<plans>__<configuration>/fold_F/stage<k>/``; an ablation other
-than ``none`` is appended to the method name (``CodeBrain-no_fc__...``), and so is a reconstruction loss-weight
-pair that differs from the plans' (``CodeBrain-lm1-la1__...``, ``CodeBrain-vq-lm10-la5__...``), so variants never
-share a folder. Another method (e.g. a regression baseline) plugs in with :func:`register_method` without
+``$codebrain_results/DatasetXXX_Name/<Method>__<plans>__<configuration>/fold_F/stage<k>/``. Everything that is
+not the default is appended to the method name, in this order, so variants never share a folder: the variant
+(``CodeBrain-v1__...``), a code dimension (``CodeBrain-d5__...``, ``CodeBrain-v1-d5__...``), an ablation other than
+``none`` (``CodeBrain-no_fc__...``), and a reconstruction loss-weight pair that differs from the plans'
+(``CodeBrain-lm1-la1__...``, ``CodeBrain-vq-lm10-la5__...``).
+
+**Variants** (:data:`CODEBRAIN_VARIANTS`): ``cvpr`` (default) is the CVPR 2026 full-stack method; ``v1`` the
+arXiv v1 paper's per-modality anchor codes (``codebrain_seg.networks.codebrain``). **Code dimension**
+(``code_dim``, the v1 paper's Fig. 6): ``d`` FSQ channels of ``L = 5`` levels each (the v1 paper varies d at
+L = 5); None keeps the variant's default: the plans' ``fsq_levels`` for cvpr (the paper's [8,8,8,5,5,5]), the v1
+paper's d = 7, L = 5 for v1 (so ``code_dim=7`` with v1 is the plain v1 run and adds no tag). Another method (e.g. a regression baseline) plugs in with :func:`register_method` without
 touching this package's loop.
 """
 from __future__ import annotations
@@ -59,6 +66,16 @@ CODEBRAIN_ABLATIONS: dict[str, str] = {
           "classifies the codebook index",
     "continuous": "no quantisation (the tanh-bounded posterior output is the code), and Stage II regresses it (L1)",
 }
+
+# Code layouts: the same networks, losses and loop configured differently (CodeBrainConfig.variant).
+CODEBRAIN_VARIANTS: dict[str, str] = {
+    "cvpr": "the CVPR 2026 method: one full-stack code from all sequences, F_c from the masked stack",
+    "v1": "the arXiv v1 method: one FSQ code per sequence (d = 7, L = 5); Stage I rebuilds a random anchor sequence "
+          "from its own code and F_c of another random sequence; Stage II predicts all sequences' codes",
+}
+CODE_DIM_LEVELS = 5  # FSQ levels of every channel when the code dimension is set (v1 paper: L = 5 for all d)
+V1_CODE_DIM = 7  # the v1 paper's d
+MAX_CODE_DIM = 16
 
 METHODS: dict[str, MethodSpec] = {
     "codebrain": MethodSpec("CodeBrain", {1: _codebrain_stage(1), 2: _codebrain_stage(2)},
@@ -121,21 +138,53 @@ def resolve_loss_weights(loss_weights: Sequence[float] | str | None, configurati
     return weights, (None if weights == planned else weights)
 
 
-def variant_name(ablation: str = "none", loss_weights: tuple[float, float] | None = None) -> str:
-    """Folder suffix of a variant: ``''``, ``'-vq'``, ``'-lm1-la1'``, ``'-vq-lm1-la1'`` (weights = an override)."""
-    suffix = "" if ablation == "none" else f"-{ablation}"
+def check_variant(variant: str = "cvpr", code_dim: int | None = None) -> tuple[str, int | None]:
+    """``(variant, code_dim)`` checked, with ``code_dim`` None when it is the variant's default (v1: 7)."""
+    if variant not in CODEBRAIN_VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(CODEBRAIN_VARIANTS)}, got {variant!r}")
+    if code_dim is not None:
+        if isinstance(code_dim, bool) or not isinstance(code_dim, int) or not 1 <= code_dim <= MAX_CODE_DIM:
+            raise ValueError(f"code dimension must be an integer in 1..{MAX_CODE_DIM} (the v1 paper's Fig. 6 "
+                             f"uses 4..7), got {code_dim!r}")
+        if variant == "v1" and code_dim == V1_CODE_DIM:
+            code_dim = None
+    return variant, code_dim
+
+
+def code_levels(variant: str, code_dim: int | None, planned: Sequence[int]) -> tuple[int, ...]:
+    """FSQ levels of one code: ``code_dim`` channels of 5 levels; else v1's 7 x 5; else the plans' ``planned``."""
+    variant, code_dim = check_variant(variant, code_dim)
+    if code_dim is not None:
+        return (CODE_DIM_LEVELS,) * code_dim
+    if variant == "v1":
+        return (CODE_DIM_LEVELS,) * V1_CODE_DIM
+    return tuple(int(level) for level in planned)
+
+
+def variant_name(ablation: str = "none", loss_weights: tuple[float, float] | None = None, *,
+                 variant: str = "cvpr", code_dim: int | None = None) -> str:
+    """Folder suffix of a variant: ``''``, ``'-v1'``, ``'-d5'``, ``'-v1-d5'``, ``'-vq'``, ``'-lm1-la1'``,
+    ``'-v1-d5-vq-lm1-la1'`` (weights = an override of the plans'; ``code_dim`` = the variant's default adds
+    nothing)."""
+    variant, code_dim = check_variant(variant, code_dim)
+    suffix = "" if variant == "cvpr" else f"-{variant}"
+    if code_dim is not None:
+        suffix += f"-d{code_dim}"
+    if ablation != "none":
+        suffix += f"-{ablation}"
     if loss_weights is not None:
         suffix += f"-lm{loss_weights[0]:g}-la{loss_weights[1]:g}"
     return suffix
 
 
 def results_folder(dataset_folder: str, method: str, plans_name: str, configuration: str, fold: int,
-                   ablation: str = "none", loss_weights: tuple[float, float] | None = None) -> Path:
-    """``$codebrain_results/<dataset>/<Method[-ablation][-lmM-laA]>__<plans>__<configuration>/fold_<fold>``.
+                   ablation: str = "none", loss_weights: tuple[float, float] | None = None, *,
+                   variant: str = "cvpr", code_dim: int | None = None) -> Path:
+    """``$codebrain_results/<dataset>/<Method[-variant][-dD][-ablation][-lmM-laA]>__<plans>__<configuration>/fold_F``.
 
     ``loss_weights`` is an override of the plans' ``(lambda_m, lambda_a)``; None (the plans' pair) adds nothing.
     """
-    name = get_method(method).folder_name + variant_name(ablation, loss_weights)
+    name = get_method(method).folder_name + variant_name(ablation, loss_weights, variant=variant, code_dim=code_dim)
     return paths.results_root() / dataset_folder / f"{name}__{plans_name}__{configuration}" / f"fold_{fold}"
 
 
@@ -151,7 +200,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
                  method: str = "codebrain", ablation: str = "none", iterations: int | None = None,
                  device: str = "auto", continue_training: bool = False, compile: bool = False,
                  num_workers: int | None = None, seed: int = 1337, val_every: int | None = None,
-                 loss_weights: tuple[float, float] | str | None = None, **options: Any) -> dict[int, Path]:
+                 loss_weights: tuple[float, float] | str | None = None, variant: str = "cvpr",
+                 code_dim: int | None = None, **options: Any) -> dict[int, Path]:
     """Train the requested stage(s) of a method on one fold; returns each trained stage's output folder.
 
     Args:
@@ -162,6 +212,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
         method, ablation: registry entry and ablation switch (:data:`CODEBRAIN_ABLATIONS` for CodeBrain).
         loss_weights: ``(lambda_m, lambda_a)`` (or ``'20,5'``) of the reconstruction loss; None = the plans'.
             A pair other than the plans' is part of the results folder name.
+        variant: ``'cvpr'`` or ``'v1'`` (:data:`CODEBRAIN_VARIANTS`; CodeBrain only).
+        code_dim: FSQ channels d of a code, each with 5 levels (None: the variant's default; CodeBrain only).
         iterations, device, continue_training, compile, num_workers, seed, val_every: see ``codebrain_train``.
         **options: further :class:`trainers.base_trainer.TrainingOptions` fields (batch_size, log_every, ...).
     """
@@ -173,6 +225,10 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
     spec = get_method(method)
     if ablation not in spec.ablations:
         raise ValueError(f"ablation must be one of {spec.ablations} for {method}, got {ablation!r}")
+    variant, code_dim = check_variant(variant, code_dim)
+    if method != "codebrain" and (variant != "cvpr" or code_dim is not None):
+        raise ValueError(f"--variant and --code-dim configure CodeBrain's codes; the {method!r} method has none "
+                         f"(got variant {variant!r}, code dimension {code_dim!r})")
     stages = _stages(stage, spec)
     preprocessed = paths.preprocessed_dataset_dir(dataset)
     plans = load_plans(preprocessed)
@@ -192,13 +248,19 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
         raise FileNotFoundError(f"{data_folder} is missing: run codebrain_plan_and_preprocess -d {dataset} "
                                 f"-c {configuration}")
     weights, override = resolve_loss_weights(loss_weights, config)
-    fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation, override)
+    if variant == "v1" and override is not None:
+        raise ValueError(f"--loss-weights {override[0]:g},{override[1]:g} does not apply to the v1 variant: its "
+                         "Stage I rebuilds one anchor sequence (no available/missing split), weighted by the plans' "
+                         "lambda_missing; use it with --variant cvpr")
+    named = {"variant": variant, "code_dim": code_dim}
+    fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation, override,
+                              **named)
     shared_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold,
-                                loss_weights=override)
+                                loss_weights=override, **named)
     stage_dirs = {k: (shared_dir if k in spec.shared_stages.get(ablation, ()) else fold_dir) / f"stage{k}"
                   for k in spec.stages}
     identity = {"dataset": preprocessed.name, "fold": fold, "method": method, "ablation": ablation,
-                "loss_weights": {"lambda_missing": weights[0], "lambda_available": weights[1]}}
+                "loss_weights": {"lambda_missing": weights[0], "lambda_available": weights[1]}, **named}
     extra = dict(options.pop("extra", None) or {})
     extra.setdefault("stage_dirs", {str(k): str(v) for k, v in stage_dirs.items()})
     done: dict[int, Path] = {}
@@ -212,7 +274,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
             stage_ablation = "none" if shared else ablation
             run_options = TrainingOptions(iterations=iterations, device=device, seed=seed, num_workers=num_workers,
                                           val_every=val_every, compile=compile, continue_training=continue_training,
-                                          ablation=stage_ablation, loss_weights=weights, extra=extra, **options)
+                                          ablation=stage_ablation, loss_weights=weights, variant=variant,
+                                          code_dim=code_dim, extra=extra, **options)
             trainer = spec.stages[number]()(plans, configuration, data_folder, splits[fold], stage_dirs[number],
                                             run_options, {**identity, "ablation": stage_ablation})
             if distributed_context().is_main:

@@ -68,6 +68,8 @@ class TrainingOptions:
     validate_at_start: bool = False
     ablation: str = "none"
     loss_weights: tuple[float, float] | None = None  # (lambda_m, lambda_a); None = the plans'
+    variant: str = "cvpr"  # CodeBrain code layout: 'cvpr' (full-stack code) or 'v1' (per-modality codes)
+    code_dim: int | None = None  # FSQ channels of a code, 5 levels each; None = the plans' levels (v1: 7 x 5)
     num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

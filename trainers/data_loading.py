@@ -59,6 +59,28 @@ def draw_missing_pattern(seed: int, rank: int, iteration: int, num_channels: int
     return patterns[int(iteration_rng(seed, rank, iteration, PATTERN_STREAM).integers(len(patterns)))]
 
 
+ANCHOR_STREAM = 2  # random stream of the v1 variant's anchor and source modalities
+
+
+def draw_anchor_and_source(seed: int, rank: int, iteration: int, pattern: Sequence[bool]) -> tuple[int, int]:
+    """v1 Stage I: ``(anchor, source)`` of one iteration, uniform among the pattern's missing / available channels.
+
+    With the pattern uniform over :func:`missing_patterns`, every ordered pair ``anchor != source`` is equally
+    likely (the draw is symmetric under permuting channels), as the v1 paper's two random choices.
+    """
+    missing = [c for c, given in enumerate(pattern) if not given]
+    given = [c for c, flag in enumerate(pattern) if flag]
+    if not missing or not given:
+        raise ValueError(f"the pattern must have a missing and an available channel, got {tuple(pattern)}")
+    rng = iteration_rng(seed, rank, iteration, ANCHOR_STREAM)
+    return missing[int(rng.integers(len(missing)))], given[int(rng.integers(len(given)))]
+
+
+def single_available_patterns(num_channels: int) -> list[tuple[bool, ...]]:
+    """The C patterns with exactly one available modality, in channel order (v1 source x anchor validation)."""
+    return [tuple(c == given for c in range(num_channels)) for given in range(num_channels)]
+
+
 class VolumeCache:
     """Preprocessed volumes ``CASE.npy`` (C, S, H, W) opened lazily as read-only memory maps."""
 

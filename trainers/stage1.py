@@ -11,6 +11,17 @@ ground-truth stack) with F_c of the masked stack, so it is an upper bound, not i
 Ablations (:data:`ABLATION_SWITCHES`) only set configuration fields: the VQ quantiser adds its codebook +
 commitment loss (weight 1, as in VQ-VAE) to the generator loss; ``(lambda_m, lambda_a)`` come from the plans or
 the run's ``loss_weights``.
+
+The **v1 variant** (``options.variant == 'v1'``, per-modality codes) runs the same step: the batch's pattern picks
+an anchor among its missing channels and a source among its available ones
+(:func:`trainers.data_loading.draw_anchor_and_source`); the generator rebuilds the anchor from its own code and F_c
+of the source; the reconstructed stack is the real one with the anchor replaced, so the PatchGAN, its per-channel
+targets and the loss helpers are used unchanged with the pattern "everything but the anchor given". Its
+reconstruction loss is the anchor's, weighted by the plans' lambda_missing (lambda_available is 0: the other
+channels are copies), so the adversarial term keeps its CVPR weight relative to the reconstruction. Validation
+decodes the oracle code of every anchor with F_c of every single source (the C one-available patterns): the
+source x anchor PSNR table of the v1 paper's Table 4, stored in the checkpoint as ``source_relevance`` for the
+"most relevant source" inference rule.
 """
 from __future__ import annotations
 
@@ -30,7 +41,7 @@ from codebrain_seg.networks import CodeBrainConfig, PatchDiscriminator, StageOne
 from codebrain_seg.networks.quantizers import DEFAULT_CODEBOOK_SIZE
 from trainers import CODEBRAIN_ABLATIONS
 from trainers.base_trainer import BaseTrainer
-from trainers.data_loading import single_missing_patterns
+from trainers.data_loading import draw_anchor_and_source, single_available_patterns, single_missing_patterns
 
 ABLATIONS = tuple(CODEBRAIN_ABLATIONS)
 # CodeBrainConfig fields each ablation sets ('l1' changes the Stage-I loss only, see reconstruction_kind).
@@ -46,16 +57,21 @@ ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
 VALIDATION_SLICES_PER_FORWARD = 16
 
 
-def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablation: str = "none") -> CodeBrainConfig:
-    """CodeBrain architecture of a plans configuration, with the ablation's switches.
+def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablation: str = "none",
+                   variant: str = "cvpr", code_dim: int | None = None) -> CodeBrainConfig:
+    """CodeBrain architecture of a plans configuration, with the ablation's switches, variant and code dimension.
 
-    The VQ codebook size is the configuration's ``vq_codebook_size`` (plans written before it existed: 1024).
+    The VQ codebook size is the configuration's ``vq_codebook_size`` (plans written before it existed: 1024); the
+    FSQ levels follow :func:`trainers.code_levels` (``code_dim`` x 5, v1's 7 x 5, else the plans').
     """
+    from trainers import code_levels
+
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     network = configuration["network"]
     return CodeBrainConfig(
-        in_channels=len(plans["channel_names"]), fsq_levels=tuple(configuration["fsq_levels"]),
+        in_channels=len(plans["channel_names"]), variant=variant,
+        fsq_levels=code_levels(variant, code_dim, configuration["fsq_levels"]),
         posterior_width=int(network["posterior_width"]), common_width=int(network["common_width"]),
         decoder_width=int(network["decoder_width"]), depth=int(network["depth"]),
         codebook_size=int(configuration.get("vq_codebook_size", DEFAULT_CODEBOOK_SIZE)),
@@ -80,7 +96,8 @@ def pattern_name(pattern: Sequence[bool]) -> str:
 
 
 def score_patterns(batches: Sequence[Tensor], patterns: Sequence[Sequence[bool]],
-                   predict: Callable[[Tensor, Tensor], Tensor], channel_names: Sequence[str]) -> dict[str, Any]:
+                   predict: Callable[[Tensor, Tensor], Tensor], channel_names: Sequence[str],
+                   decodes_per_slice: int = 1) -> dict[str, Any]:
     """Mean PSNR / SSIM of the missing channels per (pattern, missing channel) pair, over all slices.
 
     Args:
@@ -88,6 +105,8 @@ def score_patterns(batches: Sequence[Tensor], patterns: Sequence[Sequence[bool]]
         patterns: availability patterns to score.
         predict: ``predict(x, masks)`` with ``masks`` ``(P, C)`` bool returns ``(P * B, C, H, W)``, pattern-major.
         channel_names: modality names, for the pair keys ``'<pattern>:<modality>'``.
+        decodes_per_slice: decoder passes per slice and pattern (v1 decodes each missing modality separately),
+            to keep the slices decoded at once near :data:`VALIDATION_SLICES_PER_FORWARD`.
 
     Returns:
         ``{'psnr', 'ssim'}`` (unweighted means over pairs, as the paper averages), ``'score'`` (= psnr) and
@@ -95,7 +114,7 @@ def score_patterns(batches: Sequence[Tensor], patterns: Sequence[Sequence[bool]]
     """
     sums: dict[str, list[float]] = {}
     for x in batches:
-        chunk = max(1, VALIDATION_SLICES_PER_FORWARD // len(x))
+        chunk = max(1, VALIDATION_SLICES_PER_FORWARD // (len(x) * max(1, decodes_per_slice)))
         for start in range(0, len(patterns), chunk):
             group = list(patterns[start:start + chunk])
             prediction = predict(x, torch.tensor(group, device=x.device)).float()
@@ -127,11 +146,16 @@ class CodeBrainStageOneTrainer(BaseTrainer):
 
     def build_networks(self) -> None:
         """Generator (:class:`StageOneModel`) and PatchGAN discriminator."""
-        self.network_config = network_config(self.plans, self.configuration, self.options.ablation)
+        self.network_config = network_config(self.plans, self.configuration, self.options.ablation,
+                                             self.options.variant, self.options.code_dim)
         self.networks = {"generator": StageOneModel(self.network_config),
                          "discriminator": PatchDiscriminator(self.num_channels)}
         loss = self.configuration["optimisation"]["loss"]
         self.lambda_missing, self.lambda_available = self.reconstruction_weights()
+        self.per_modality = self.network_config.variant == "v1"
+        if self.per_modality:
+            self.lambda_available = 0.0  # v1 rebuilds only the anchor; the other channels are copies
+        self.source_relevance: dict[str, dict[str, float]] | None = None
         self.adversarial_weight = float(loss["adversarial_weight"])
         self.adversarial_start = int(float(loss["adversarial_start_fraction"]) * self.total_iterations)
         self.reconstruction_kind = "l1" if self.options.ablation == "l1" else "psnr"
@@ -144,17 +168,32 @@ class CodeBrainStageOneTrainer(BaseTrainer):
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """The architecture, so inference can rebuild the networks from the checkpoint alone, and the loss weights."""
-        return {"network_config": self.network_config.to_dict(),
-                "loss_weights": {"lambda_missing": self.lambda_missing, "lambda_available": self.lambda_available}}
+        extra = {"network_config": self.network_config.to_dict(),
+                 "loss_weights": {"lambda_missing": self.lambda_missing, "lambda_available": self.lambda_available}}
+        if self.source_relevance is not None:
+            extra["source_relevance"] = self.source_relevance
+        return extra
 
     def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
         """Discriminator step, then generator step, on one batch with one pattern."""
         generator = self.train_modules["generator"]
         discriminator = self.train_modules["discriminator"]
+        losses: dict[str, float] = {}
+        if self.per_modality:
+            anchor, source = draw_anchor_and_source(self.options.seed, self.context.rank, iteration,
+                                                    available.tolist())
+            masked = x * available.to(x.dtype).view(1, -1, 1, 1)
+            with self.autocast():
+                rebuilt, codes, _, quantizer_loss = generator(x, masked, with_quantizer_loss=True, anchor=anchor,
+                                                              source=source)
+            # The real stack with the anchor replaced, judged as a pattern in which only the anchor is missing.
+            reconstruction = torch.cat([x[:, :anchor], rebuilt.float(), x[:, anchor + 1:]], dim=1)
+            available = torch.arange(self.num_channels, device=x.device) != anchor
         mask = available.to(x.dtype).view(1, -1, 1, 1)
         masked = x * mask
-        with self.autocast():
-            reconstruction, codes, _, quantizer_loss = generator(x, masked, with_quantizer_loss=True)
+        if not self.per_modality:
+            with self.autocast():
+                reconstruction, codes, _, quantizer_loss = generator(x, masked, with_quantizer_loss=True)
         reconstruction = reconstruction.float()
         pasted = reconstruction * (1 - mask) + masked
 
@@ -169,14 +208,15 @@ class CodeBrainStageOneTrainer(BaseTrainer):
         with torch.no_grad():  # the unweighted group means, so the lambdas can be read off the log
             group_means = [weight_available_missing(per_channel.detach(), available, *weights).item()
                            for weights in ((1.0, 0.0), (0.0, 1.0))]
-        losses = {"loss_d": loss_d.item(), "loss_rec": loss_rec.detach().item(),
-                  "loss_rec_available": group_means[0], "loss_rec_missing": group_means[1]}
+        losses.update(loss_d=loss_d.item(), loss_rec=loss_rec.detach().item(), loss_rec_missing=group_means[1])
+        if not self.per_modality:  # v1's available channels are copies of the input: nothing to report
+            losses["loss_rec_available"] = group_means[0]
         loss_g = loss_rec
         if self.network_config.quantizer == "vq":
             loss_g = loss_g + quantizer_loss
             losses["loss_vq"] = quantizer_loss.detach().item()
             with torch.no_grad():
-                used = self.networks["generator"].codes_to_levels(codes.detach()).unique().numel()
+                used = self.networks["generator"].quantizer.codes_to_levels(codes.detach()).unique().numel()
             losses["codebook_used"] = used / self.network_config.codebook_size
         if iteration + 1 > self.adversarial_start:
             plain = self.networks["discriminator"]  # outside DDP: no gradient sync for a frozen network
@@ -195,14 +235,27 @@ class CodeBrainStageOneTrainer(BaseTrainer):
 
     @torch.inference_mode()
     def validate(self) -> dict[str, Any]:
-        """Mean PSNR / SSIM over the single-missing patterns, decoding oracle codes (upper bound)."""
+        """Mean PSNR / SSIM decoding oracle codes (upper bound): over the single-missing patterns (cvpr), or over
+        every (source, anchor) pair (v1; also sets the ``source_relevance`` table of the checkpoint)."""
         model = self.networks["generator"]
 
         def predict(x: Tensor, masks: Tensor) -> Tensor:
             with self.autocast():
                 codes = model.encode_codes(x)
                 repeated = codes.repeat(len(masks), 1, 1, 1)
-                return model.decode(repeated, masked_inputs(x, masks))
+                available = masks.repeat_interleave(len(x), dim=0)
+                return model.impute_from_codes(repeated, masked_inputs(x, masks), available)
 
-        return score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
-                              self.channel_names)
+        if not self.per_modality:
+            return score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
+                                  self.channel_names)
+        patterns = single_available_patterns(self.num_channels)
+        metrics = score_patterns(self.validation_batches(), patterns, predict, self.channel_names,
+                                 decodes_per_slice=self.num_channels - 1)
+        names, pairs = self.channel_names, metrics["pairs"]
+        self.source_relevance = {
+            names[s]: {names[a]: pairs[f"{pattern_name(patterns[s])}:{names[a]}"]["psnr"]
+                       for a in range(len(names)) if a != s}
+            for s in range(len(names))}
+        metrics["source_relevance"] = self.source_relevance
+        return metrics

@@ -5,6 +5,11 @@ the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or
 ablation) against the integer levels of ``FSQ(E_posterior(x))`` of the same augmented batch. Validation is
 real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))``, scored on the missing channels.
 
+In the v1 variant the targets are the concatenated per-modality codes of all C modalities (available ones
+included, as in the v1 paper) and validation decodes each missing modality from its predicted code with F_c of a
+randomly chosen given one (a fixed seed, so validations are comparable). The Stage-I ``source_relevance`` table
+is carried into this stage's checkpoints for inference.
+
 The head follows the Stage-I quantiser: a VQ codebook has no order among its entries, so grading does not apply
 and the codebook index of each code cell is classified (cross-entropy over K); continuous codes are regressed
 with L1 (:func:`codebrain_seg.losses.code_regression_loss`) and reported as a code MAE instead of an accuracy.
@@ -42,10 +47,16 @@ def load_stage_one(path: Path, device: torch.device) -> tuple[StageOneModel, dic
     return model, state
 
 
-def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor) -> Tensor:
-    """Real imputation: all modalities ``(B, C, H, W)`` from the zero-filled stack ``(B, C, H, W)``."""
+def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor, available: Tensor | None = None,
+           source_generator: torch.Generator | None = None) -> Tensor:
+    """Real imputation: all modalities ``(B, C, H, W)`` from the zero-filled stack ``(B, C, H, W)``.
+
+    ``available`` (``(C,)`` or ``(B, C)`` bool) and ``source_generator`` matter for v1 only (random sources; the
+    given channels default to those of each slice that are not all zero).
+    """
     levels = prior.logits_to_levels(prior(masked))
-    return generator.decode(generator.levels_to_codes(levels), masked)
+    return generator.impute_from_codes(generator.levels_to_codes(levels), masked, available,
+                                       generator=source_generator)
 
 
 class CodeBrainStageTwoTrainer(BaseTrainer):
@@ -69,13 +80,22 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
     def build_networks(self) -> None:
         """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
+        from trainers import code_levels
+
         self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
+        trained = self.generator.config
+        expected = code_levels(self.options.variant, self.options.code_dim, self.configuration["fsq_levels"])
+        if trained.variant != self.options.variant or trained.fsq_levels != expected:
+            raise ValueError(f"{self.stage1_checkpoint} holds a {trained.variant!r} Stage I with code levels "
+                             f"{list(trained.fsq_levels)}, but this run asks for variant {self.options.variant!r} "
+                             f"with levels {list(expected)}: train Stage I with the same --variant / --code-dim")
+        self.source_relevance = stage1_state.get("source_relevance")
         stage1_config = self.generator.config.to_dict()
         # The quantiser's default head (FSQ: grading, VQ: cls, continuous: regression) unless 'cls' is asked for.
         stage1_config["head"] = ("cls" if self.options.ablation == "cls"
                                  else HEADS_BY_QUANTIZER[self.generator.config.quantizer][0])
         self.network_config = CodeBrainConfig.from_dict(stage1_config)
-        self.fsq_levels = list(self.network_config.fsq_levels)
+        self.fsq_levels = list(self.network_config.target_levels)  # every code channel of every code
         self.class_counts = list(self.network_config.class_counts)
         self.stage1_iteration = int(stage1_state["iteration"])
         self.networks = {"prior_encoder": PriorEncoder(self.network_config)}
@@ -89,6 +109,8 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
         extra: dict[str, Any] = {"network_config": self.network_config.to_dict(),
                                  "stage1_checkpoint": str(self.stage1_checkpoint),
                                  "stage1_iteration": self.stage1_iteration}
+        if self.source_relevance is not None:
+            extra["source_relevance"] = self.source_relevance
         if name in ("checkpoint_best.pth", "checkpoint_final.pth"):
             extra["frozen_networks"] = {"generator": self.generator.state_dict()}
         return extra
@@ -121,6 +143,7 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
     def validate(self) -> dict[str, Any]:
         """Real imputation PSNR / SSIM over the single-missing patterns, plus code accuracy (continuous: code MAE)."""
         prior = self.networks["prior_encoder"]
+        sources = torch.Generator().manual_seed(self.options.seed)  # v1: the same random sources every validation
         counts = {"correct": 0.0, "error": 0.0, "total": 0.0}
         level_counts = [torch.zeros(classes, dtype=torch.float64) for classes in self.class_counts]
 
@@ -129,7 +152,9 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
             with self.autocast():
                 target = self.generator.codes_to_levels(self.generator.encode_codes(x))
                 predicted = prior.logits_to_levels(prior(masked).float())
-                reconstruction = self.generator.decode(self.generator.levels_to_codes(predicted), masked)
+                reconstruction = self.generator.impute_from_codes(
+                    self.generator.levels_to_codes(predicted), masked, masks.repeat_interleave(len(x), dim=0),
+                    generator=sources)
             target = target.repeat(len(masks), 1, 1, 1)
             counts["correct"] += float((predicted == target).sum())
             counts["error"] += float((predicted.float() - target.float()).abs().sum())
@@ -139,7 +164,7 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
             return reconstruction
 
         metrics = score_patterns(self.validation_batches(), single_missing_patterns(self.num_channels), predict,
-                                 self.channel_names)
+                                 self.channel_names, decodes_per_slice=1)
         if not level_counts:  # continuous codes: no classes to count
             metrics["code_mae"] = counts["error"] / max(counts["total"], 1.0)
             return metrics

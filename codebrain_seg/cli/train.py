@@ -17,9 +17,40 @@ def _loss_weights(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _code_dim(text: str) -> int:
+    from trainers import MAX_CODE_DIM
+
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_CODE_DIM:
+        raise argparse.ArgumentTypeError(f"code dimension must be an integer in 1..{MAX_CODE_DIM} (the v1 paper's "
+                                         f"Fig. 6 uses 4..7), got {text!r}")
+    return int(text)
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser, what: str = "train") -> None:
+    """``--ablation``, ``--loss-weights``, ``--variant``, ``--code-dim``: which CodeBrain variant (and so which
+    results folder); shared by codebrain_train, codebrain_impute and codebrain_evaluate_imputation."""
+    from trainers import CODE_DIM_LEVELS, CODEBRAIN_ABLATIONS, CODEBRAIN_VARIANTS, V1_CODE_DIM
+
+    chosen = "" if what == "train" else " (selects the model folder trained with the same option)"
+    parser.add_argument("--ablation", choices=list(CODEBRAIN_ABLATIONS), default="none",
+                        help="; ".join(f"{name}: {text}" for name, text in CODEBRAIN_ABLATIONS.items())
+                        + " (results go to CodeBrain-<ablation>__...)" + chosen)
+    parser.add_argument("--loss-weights", type=_loss_weights, default=None, metavar="LAMBDA_M,LAMBDA_A",
+                        help="Stage I reconstruction weights of the missing and the available sequences (default: "
+                             "the plans', 20,5 as in the paper; 1,1 = the equal-weights ablation); a pair other "
+                             "than the plans' is added to the results folder name, e.g. CodeBrain-lm1-la1__..."
+                             + chosen)
+    parser.add_argument("--variant", choices=list(CODEBRAIN_VARIANTS), default="cvpr",
+                        help="; ".join(f"{name}: {text}" for name, text in CODEBRAIN_VARIANTS.items())
+                        + " (v1 results go to CodeBrain-v1__...)" + chosen)
+    parser.add_argument("--code-dim", type=_code_dim, default=None, metavar="D",
+                        help=f"code dimension d: D FSQ channels of {CODE_DIM_LEVELS} levels each (the v1 paper's "
+                             f"Fig. 6 rule); default: the plans' levels (cvpr) or {V1_CODE_DIM} x {CODE_DIM_LEVELS} "
+                             "(v1); adds -dD to the results folder name" + chosen)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of codebrain_train."""
-    from trainers import CODEBRAIN_ABLATIONS
 
     parser = argparse.ArgumentParser(prog="codebrain_train", description=__doc__)
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
@@ -32,13 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="auto = cuda when available, else cpu")
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pth")
-    parser.add_argument("--ablation", choices=list(CODEBRAIN_ABLATIONS), default="none",
-                        help="; ".join(f"{name}: {text}" for name, text in CODEBRAIN_ABLATIONS.items())
-                        + " (results go to CodeBrain-<ablation>__...)")
-    parser.add_argument("--loss-weights", type=_loss_weights, default=None, metavar="LAMBDA_M,LAMBDA_A",
-                        help="Stage I reconstruction weights of the missing and the available sequences (default: "
-                             "the plans', 20,5 as in the paper; 1,1 = the equal-weights ablation); a pair other "
-                             "than the plans' is added to the results folder name, e.g. CodeBrain-lm1-la1__...")
+    add_variant_arguments(parser)
     parser.add_argument("--method", choices=["codebrain", "regression"], default="codebrain",
                         help="codebrain, or the direct-regression baseline (same loop, no codes)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
@@ -60,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainers import run_training
 
         folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
-                               ablation=args.ablation, loss_weights=args.loss_weights,
+                               ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
+                               code_dim=args.code_dim,
                                iterations=args.iterations, device=args.device,
                                continue_training=args.continue_training, compile=args.compile,
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,

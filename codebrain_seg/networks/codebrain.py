@@ -10,13 +10,23 @@ zero-filled in ``x_masked``; no network is told which ones are missing.
 Ablations are configuration switches (:class:`CodeBrainConfig`), never other classes: ``quantizer`` selects FSQ
 (paper), a learned VQ codebook or continuous codes (:mod:`codebrain_seg.networks.quantizers`), ``head`` the
 Stage-II output, ``use_fc`` whether F_c is fused. Whatever the quantiser, imputation is
-``levels = prior.logits_to_levels(prior(x_masked))``, ``codes = stage_one.quantizer.levels_to_codes(levels)``
-(or :meth:`StageOneModel.levels_to_codes`), ``x_hat = stage_one.decode(codes, x_masked)``.
+``levels = prior.logits_to_levels(prior(x_masked))``, ``codes = stage_one.levels_to_codes(levels)``,
+``x_hat = stage_one.impute_from_codes(codes, x_masked, available)``.
+
+``variant`` selects the code layout. ``'cvpr'`` (default): one full-stack code of d channels from all C modalities,
+E_c and the decoder see and produce the whole stack. ``'v1'`` (Wu et al., "CodeBrain: Impute Any Brain MRI via
+Instance-specific Scalar-quantized Codes", arXiv v1): one code of d channels *per modality*, from a posterior
+encoder that reads a single modality; F_c from a single *source* modality by E_s (the same ``common_encoder``
+module, one input channel); the decoder turns one modality's code plus F_c into that one modality. Every module
+except the prior encoder is therefore modality-agnostic (one input channel), as in the v1 paper (its Fig. 2);
+the Stage-II prior encoder reads the masked C-stack and predicts the concatenation of all C codes (``C * d``
+channels, modality-major). Imputing modality ``t`` decodes its predicted code with F_c of a given source ``s``
+(:func:`choose_sources`: random, or the most relevant one by a recorded source x target table).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +43,8 @@ from codebrain_seg.networks.quantizers import (
 
 QUANTIZERS = ("fsq", "vq", "continuous")
 HEADS = ("grading", "cls", "regression")
+VARIANTS = ("cvpr", "v1")
+SOURCE_RULES = ("random", "relevant")
 # Stage-II heads each quantiser supports, the first being its default. Grading needs ordered levels, which a
 # VQ codebook does not have (its indices are arbitrary), so VQ is classified; continuous codes are regressed.
 HEADS_BY_QUANTIZER = {"fsq": ("grading", "cls"), "vq": ("cls",), "continuous": ("regression",)}
@@ -56,6 +68,7 @@ class CodeBrainConfig:
         quantizer: ``'fsq'`` (paper), ``'vq'`` (learned codebook) or ``'continuous'`` (tanh, no quantisation).
         codebook_size: VQ codebook entries K (ignored by the other quantisers).
         commitment_weight: VQ commitment beta (ignored by the other quantisers).
+        variant: ``'cvpr'`` (one full-stack code) or ``'v1'`` (one code per modality; module docstring).
     """
 
     in_channels: int
@@ -69,6 +82,7 @@ class CodeBrainConfig:
     quantizer: str = "fsq"
     codebook_size: int = DEFAULT_CODEBOOK_SIZE
     commitment_weight: float = DEFAULT_COMMITMENT_WEIGHT
+    variant: str = "cvpr"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsq_levels", tuple(int(level) for level in self.fsq_levels))
@@ -92,11 +106,31 @@ class CodeBrainConfig:
         object.__setattr__(self, "commitment_weight", float(self.commitment_weight))
         if self.commitment_weight < 0:
             raise ValueError(f"CodeBrainConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"CodeBrainConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "v1" and self.in_channels < 2:
+            raise ValueError("the v1 variant needs at least 2 modalities (an anchor and another source), "
+                             f"got in_channels={self.in_channels}")
 
     @property
     def code_channels(self) -> int:
-        """Number of code channels ``d``."""
+        """Number of code channels ``d`` of one code (the full-stack code, or one modality's code in v1)."""
         return len(self.fsq_levels)
+
+    @property
+    def num_codes(self) -> int:
+        """Codes per position: 1 full-stack code (cvpr) or one per modality (v1)."""
+        return self.in_channels if self.variant == "v1" else 1
+
+    @property
+    def image_channels(self) -> int:
+        """Image channels read by E_posterior and E_c and written by the decoder: C (cvpr) or 1 (v1)."""
+        return 1 if self.variant == "v1" else self.in_channels
+
+    @property
+    def target_levels(self) -> tuple[int, ...]:
+        """FSQ levels of every Stage-II target code channel: ``fsq_levels`` repeated for each code."""
+        return self.fsq_levels * self.num_codes
 
     @property
     def fc_channels(self) -> int:
@@ -106,16 +140,17 @@ class CodeBrainConfig:
     @property
     def class_counts(self) -> tuple[int, ...]:
         """Classes per Stage-II target channel: FSQ ``L_i``, VQ ``(codebook_size,)``, continuous ``()``."""
-        return {"fsq": self.fsq_levels, "vq": (self.codebook_size,), "continuous": ()}[self.quantizer]
+        per_code = {"fsq": self.fsq_levels, "vq": (self.codebook_size,), "continuous": ()}[self.quantizer]
+        return per_code * self.num_codes
 
     @property
     def num_logits(self) -> int:
-        """Output channels of the prior encoder head for the chosen ``head``."""
+        """Output channels of the prior encoder head for the chosen ``head`` (all codes of a position)."""
         if self.head == "grading":
-            return sum(level - 1 for level in self.fsq_levels)
+            return sum(level - 1 for level in self.target_levels)
         if self.head == "cls":
             return sum(self.class_counts)
-        return self.code_channels
+        return self.code_channels * self.num_codes
 
     def build_quantizer(self) -> nn.Module:
         """The configured quantiser (interface: :mod:`codebrain_seg.networks.quantizers`)."""
@@ -133,7 +168,7 @@ class CodeBrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CodeBrainConfig":
-        """Build from a dict such as the plans JSON entry; unknown keys raise ValueError."""
+        """Build from a dict such as the plans JSON entry (keys added later default); unknown keys raise ValueError."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -141,6 +176,45 @@ class CodeBrainConfig:
         if "in_channels" not in values:
             raise ValueError("CodeBrainConfig needs 'in_channels'")
         return cls(**dict(values))
+
+
+def choose_sources(available: Tensor, rule: str = "random", relevance: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """The source modality whose F_c decodes each target modality (v1 inference).
+
+    Candidates for target ``t`` are the available modalities other than ``t`` (``t`` itself only when it is the
+    sole available one, which happens only for an available target, never scored). ``'random'`` draws uniformly
+    among them (v1 paper, Table 1); ``'relevant'`` takes the one with the largest ``relevance[s, t]`` (the v1
+    paper's "most relevant source" option; here the Stage-I validation PSNR of reconstructing ``t`` from ``s``).
+
+    Args:
+        available: ``(B, C)`` bool, True = given.
+        rule: ``'random'`` or ``'relevant'``.
+        relevance: ``(C, C)`` source x target scores (higher = more relevant); needed for ``'relevant'``.
+        generator: random stream of the ``'random'`` rule (on the CPU).
+
+    Returns:
+        ``(B, C)`` int64 source index per sample and target, on ``available``'s device.
+    """
+    if rule not in SOURCE_RULES:
+        raise ValueError(f"source rule must be one of {SOURCE_RULES}, got {rule!r}")
+    if available.dim() != 2 or available.dtype != torch.bool:
+        raise ValueError(f"available must be a (B, C) bool tensor, got {tuple(available.shape)} {available.dtype}")
+    if not bool(available.any(dim=1).all()):
+        raise ValueError("every sample needs at least one available modality to take F_c from")
+    batch, channels = available.shape
+    eye = torch.eye(channels, dtype=torch.bool, device=available.device)
+    candidates = available[:, :, None] & ~eye[None]  # (B, source, target)
+    alone = ~candidates.any(dim=1, keepdim=True)
+    candidates = candidates | (alone & eye[None])  # a target that is the only given modality takes itself
+    if rule == "relevant":
+        if relevance is None or tuple(relevance.shape) != (channels, channels):
+            raise ValueError(f"the 'relevant' source rule needs a ({channels}, {channels}) source x target "
+                             "relevance table (recorded by Stage I validation of the v1 variant)")
+        scores = torch.nan_to_num(relevance.float().to(available.device), nan=-1e9)[None].expand(batch, -1, -1)
+    else:
+        scores = torch.rand((batch, channels, channels), generator=generator).to(available.device)
+    return scores.masked_fill(~candidates, float("-inf")).argmax(dim=1)
 
 
 def _check_spatial(x: Tensor, in_channels: int, name: str) -> None:
@@ -157,67 +231,168 @@ class StageOneModel(nn.Module):
 
     Args:
         config: architecture; ``config.use_fc = False`` builds no common encoder, ``config.quantizer`` picks the
-            quantiser.
+            quantiser, ``config.variant`` the code layout (module docstring).
 
-    Shapes: ``x_full`` and ``x_masked`` are ``(B, C, H, W)`` with H, W divisible by 8; codes are
-    ``(B, d, H/8, W/8)``; F_c is ``(B, 8 * common_width, H/8, W/8)``.
+    Shapes: ``x_full`` and ``x_masked`` are ``(B, C, H, W)`` with H, W divisible by 8; code maps are
+    ``(B, num_codes * d, H/8, W/8)`` (cvpr: one code of d channels; v1: C codes, modality-major); F_c is
+    ``(B, 8 * common_width, H/8, W/8)``.
     """
 
     def __init__(self, config: CodeBrainConfig) -> None:
         super().__init__()
         self.config = config
         self.posterior_encoder = Encoder(
-            config.in_channels, config.posterior_width, config.depth, out_channels=config.code_channels
+            config.image_channels, config.posterior_width, config.depth, out_channels=config.code_channels
         )
         self.quantizer = config.build_quantizer()
-        self.common_encoder = Encoder(config.in_channels, config.common_width, config.depth) if config.use_fc else None
+        self.common_encoder = (Encoder(config.image_channels, config.common_width, config.depth)
+                               if config.use_fc else None)
         self.decoder = Decoder(
-            config.code_channels, config.in_channels, config.decoder_width, config.depth, fc_channels=config.fc_channels
+            config.code_channels, config.image_channels, config.decoder_width, config.depth,
+            fc_channels=config.fc_channels
         )
 
+    @property
+    def per_modality(self) -> bool:
+        """True for the v1 layout (one code per modality)."""
+        return self.config.variant == "v1"
+
+    def _fold(self, maps: Tensor) -> Tensor:
+        """v1: ``(B, C * k, ...)`` -> ``(B * C, k, ...)`` (one row per modality); identity for cvpr."""
+        if not self.per_modality:
+            return maps
+        batch, channels = maps.shape[:2]
+        codes = self.config.num_codes
+        if channels % codes:
+            raise ValueError(f"a v1 map must have a multiple of {codes} channels (one group per modality), "
+                             f"got shape {tuple(maps.shape)}")
+        return maps.reshape(batch * codes, channels // codes, *maps.shape[2:])
+
+    def _unfold(self, maps: Tensor) -> Tensor:
+        """Inverse of :meth:`_fold`."""
+        if not self.per_modality:
+            return maps
+        codes = self.config.num_codes
+        return maps.reshape(maps.shape[0] // codes, codes * maps.shape[1], *maps.shape[2:])
+
+    def encode_modality(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """One code per image and the quantiser loss: ``(N, image_channels, H, W)`` -> ``(N, d, H/8, W/8)``."""
+        _check_spatial(images, self.config.image_channels, "images")
+        return self.quantizer.quantize_with_loss(self.posterior_encoder(images))
+
     def encode_codes(self, x_full: Tensor) -> Tensor:
-        """Quantised full-stack codes ``(B, d, H/8, W/8)`` (float32) from the complete stack ``(B, C, H, W)``."""
-        _check_spatial(x_full, self.config.in_channels, "x_full")
-        return self.quantizer(self.posterior_encoder(x_full))
+        """Quantised codes ``(B, num_codes * d, H/8, W/8)`` (float32) of the complete stack ``(B, C, H, W)``."""
+        return self.encode_codes_with_loss(x_full)[0]
 
     def encode_codes_with_loss(self, x_full: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`encode_codes` plus the quantiser's auxiliary loss (VQ codebook + commitment; 0 otherwise)."""
         _check_spatial(x_full, self.config.in_channels, "x_full")
-        return self.quantizer.quantize_with_loss(self.posterior_encoder(x_full))
+        if self.per_modality:  # every modality through the same single-channel encoder, as one batch
+            x_full = x_full.reshape(-1, 1, *x_full.shape[2:]).contiguous(memory_format=torch.channels_last)
+        codes, loss = self.encode_modality(x_full)
+        return self._unfold(codes), loss
 
     def levels_to_codes(self, levels: Tensor) -> Tensor:
-        """Code map for the decoder ``(B, d, h, w)`` from Stage-II targets / predictions, whatever the quantiser."""
-        return self.quantizer.levels_to_codes(levels)
+        """Code map for the decoder from Stage-II targets / predictions, whatever the quantiser and layout."""
+        return self._unfold(self.quantizer.levels_to_codes(self._fold(levels)))
 
     def codes_to_levels(self, codes: Tensor) -> Tensor:
-        """Stage-II targets of a code map (FSQ levels, VQ indices ``(B, 1, h, w)``, continuous codes)."""
-        return self.quantizer.codes_to_levels(codes)
+        """Stage-II targets of a code map (FSQ levels, VQ indices, continuous codes; one group per code)."""
+        return self._unfold(self.quantizer.codes_to_levels(self._fold(codes)))
 
     def common_features(self, x_masked: Tensor) -> Tensor | None:
-        """F_c ``(B, 8 * common_width, H/8, W/8)`` from the zero-filled stack, or None without F_c."""
+        """F_c ``(B, 8 * common_width, H/8, W/8)`` of ``(B, image_channels, H, W)`` (cvpr: the zero-filled stack;
+        v1: one source modality), or None without F_c."""
         if self.common_encoder is None:
             return None
-        _check_spatial(x_masked, self.config.in_channels, "x_masked")
+        _check_spatial(x_masked, self.config.image_channels, "common encoder input")
         return self.common_encoder(x_masked)
 
-    def decode(self, codes: Tensor, x_masked: Tensor | None = None, common_features: Tensor | None = None) -> Tensor:
+    def decode(self, codes: Tensor, x_masked: Tensor | None = None, common_features: Tensor | None = None,
+               sources: Tensor | None = None, targets: Sequence[int] | None = None) -> Tensor:
         """Reconstruct all modalities from codes (oracle or predicted).
 
         Args:
-            codes: ``(B, d, h, w)`` on the FSQ grid.
+            codes: ``(B, num_codes * d, h, w)`` code map.
             x_masked: zero-filled stack ``(B, C, 8h, 8w)`` from which F_c is computed (ignored without F_c).
-            common_features: precomputed F_c; takes precedence over ``x_masked``.
+            common_features: precomputed F_c (cvpr only); takes precedence over ``x_masked``.
+            sources: v1 only, ``(B, C)`` int64 source modality of each target (:func:`choose_sources`).
+            targets: v1 only, the modalities to decode (default all); the others are returned as zeros.
 
         Returns:
             Reconstruction ``(B, C, 8h, 8w)`` (unbounded; clamp only for metrics).
         """
+        if self.per_modality:
+            return self._decode_per_modality(codes, x_masked, sources, targets)
         if self.common_encoder is not None and common_features is None:
             if x_masked is None:
                 raise ValueError("decode needs x_masked (or common_features) because the model uses F_c")
             common_features = self.common_features(x_masked)
         return self.decoder(codes, common_features)
 
-    def forward(self, x_full: Tensor, x_masked: Tensor, with_quantizer_loss: bool = False) -> tuple[Tensor, ...]:
+    def decode_modality(self, codes: Tensor, source_images: Tensor | None) -> Tensor:
+        """v1: one modality ``(N, 1, 8h, 8w)`` from its code ``(N, d, h, w)`` and F_c of a source ``(N, 1, 8h, 8w)``."""
+        return self.decoder(codes, self.common_features(source_images) if self.common_encoder is not None else None)
+
+    def _decode_per_modality(self, codes: Tensor, x_masked: Tensor | None, sources: Tensor | None,
+                             targets: Sequence[int] | None) -> Tensor:
+        channels, width = self.config.in_channels, self.config.code_channels
+        targets = list(range(channels)) if targets is None else sorted({int(t) for t in targets})
+        if not targets or not all(0 <= t < channels for t in targets):
+            raise ValueError(f"targets must be modality indices in 0..{channels - 1}, got {targets}")
+        batch = codes.shape[0]
+        if codes.dim() != 4 or codes.shape[1] != channels * width:
+            raise ValueError(f"v1 codes must be (B, {channels} x {width}, h, w), got {tuple(codes.shape)}")
+        selected = torch.stack([codes[:, t * width:(t + 1) * width] for t in targets], dim=1).flatten(0, 1)
+        source_images = None
+        if self.common_encoder is not None:
+            if x_masked is None or sources is None:
+                raise ValueError("v1 decoding needs x_masked and the source modality of each target (sources)")
+            _check_spatial(x_masked, channels, "x_masked")
+            if tuple(sources.shape) != (batch, channels):
+                raise ValueError(f"sources must be ({batch}, {channels}), got {tuple(sources.shape)}")
+            index = sources[:, targets].to(x_masked.device)  # (B, T)
+            gathered = torch.gather(x_masked, 1, index[:, :, None, None].expand(-1, -1, *x_masked.shape[2:]))
+            source_images = gathered.flatten(0, 1).unsqueeze(1).contiguous(memory_format=torch.channels_last)
+        decoded = self.decode_modality(selected, source_images).reshape(batch, len(targets),
+                                                                        *self._image_size(selected))
+        if len(targets) == channels:
+            return decoded
+        output = decoded.new_zeros((batch, channels) + tuple(decoded.shape[2:]))
+        output[:, targets] = decoded
+        return output
+
+    @staticmethod
+    def _image_size(codes: Tensor) -> tuple[int, int]:
+        return codes.shape[2] * DOWNSAMPLING_FACTOR, codes.shape[3] * DOWNSAMPLING_FACTOR
+
+    def impute_from_codes(self, codes: Tensor, x_masked: Tensor, available: Tensor | None = None,
+                          source_rule: str = "random", relevance: Tensor | None = None,
+                          generator: torch.Generator | None = None) -> Tensor:
+        """Decode every modality ``(B, C, H, W)`` from a code map and the zero-filled stack: the imputation path.
+
+        cvpr: ``D(codes, E_c(x_masked))``. v1: each missing modality from its own code and F_c of a source chosen
+        by ``source_rule`` among the available ones (:func:`choose_sources`); available modalities are not decoded
+        (zeros). ``available`` is ``(C,)`` or ``(B, C)`` bool; default: the channels of each slice that are not
+        all zero.
+        """
+        if not self.per_modality:
+            return self.decode(codes, x_masked)
+        if available is None:
+            available = x_masked.flatten(2).ne(0).any(dim=2)
+            # A slice without any signal (outside every field of view) has no source; any channel decodes it.
+            available[~available.any(dim=1)] = True
+        available = available.to(torch.bool)
+        if available.dim() == 1:
+            available = available[None].expand(x_masked.shape[0], -1)
+        missing = [t for t in range(self.config.in_channels) if not bool(available[:, t].all())]
+        if not missing:
+            return torch.zeros_like(x_masked)
+        sources = choose_sources(available.cpu(), source_rule, relevance, generator)
+        return self.decode(codes, x_masked, sources=sources, targets=missing)
+
+    def forward(self, x_full: Tensor, x_masked: Tensor, with_quantizer_loss: bool = False,
+                anchor: int | None = None, source: int | None = None) -> tuple[Tensor, ...]:
         """Stage-I pass.
 
         Args:
@@ -225,13 +400,25 @@ class StageOneModel(nn.Module):
             x_masked: same stack with missing modalities zero-filled ``(B, C, H, W)``.
             with_quantizer_loss: also return the quantiser's auxiliary loss (inside the forward, so DDP sees
                 the VQ codebook used).
+            anchor, source: v1 only: the modality reconstructed from its own code, and the given modality F_c is
+                taken from (``anchor != source``).
 
         Returns:
-            ``(reconstruction (B, C, H, W), codes (B, d, H/8, W/8), F_c (B, 8*common_width, H/8, W/8) or None)``,
+            cvpr: ``(reconstruction (B, C, H, W), codes (B, d, H/8, W/8), F_c or None)``; v1:
+            ``(anchor reconstruction (B, 1, H, W), anchor code (B, d, H/8, W/8), F_c of the source or None)``;
             plus the scalar quantiser loss when ``with_quantizer_loss``.
         """
-        codes, quantizer_loss = self.encode_codes_with_loss(x_full)
-        common_features = self.common_features(x_masked)
+        if self.per_modality:
+            channels = self.config.in_channels
+            if anchor is None or source is None or anchor == source or not (0 <= anchor < channels
+                                                                            and 0 <= source < channels):
+                raise ValueError(f"the v1 Stage-I pass needs an anchor and a different source modality in "
+                                 f"0..{channels - 1}, got anchor={anchor!r}, source={source!r}")
+            codes, quantizer_loss = self.encode_modality(x_full[:, anchor:anchor + 1])
+            common_features = self.common_features(x_masked[:, source:source + 1])
+        else:
+            codes, quantizer_loss = self.encode_codes_with_loss(x_full)
+            common_features = self.common_features(x_masked)
         reconstruction = self.decoder(codes, common_features)
         if with_quantizer_loss:
             return reconstruction, codes, common_features, quantizer_loss
@@ -243,8 +430,9 @@ class PriorEncoder(nn.Module):
 
     An encoder of width ``common_width`` with a 1x1 head of ``sum(L_i - 1)`` ordinal logits ('grading')
     or ``sum(L_i)`` class logits ('cls'), channel groups in code-channel order; with the VQ quantiser 'cls' has
-    ``codebook_size`` logits (one K-way class), and 'regression' (continuous codes) outputs d values. Decode them
-    with :meth:`logits_to_levels`.
+    ``codebook_size`` logits (one K-way class), and 'regression' (continuous codes) outputs d values. In the v1
+    variant these are repeated for each of the C per-modality codes (modality-major). Decode them with
+    :meth:`logits_to_levels`.
 
     Args:
         config: architecture (``in_channels``, ``fsq_levels``, ``common_width``, ``depth``, ``head``).
@@ -269,7 +457,7 @@ class PriorEncoder(nn.Module):
             quantiser's ``levels_to_codes``.
         """
         if self.config.head == "grading":
-            return decode_grading(logits, self.config.fsq_levels)
+            return decode_grading(logits, self.config.target_levels)
         if self.config.head == "cls":
             return decode_classification(logits, self.config.class_counts)
         return torch.tanh(logits.float())
