@@ -24,7 +24,12 @@ from planners.preprocessing import normalise
 
 @dataclass
 class ImputationContext:
-    """What a method may need to build itself: the plans of the dataset and, for learned ones, the model."""
+    """What a method may need to build itself: the plans of the dataset and, for learned ones, the model.
+
+    ``ablation``, ``loss_weights``, ``variant`` and ``code_dim`` name the CodeBrain variant whose results folder is
+    loaded (same meaning as ``codebrain_train``'s options; ignored when ``model_dir`` is given and by methods
+    without variants).
+    """
 
     plans: dict[str, Any]
     dataset: str = ""
@@ -33,6 +38,10 @@ class ImputationContext:
     device: str = "cpu"
     model_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    ablation: str = "none"
+    loss_weights: Sequence[float] | str | None = None
+    variant: str = "cvpr"
+    code_dim: int | None = None
 
 
 class Imputer(Protocol):

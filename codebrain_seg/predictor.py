@@ -23,6 +23,14 @@ multiplied by the training set's median 99.5th brain percentile of that sequence
 (``plans["intensity_reference"][name]["median_p99_5"]``): an imputed sequence looks like a typical training case
 of that sequence. Given sequences are returned unchanged.
 
+**The v1 variant** (per-modality codes, ``network_config.variant == 'v1'``): Stage II predicts the codes of all
+sequences; each missing sequence is decoded from its own predicted code with F_c of one *given* sequence, chosen
+per slice by ``source_rule``: ``'random'`` (default, the v1 paper's setting; a generator seeded with
+``source_seed`` when the predictor is built, so a run is reproducible) or ``'relevant'`` (the v1 paper's "most
+relevant source": the given sequence with the highest Stage-I validation PSNR for reconstructing that target, the
+``source_relevance`` table the checkpoint records). Its confidence averages the code channels of the missing
+sequences only.
+
 **Confidence.** For every code cell (8 x 8 pixels) and code channel ``i`` with ``L_i`` levels, Stage II gives
 ``L_i - 1`` sigmoid probabilities ``p_t = P(k_i > t)``; the level is decoded by counting ``p_t > 0.5``. The
 expected number of wrong threshold decisions is ``u_i = sum_t min(p_t, 1 - p_t)`` (= the expected absolute level
@@ -45,6 +53,7 @@ from torch import Tensor, nn
 from codebrain_seg.geometry import to_canonical
 from codebrain_seg.imputers import ImputationContext, check_request
 from codebrain_seg.networks import CodeBrainConfig, Decoder, Encoder, PriorEncoder, StageOneModel
+from codebrain_seg.networks.codebrain import SOURCE_RULES
 from planners.fingerprint import bounding_box, brain_mask
 from planners.preprocessing import _extract, crop_window, normalise, restore_to_original
 
@@ -157,15 +166,16 @@ def middle_slices(num_slices: int, count: int) -> np.ndarray:
 # ---- confidence ------------------------------------------------------------------------------------------
 
 
-def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
+def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int], per_channel: bool = False) -> Tensor:
     """Confidence per code cell from Stage II ordinal logits (module docstring, "Confidence").
 
     Args:
         logits: ``(B, sum(L_i - 1), h, w)`` grading logits.
         fsq_levels: ``L_i`` per code channel.
+        per_channel: return the confidence of each code channel ``(B, d, h, w)`` instead of their mean.
 
     Returns:
-        ``(B, h, w)`` float32 in [0, 1]; 1 = every threshold decided with certainty.
+        ``(B, h, w)`` (or ``(B, d, h, w)``) float32 in [0, 1]; 1 = every threshold decided with certainty.
     """
     fsq_levels = [int(level) for level in fsq_levels]
     if logits.dim() != 4 or logits.shape[1] != sum(level - 1 for level in fsq_levels):
@@ -175,7 +185,8 @@ def ordinal_confidence(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
     wrong = torch.minimum(probabilities, 1.0 - probabilities)
     spreads = [group.sum(dim=1) / ((level - 1) / 2.0)
                for group, level in zip(torch.split(wrong, [level - 1 for level in fsq_levels], dim=1), fsq_levels)]
-    return (1.0 - torch.stack(spreads, dim=1).mean(dim=1)).clamp(0.0, 1.0)
+    spread = torch.stack(spreads, dim=1)
+    return (1.0 - (spread if per_channel else spread.mean(dim=1))).clamp(0.0, 1.0)
 
 
 # ---- the predictor ---------------------------------------------------------------------------------------
@@ -195,6 +206,9 @@ class SlicePredictor:
     """
 
     supports_confidence = False
+    # Whether predict_slices takes the availability of the batch (``available=``); models that infer nothing from it
+    # keep the one-argument signature.
+    uses_availability = False
 
     def __init__(self, plans: dict[str, Any], configuration: str, device: str | torch.device = "cpu",
                  batch_size: int | None = None, model_info: dict[str, Any] | None = None) -> None:
@@ -230,9 +244,11 @@ class SlicePredictor:
         """``(B, C, H, W)`` zero-filled normalised slices -> ``{"reconstruction": (B, C, H, W), ...}`` on the CPU."""
         raise NotImplementedError
 
-    def predict_stack(self, stack: np.ndarray, with_confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_stack(self, stack: np.ndarray, with_confidence: bool = False, available: Sequence[bool] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
         """Every slice of a zero-filled ``(C, S, H, W)`` stack -> ``(reconstruction (C, S, H, W) in [0, 1],
-        confidence (S, H, W) or None)``, ``batch_size`` slices at a time."""
+        confidence (S, H, W) or None)``, ``batch_size`` slices at a time; ``available`` (C booleans) is passed on
+        to models that use it (:attr:`uses_availability`)."""
         if with_confidence and not self.supports_confidence:
             raise ValueError(f"{type(self).__name__} gives no confidence map (it needs CodeBrain's ordinal "
                              "'grading' Stage II head)")
@@ -241,7 +257,8 @@ class SlicePredictor:
         confidence = np.zeros((num_slices, height, width), np.float32) if with_confidence else None
         for start in range(0, num_slices, self.batch_size):
             batch = np.ascontiguousarray(stack[:, start:start + self.batch_size].transpose(1, 0, 2, 3))
-            result = self.predict_slices(batch)
+            passed = {"available": available} if self.uses_availability and available is not None else {}
+            result = self.predict_slices(batch, **passed)
             output[:, start:start + len(batch)] = result["reconstruction"].clamp(0, 1).numpy().transpose(1, 0, 2, 3)
             if confidence is not None:
                 upsampled = F.interpolate(result["confidence"][:, None], size=(height, width), mode="bilinear",
@@ -258,7 +275,7 @@ class SlicePredictor:
         affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
         stack, brain, properties = prepare_case(images, available, affine, self.plans, self.configuration)
         stack[~available] = 0.0
-        reconstruction, confidence = self.predict_stack(stack, with_confidence)
+        reconstruction, confidence = self.predict_stack(stack, with_confidence, available)
         reconstruction *= brain[None]
         properties = dict(properties, normalization_upper=self.reference_upper.tolist())
         restored = restore_to_original(reconstruction, properties, denormalise=True)
@@ -283,7 +300,7 @@ class SlicePredictor:
         available = check_request(np.asarray(stack), available, self.num_channels)
         stack = np.asarray(stack, dtype=np.float32).copy()
         stack[~available] = 0.0
-        reconstruction, _ = self.predict_stack(stack)
+        reconstruction, _ = self.predict_stack(stack, available=available)
         reconstruction *= (stack[available] != 0).any(axis=0)[None]
         stack[~available] = reconstruction[~available]
         return stack
@@ -322,56 +339,114 @@ class CodeBrainPredictor(SlicePredictor):
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
         batch_size: slices per forward pass (default: the configuration's Stage II batch size).
         model_info: provenance written to sidecars (folder, checkpoint, ...).
+        source_rule: v1 only: ``'random'`` or ``'relevant'`` source of F_c (module docstring).
+        source_relevance: v1 only: ``{source: {target: PSNR}}`` recorded by Stage I (needed for ``'relevant'``).
+        source_seed: v1 only: seed of the ``'random'`` source choices.
     """
+
+    uses_availability = True
 
     def __init__(self, stage_one: StageOneModel, prior_encoder: PriorEncoder, plans: dict[str, Any],
                  configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
-                 model_info: dict[str, Any] | None = None) -> None:
+                 model_info: dict[str, Any] | None = None, source_rule: str = "random",
+                 source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0) -> None:
         super().__init__(plans, configuration, device, batch_size, model_info)
         self.stage_one = stage_one.to(self.device, memory_format=torch.channels_last).eval()
         self.prior_encoder = prior_encoder.to(self.device, memory_format=torch.channels_last).eval()
-        self.fsq_levels = list(prior_encoder.config.fsq_levels)
-        self.supports_confidence = prior_encoder.config.head == "grading"
+        self.config = prior_encoder.config
+        self.fsq_levels = list(self.config.fsq_levels)
+        self.supports_confidence = self.config.head == "grading"
+        if source_rule not in SOURCE_RULES:
+            raise ValueError(f"source rule must be one of {SOURCE_RULES}, got {source_rule!r}")
+        self.source_rule = source_rule
+        self.source_relevance = source_relevance
+        self._relevance = None
+        if self.config.variant == "v1":
+            if source_rule == "relevant":
+                if not source_relevance:
+                    raise ValueError("source rule 'relevant' needs the source x target table that Stage I validation "
+                                     "of the v1 variant records (source_relevance); this model has none")
+                names = self.channel_names
+                self._relevance = torch.tensor([[float(source_relevance.get(s, {}).get(t, float("nan")))
+                                                 for t in names] for s in names])
+            self.model_info.update(source_rule=source_rule, source_seed=source_seed)
+        self._sources = torch.Generator().manual_seed(int(source_seed))
 
     @classmethod
     def from_results(cls, dataset: str | int, fold: int | str, configuration: str = "2d", device: str = "cpu",
-                     checkpoint: str = "final", batch_size: int | None = None) -> "CodeBrainPredictor":
-        """Load a trained model from ``$codebrain_results/DatasetXXX_Name/CodeBrain__<plans>__<config>/fold_F``.
+                     checkpoint: str = "final", batch_size: int | None = None, *, ablation: str = "none",
+                     loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                     code_dim: int | None = None, source_rule: str = "random") -> "CodeBrainPredictor":
+        """Load a trained model from ``$codebrain_results/DatasetXXX_Name/CodeBrain[-...]__<plans>__<config>/fold_F``.
+
+        ``ablation``, ``loss_weights``, ``variant``, ``code_dim`` select the variant's folder exactly as
+        ``codebrain_train`` named it (:func:`variant_fold_dir`); ``source_rule`` applies to v1 models.
 
         Raises:
             FileNotFoundError: the model folder has no finished Stage II (or no Stage I) checkpoint.
         """
-        return load_predictor_from_folder(model_fold_dir(dataset, fold, configuration), configuration, device,
-                                          checkpoint, batch_size)
+        fold_dir = variant_fold_dir(dataset, fold, configuration, ablation=ablation, loss_weights=loss_weights,
+                                    variant=variant, code_dim=code_dim)
+        return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size, source_rule)
 
     # -- slices --------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
+    def predict_slices(self, masked: np.ndarray | Tensor, available: Sequence[bool] | None = None
+                       ) -> dict[str, Tensor]:
         """Run Stage II + the Stage I decoder on zero-filled slices.
 
         Args:
             masked: ``(B, C, H, W)`` normalised slices, missing channels zero; H, W multiples of 8.
+            available: C booleans (given sequences); default: the channels of each slice that are not all zero.
+                Only the v1 variant uses it (to pick F_c sources and the missing codes of the confidence).
 
         Returns:
-            ``{"reconstruction": (B, C, H, W) unclamped, "levels": (B, d, H/8, W/8) int64,
-            "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
+            ``{"reconstruction": (B, C, H, W) unclamped (v1: missing channels only, given ones 0), "levels": Stage-II
+            targets (FSQ levels ``(B, num_codes * d, H/8, W/8)`` int64; VQ indices ``(B, num_codes, ...)``; continuous
+            codes), "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
         """
         x = _channels_last(masked, self.device)
+        given = None
+        if available is not None:
+            given = torch.as_tensor(np.asarray(available, dtype=bool), device=self.device)[None].expand(len(x), -1)
+        elif self.config.variant == "v1":
+            given = x.flatten(2).ne(0).any(dim=2)
+            given[~given.any(dim=1)] = True  # a blank slice: any channel may serve as the source
         logits = self.prior_encoder(x)
         levels = self.prior_encoder.logits_to_levels(logits)
-        codes = self.stage_one.quantizer.levels_to_codes(levels)
-        reconstruction = self.stage_one.decode(codes, x_masked=x)
+        codes = self.stage_one.levels_to_codes(levels)
+        reconstruction = self.stage_one.impute_from_codes(codes, x, given, self.source_rule, self._relevance,
+                                                          self._sources)
         result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
-        if self.prior_encoder.config.head == "grading":
-            result["confidence"] = ordinal_confidence(logits, self.fsq_levels).cpu()
+        if self.config.head == "grading":
+            per_channel = ordinal_confidence(logits, self.config.target_levels, per_channel=True)
+            if self.config.variant == "v1":
+                # The codes that are decoded: those of the missing sequences of each slice.
+                per_code = per_channel.unflatten(1, (self.config.num_codes, -1)).mean(dim=2)
+                weights = (~given).float()[:, :, None, None]
+                confidence = (per_code * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+            else:
+                confidence = per_channel.mean(dim=1)
+            result["confidence"] = confidence.clamp(0.0, 1.0).cpu()
         return result
 
     @torch.no_grad()
     def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
-        """Stage I posterior code levels ``(B, d, H/8, W/8)`` of complete slices ``(B, C, H, W)`` (an upper bound)."""
+        """Stage I posterior code levels (layout of ``predict_slices``' ``levels``) of complete slices
+        ``(B, C, H, W)`` (an upper bound)."""
         x = _channels_last(full, self.device)
-        return self.stage_one.quantizer.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
+        return self.stage_one.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
+
+    def code_layout(self) -> dict[str, Any]:
+        """How to read ``levels`` (for figures): quantiser, classes per target channel, and one named group of
+        target channels per code (cvpr: the full stack; v1: each sequence)."""
+        per_code = len(self.config.class_counts) // self.config.num_codes if self.config.class_counts else \
+            self.config.code_channels
+        names = self.channel_names if self.config.variant == "v1" else ["full stack"]
+        return {"quantizer": self.config.quantizer, "class_counts": list(self.config.class_counts),
+                "variant": self.config.variant, "groups": {name: list(range(i * per_code, (i + 1) * per_code))
+                                                           for i, name in enumerate(names)}}
 
 
 
@@ -426,15 +501,19 @@ class _LearnedImputer:
 
     def __init__(self, context: ImputationContext) -> None:
         options = context.options
-        fold_dir = (Path(context.model_dir) if context.model_dir is not None
-                    else model_fold_dir(context.dataset, context.fold, context.configuration, self.trainer_folder))
+        fold_dir = Path(context.model_dir) if context.model_dir is not None else self.fold_dir(context)
         self.predictor = self.load(fold_dir, context.configuration, context.device,
-                                   options.get("checkpoint", "final"), options.get("batch_size"))
+                                   options.get("checkpoint", "final"), options.get("batch_size"),
+                                   options.get("source_rule", "random"))
         self.intensity_scale = self.predictor.intensity_scale
+
+    def fold_dir(self, context: ImputationContext) -> Path:
+        """The model's ``fold_F`` folder in ``$codebrain_results`` for the context's dataset, fold, configuration."""
+        return model_fold_dir(context.dataset, context.fold, context.configuration, self.trainer_folder)
 
     @staticmethod
     def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
-             batch_size: int | None) -> SlicePredictor:
+             batch_size: int | None, source_rule: str = "random") -> SlicePredictor:
         """Load the predictor of a ``fold_F`` folder."""
         raise NotImplementedError
 
@@ -452,18 +531,25 @@ class CodeBrainImputer(_LearnedImputer):
 
     Built from an :class:`ImputationContext`: the model is loaded from ``context.model_dir`` (a ``fold_F``
     folder) when given, else from ``$codebrain_results`` by dataset, fold and configuration. ``context.options``
-    may hold ``checkpoint`` (final|best|latest) and ``batch_size``. Arrays are taken in RAS voxel order unless
-    ``affine`` is passed to :meth:`impute`.
+    may hold ``checkpoint`` (final|best|latest), ``batch_size`` and ``source_rule`` (v1). The context's
+    ``ablation``, ``loss_weights``, ``variant`` and ``code_dim`` select the variant's folder
+    (:func:`variant_fold_dir`). Arrays are taken in RAS voxel order unless ``affine`` is passed to :meth:`impute`.
     """
 
     name = "codebrain"
     trainer_folder = "CodeBrain"
 
+    def fold_dir(self, context: ImputationContext) -> Path:
+        """The folder of the context's variant (``CodeBrain[-v1][-dD][-ablation][-lmM-laA]__...``)."""
+        return variant_fold_dir(context.dataset, context.fold, context.configuration, ablation=context.ablation,
+                                loss_weights=context.loss_weights, variant=context.variant,
+                                code_dim=context.code_dim)
+
     @staticmethod
     def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
-             batch_size: int | None) -> SlicePredictor:
+             batch_size: int | None, source_rule: str = "random") -> SlicePredictor:
         """Stage I + Stage II (:func:`load_predictor_from_folder`)."""
-        return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size)
+        return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size, source_rule)
 
 
 class RegressionImputer(_LearnedImputer):
@@ -475,8 +561,8 @@ class RegressionImputer(_LearnedImputer):
 
     @staticmethod
     def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,
-             batch_size: int | None) -> SlicePredictor:
-        """The regression network (:func:`load_regression_from_folder`)."""
+             batch_size: int | None, source_rule: str = "random") -> SlicePredictor:
+        """The regression network (:func:`load_regression_from_folder`; it has no variants)."""
         return load_regression_from_folder(fold_dir, configuration, device, checkpoint, batch_size)
 
 
@@ -491,16 +577,52 @@ def model_fold_dir(dataset: str | int, fold: int | str, configuration: str, trai
     return paths.results_dataset_dir(dataset) / f"{trainer}__{PLANS_NAME}__{configuration}" / f"fold_{fold}"
 
 
-def default_configuration(dataset: str | int, fold: int | str, device: str = "cpu") -> str:
+def model_folder_prefix(ablation: str = "none", loss_weights: Sequence[float] | str | None = None,
+                        variant: str = "cvpr", code_dim: int | None = None, dataset: str | int | None = None,
+                        configuration: str | None = None) -> str:
+    """``CodeBrain`` plus the variant tags ``codebrain_train`` gives the same options (``trainers.variant_name``).
+
+    A ``loss_weights`` pair is a tag only when it differs from the plans' (read from the dataset's preprocessed
+    plans, configuration ``configuration``), exactly as in training.
+    """
+    from trainers import CODEBRAIN_ABLATIONS, resolve_loss_weights, variant_name
+
+    if ablation not in CODEBRAIN_ABLATIONS:
+        raise ValueError(f"ablation must be one of {tuple(CODEBRAIN_ABLATIONS)}, got {ablation!r}")
+    override = None
+    if loss_weights is not None:
+        from codebrain_seg import paths
+        from planners.experiment_planner import get_configuration
+        from planners.plan_and_preprocess import load_plans
+
+        if dataset is None or configuration is None:
+            raise ValueError("loss weights name a folder only relative to the plans: give the dataset and "
+                             "configuration")
+        planned = get_configuration(load_plans(paths.preprocessed_dataset_dir(dataset)), configuration)
+        override = resolve_loss_weights(loss_weights, planned)[1]
+    return "CodeBrain" + variant_name(ablation, override, variant=variant, code_dim=code_dim)
+
+
+def variant_fold_dir(dataset: str | int, fold: int | str, configuration: str, *, ablation: str = "none",
+                     loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                     code_dim: int | None = None) -> Path:
+    """``fold_F`` folder of a CodeBrain variant, named as ``codebrain_train`` names it (:func:`model_folder_prefix`)."""
+    prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset, configuration)
+    return model_fold_dir(dataset, fold, configuration, prefix)
+
+
+def default_configuration(dataset: str | int, fold: int | str, device: str = "cpu", trainer: str = "CodeBrain"
+                          ) -> str:
     """Configuration to use when none is given.
 
-    The one configuration with a finished Stage II for this dataset and fold, if exactly one exists; otherwise
-    ``codebrain_train``'s default: ``2d`` when a CUDA device will be used, ``2d_cpu`` otherwise.
+    The one configuration with a finished Stage II for this dataset, fold and model folder prefix (``trainer``,
+    e.g. ``CodeBrain-v1``), if exactly one exists; otherwise ``codebrain_train``'s default: ``2d`` when a CUDA
+    device will be used, ``2d_cpu`` otherwise.
     """
     from codebrain_seg import paths
 
     root = paths.results_dataset_dir(dataset)
-    prefix, suffix = "CodeBrain__", f"/fold_{fold}/stage2/checkpoint_final.pth"
+    prefix, suffix = f"{trainer}__", f"/fold_{fold}/stage2/checkpoint_final.pth"
     found = sorted(folder.name.split("__")[-1] for folder in root.glob(f"{prefix}*")
                    if folder.is_dir() and (Path(str(folder) + suffix)).is_file()) if root.is_dir() else []
     if len(found) == 1:
@@ -508,14 +630,15 @@ def default_configuration(dataset: str | int, fold: int | str, device: str = "cp
     return "2d" if str(device).startswith("cuda") and torch.cuda.is_available() else "2d_cpu"
 
 
-def load_predictor_plans(dataset: str | int, fold: int | str, configuration: str, method: str = "codebrain"
-                         ) -> dict[str, Any]:
-    """The plans a model was trained with (copied into its folder by the trainer), else the dataset's plans."""
+def load_predictor_plans(dataset: str | int, fold: int | str, configuration: str, method: str = "codebrain",
+                         trainer: str = "CodeBrain") -> dict[str, Any]:
+    """The plans a model (folder prefix ``trainer``) was trained with (copied into its folder by the trainer), else
+    the dataset's plans."""
     from codebrain_seg import paths
     from planners.plan_and_preprocess import load_plans
 
     if method == "codebrain":
-        for candidate in _plans_candidates(model_fold_dir(dataset, fold, configuration)):
+        for candidate in _plans_candidates(model_fold_dir(dataset, fold, configuration, trainer)):
             if candidate.is_file():
                 from codebrain_seg.io import read_json
 
@@ -547,8 +670,12 @@ def _stage_one_state(stage2: dict[str, Any], fold_dir: Path) -> tuple[dict[str, 
 
 
 def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",
-                               checkpoint: str = "final", batch_size: int | None = None) -> CodeBrainPredictor:
+                               checkpoint: str = "final", batch_size: int | None = None,
+                               source_rule: str = "random") -> CodeBrainPredictor:
     """Load Stage I + Stage II from a ``fold_F`` folder written by ``codebrain_train``.
+
+    The checkpoints' ``network_config`` rebuilds whatever variant was trained (quantiser, head, cvpr / v1 layout, code
+    dimension); ``source_rule`` (``'random'`` | ``'relevant'``) chooses the F_c sources of a v1 model.
 
     Layout (``trainers``): ``fold_F/stage1/checkpoint_{latest,best,final}.pth`` and ``fold_F/stage2/...``; a
     Stage II checkpoint holds the prior encoder (``networks.prior_encoder``), its ``network_config``, the plans and
@@ -587,11 +714,14 @@ def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None,
         from codebrain_seg.io import read_json
 
         plans = read_json(fold_dir.parent / "plans.json")
+    identity = state.get("identity", {})
     info = {"model_folder": str(fold_dir), "checkpoint": f"stage2/{path.name}", "method": state.get("method"),
             "stage2_iteration": state.get("iteration"), "stage1_iteration": state.get("stage1_iteration"),
-            "stage2_best_score": state.get("best_metric"), "network_config": config.to_dict()}
+            "stage2_best_score": state.get("best_metric"), "network_config": config.to_dict(),
+            "variant": config.variant, **{key: identity[key] for key in ("ablation", "code_dim") if key in identity}}
     return CodeBrainPredictor(stage_one, prior_encoder, plans, trained_configuration or configuration, device,
-                              batch_size, info)
+                              batch_size, info, source_rule=source_rule,
+                              source_relevance=state.get("source_relevance"))
 
 
 def load_regression_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",

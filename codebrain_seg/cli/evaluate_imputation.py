@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.cli.impute import add_model_variant_arguments
 
 PROG = "codebrain_evaluate_imputation"
 
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "each method and score them: paper protocol (2D slices, whole image, the paper's tables) "
                     "and/or volume protocol (BraSyn-like 3D, brain / tumour / healthy). Writes CSV, JSON, "
                     "Markdown tables and PNG figures under $codebrain_results/DatasetXXX_Name/"
-                    "CodeBrain__codebrainPlans__CONFIG/fold_F/imputation_eval/CASES/.")
+                    "CodeBrain__codebrainPlans__CONFIG/fold_F/imputation_eval/CASES/ (a variant: its own "
+                    "CodeBrain-<tags>__... folder, as codebrain_train named it).")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
     parser.add_argument("-f", "--fold", default="0", help="fold (default 0)")
     parser.add_argument("-c", "--configuration", default=None,
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
     parser.add_argument("--figure-cases", type=int, default=1, help="cases shown in the figures (default 1)")
     parser.add_argument("-o", "--output", default=None, help="output folder (default: see above)")
+    parser.add_argument("--evaluation-slices", type=int, default=None,
+                        help="middle slices per case scored by the paper protocol (default: the plans')")
+    add_model_variant_arguments(parser)
     return parser
 
 
@@ -60,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = evaluate_imputation(args.dataset, fold, args.configuration, args.cases, protocols, args.methods,
                                   device=args.device, checkpoint=args.checkpoint, batch_size=args.batch_size,
                                   output_dir=Path(args.output) if args.output else None, patterns=args.patterns,
-                                  figure_cases=args.figure_cases)
+                                  figure_cases=args.figure_cases, evaluation_slices=args.evaluation_slices,
+                                  ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
+                                  code_dim=args.code_dim, source_rule=args.source_rule)
         print(f"imputation evaluation: {out / 'tables.md'}")
 
     return run_cli(run)

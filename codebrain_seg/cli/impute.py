@@ -118,7 +118,9 @@ def _rank_share(cases: list[InputCase]) -> list[InputCase]:
 def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path, output_folder: str | Path,
                   configuration: str | None = None, method: str = "codebrain", device: str = "cpu",
                   batch_size: int | None = None, save_confidence: bool = False,
-                  checkpoint: str = "final") -> list[Path]:
+                  checkpoint: str = "final", *, ablation: str = "none",
+                  loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                  code_dim: int | None = None, source_rule: str = "random") -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
 
     Args:
@@ -133,20 +135,33 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         batch_size: slices per forward pass (default: the configuration's Stage II batch).
         save_confidence: also write ``confidence/CASE.nii.gz`` (CodeBrain only).
         checkpoint: ``final``, ``best`` or ``latest``.
+        ablation, loss_weights, variant, code_dim: the CodeBrain variant to load, as given to ``codebrain_train``
+            (its results folder ``CodeBrain[-v1][-dD][-ablation][-lmM-laA]__...``).
+        source_rule: v1 models: ``random`` (default) or ``relevant`` source of the common features.
     """
     from codebrain_seg import paths
     from codebrain_seg.geometry import from_canonical, to_canonical
     from codebrain_seg.imputers import ImputationContext, get_imputer
     from codebrain_seg.io import read_nifti, write_json, write_nifti
-    from codebrain_seg.predictor import CONFIDENCE_DEFINITION, default_configuration, load_predictor_plans
+    from codebrain_seg.predictor import (
+        CONFIDENCE_DEFINITION,
+        default_configuration,
+        load_predictor_plans,
+        model_folder_prefix,
+    )
     from planners.experiment_planner import get_configuration
 
     if save_confidence and method != "codebrain":
         raise ValueError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
     dataset_name = paths.resolve_dataset(dataset)
-    configuration = configuration or default_configuration(dataset_name, fold, device)
-    plans = load_predictor_plans(dataset_name, fold, configuration, method)
+    variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
+    # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
+    prefix = model_folder_prefix(ablation, None, variant, code_dim)
+    configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
+    if loss_weights is not None:
+        prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    plans = load_predictor_plans(dataset_name, fold, configuration, method, prefix)
     get_configuration(plans, configuration)
     names = list(plans["channel_names"])
     input_folder, output_folder = Path(input_folder), Path(output_folder)
@@ -163,7 +178,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
     # The model is loaded (and a missing Stage II reported) before anything is written.
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
-                                device=device, options={"checkpoint": checkpoint, "batch_size": batch_size})
+                                device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
+                                                        "source_rule": source_rule}, **variant_options)
     imputer = get_imputer(method, context)
     predictor = getattr(imputer, "predictor", None)
     model_info = dict(predictor.model_info) if predictor is not None else {"method": method}
@@ -243,7 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "zero (zero-fill)")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final",
                         help="model checkpoint (default final)")
+    add_model_variant_arguments(parser)
     return parser
+
+
+def add_model_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The variant options of ``codebrain_train`` (they select the model folder) plus ``--source-rule`` (v1)."""
+    from codebrain_seg.cli.train import add_variant_arguments
+
+    add_variant_arguments(parser, what="select")
+    parser.add_argument("--source-rule", choices=["random", "relevant"], default="random",
+                        help="v1 models: the given sequence whose common features decode a missing one: random "
+                             "(default, the v1 paper) or relevant (the highest Stage-I validation PSNR for that "
+                             "target, recorded in the checkpoint)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         fold = int(args.fold) if str(args.fold).isdigit() else args.fold
         written = impute_folder(args.dataset, fold, args.input, args.output, args.configuration, args.method,
-                                args.device, args.batch_size, args.save_confidence, args.checkpoint)
+                                args.device, args.batch_size, args.save_confidence, args.checkpoint,
+                                ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
+                                code_dim=args.code_dim, source_rule=args.source_rule)
         print(f"wrote {len(written)} file(s) to {args.output}")
 
     return run_cli(run)

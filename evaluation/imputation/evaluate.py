@@ -18,7 +18,10 @@ the filled sequences are scored against the originals:
 
 Outputs (``$codebrain_results/DatasetXXX_Name/CodeBrain__<plans>__<configuration>/fold_F/imputation_eval/<cases>/``,
 one folder per case selection, whatever the methods — the configuration fixes the crop and the slices scored,
-so zero/mean baselines land beside the model they are compared with):
+so zero/mean baselines land beside the model they are compared with). A CodeBrain variant (``ablation``,
+``loss_weights``, ``variant``, ``code_dim``) is evaluated into its own model folder
+(``CodeBrain-v1__<plans>__<configuration>/...``), so it never overwrites the plain method's evaluation; the v1
+``relevant`` source rule adds ``-source_relevant`` to the cases folder name:
 
 * ``scores_paper.csv`` (one row per slice), ``scores_volume.csv`` (one row per case, region and pair);
 * ``pairs.csv`` (pair means), ``summary.csv`` / ``summary.json`` (per-pattern, O->O, M->O, overall, variance;
@@ -75,15 +78,19 @@ class CaseFiles:
     label: Path | None
 
 
-def model_folder_name(configuration: str, plans_name: str = PLANS_NAME) -> str:
-    """``CodeBrain__codebrainPlans__<configuration>`` (nnU-Net's ``Trainer__Plans__configuration``)."""
-    return f"{TRAINER_NAME}__{plans_name}__{configuration}"
+def model_folder_name(configuration: str, plans_name: str = PLANS_NAME, trainer: str = TRAINER_NAME) -> str:
+    """``CodeBrain[-tags]__codebrainPlans__<configuration>`` (nnU-Net's ``Trainer__Plans__configuration``)."""
+    return f"{trainer}__{plans_name}__{configuration}"
 
 
-def evaluation_folder(dataset: str | int, fold: int | str, configuration: str, cases: str) -> Path:
-    """Default output folder (module docstring); ``cases`` = val, test or a folder (its name is used)."""
+def evaluation_folder(dataset: str | int, fold: int | str, configuration: str, cases: str,
+                      trainer: str = TRAINER_NAME, source_rule: str = "random") -> Path:
+    """Default output folder (module docstring); ``cases`` = val, test or a folder (its name is used); ``trainer``
+    the model folder prefix of a variant (``CodeBrain-v1``, :func:`codebrain_seg.predictor.model_folder_prefix`)."""
     tag = cases if cases in ("val", "test") else Path(cases).name
-    return (paths.results_dataset_dir(dataset) / model_folder_name(configuration) / f"fold_{fold}"
+    if source_rule != "random":
+        tag += f"-source_{source_rule}"
+    return (paths.results_dataset_dir(dataset) / model_folder_name(configuration, trainer=trainer) / f"fold_{fold}"
             / "imputation_eval" / tag)
 
 
@@ -154,13 +161,14 @@ def load_case(case: CaseFiles) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def build_methods(names: Sequence[str], plans: dict[str, Any], dataset: str, fold: int | str, configuration: str,
-                  device: str = "cpu", options: dict[str, Any] | None = None) -> dict[str, Imputer]:
-    """Build every requested method through the registry (unknown names fail before any work)."""
+                  device: str = "cpu", options: dict[str, Any] | None = None, **variant: Any) -> dict[str, Imputer]:
+    """Build every requested method through the registry (unknown names fail before any work); ``variant`` holds
+    the :class:`ImputationContext` fields ``ablation``, ``loss_weights``, ``variant``, ``code_dim``."""
     unknown = [name for name in names if name not in IMPUTERS]
     if unknown:
         raise KeyError(f"unknown imputation method(s) {', '.join(unknown)}; known: {', '.join(sorted(IMPUTERS))}")
     context = ImputationContext(plans=plans, dataset=dataset, fold=fold, configuration=configuration, device=device,
-                                options=dict(options or {}))
+                                options=dict(options or {}), **variant)
     return {name: get_imputer(name, context) for name in names}
 
 
@@ -236,12 +244,12 @@ def evaluate_case(case_id: str, images: np.ndarray, label: np.ndarray | None, pl
             if codebrain is not None and hasattr(codebrain, "predictor"):
                 full = target_stack[:, scored[figure_position]][None]
                 zero_filled = full * available[None, :, None, None]
-                prediction = codebrain.predictor.predict_slices(zero_filled)
+                prediction = codebrain.predictor.predict_slices(zero_filled, available=available)
                 figure_entry["codes"] = {"predicted": prediction["levels"][0].numpy(),
                                          "oracle": codebrain.predictor.oracle_levels(full)[0].numpy(),
                                          "confidence": prediction["confidence"][0].numpy()
                                          if "confidence" in prediction else None,
-                                         "fsq_levels": codebrain.predictor.fsq_levels}
+                                         "layout": codebrain.predictor.code_layout()}
     return result
 
 
@@ -259,8 +267,11 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
         if codes is not None:
             given = [i for i, flag in enumerate(parse_pattern(pattern)) if flag]
             path = folder / f"codes_{pattern}.png"
+            layout = codes["layout"]
+            missing = [name for name, flag in zip(channel_names, parse_pattern(pattern)) if not flag]
             figures.code_map_figure(path, entry["target"][given[0]], codes["predicted"], codes["oracle"],
-                                    codes["confidence"], codes["fsq_levels"],
+                                    codes["confidence"], layout["class_counts"], quantizer=layout["quantizer"],
+                                    groups=layout["groups"], shown_groups=missing if layout["variant"] == "v1" else None,
                                     title=f"CodeBrain code maps, {case_id} slice {entry['slice']}, pattern {pattern}")
             written.append(path)
     for protocol, regions in summary.items():
@@ -289,7 +300,9 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
                         protocols: Sequence[str] = PROTOCOLS, methods: Sequence[str] = DEFAULT_METHODS,
                         device: str = "cpu", checkpoint: str = "final", batch_size: int | None = None,
                         output_dir: Path | None = None, patterns: Sequence[str] | None = None,
-                        figure_cases: int = 1, evaluation_slices: int | None = None) -> Path:
+                        figure_cases: int = 1, evaluation_slices: int | None = None, *, ablation: str = "none",
+                        loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                        code_dim: int | None = None, source_rule: str = "random") -> Path:
     """Run the harness (module docstring) and write every output; returns the output folder.
 
     Args:
@@ -308,7 +321,12 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         figure_cases: number of cases (first ones) whose slices are kept for the figures.
         evaluation_slices: middle slices per case scored by the paper protocol (default: the configuration's
             ``evaluation_slices``, 80 as in the reference).
+        ablation, loss_weights, variant, code_dim: the CodeBrain variant evaluated (same meaning as
+            ``codebrain_train``'s options): its model is loaded from, and the outputs written to, its own folder.
+        source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
     """
+    from codebrain_seg.predictor import model_folder_prefix
+
     protocols = list(dict.fromkeys(protocols))
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
@@ -316,7 +334,10 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     if not methods:
         raise ValueError("no method to evaluate")
     dataset_name = paths.resolve_dataset(dataset)
-    configuration = configuration or default_configuration(dataset_name, fold, device)
+    trainer = model_folder_prefix(ablation, None, variant, code_dim)
+    configuration = configuration or default_configuration(dataset_name, fold, device, trainer)
+    trainer = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     config = get_configuration(plans, configuration)
     if evaluation_slices is not None:
@@ -331,8 +352,10 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         raise ValueError(f"patterns {unknown} are not valid for {len(names)} sequences")
     case_files = find_cases(dataset_name, fold, cases, len(names))
     imputers = build_methods(list(dict.fromkeys(methods)), plans, dataset_name, fold, configuration, device,
-                             {"checkpoint": checkpoint, "batch_size": batch_size})
-    out_dir = Path(output_dir) if output_dir else evaluation_folder(dataset_name, fold, configuration, cases)
+                             {"checkpoint": checkpoint, "batch_size": batch_size, "source_rule": source_rule},
+                             **variant_options)
+    out_dir = (Path(output_dir) if output_dir
+               else evaluation_folder(dataset_name, fold, configuration, cases, trainer, source_rule))
     logger.info("evaluating %s on %d case(s) x %d pattern(s), protocols %s -> %s", ", ".join(imputers),
                 len(case_files), len(patterns), ", ".join(protocols), out_dir)
 
@@ -370,6 +393,10 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     written = write_figures(out_dir, figure_case, figure_data, summary, names) if figure_data else []
     write_json(out_dir / "summary.json", {
         "dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
+        "model_folder": model_folder_name(configuration, trainer=trainer),
+        "variant": {**variant_options, "loss_weights": list(variant_options["loss_weights"])
+                    if isinstance(variant_options["loss_weights"], (tuple, list)) else variant_options["loss_weights"],
+                    "source_rule": source_rule},
         "case_ids": [case.case_id for case in case_files], "protocols": protocols, "patterns": patterns,
         "channel_names": names, "evaluation_slices": int(config["evaluation_slices"]),
         "methods": {name: {"intensity_scale": getattr(imputer, "intensity_scale", ""),

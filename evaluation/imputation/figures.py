@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -68,37 +68,85 @@ def pattern_figure(path: str | Path, channel_names: Sequence[str], pattern: str,
     _save(figure, path)
 
 
+def _code_panels(quantizer: str, classes: int | None) -> tuple[str, Callable, Callable, str]:
+    """How one code channel is drawn: colour map, value -> [0, 1], |difference| -> [0, 1], label."""
+    if quantizer == "continuous":
+        # Continuous codes in [-1, 1]: a diverging continuous map, 0 (white) in the middle.
+        return "coolwarm", (lambda v: (np.asarray(v, float) + 1.0) / 2.0), \
+            (lambda a, b: np.abs(np.asarray(a, float) - b) / 2.0), "code value"
+    top = max(int(classes or 2) - 1, 1)
+    if quantizer == "vq":
+        # Codebook indices have no order: many distinct colours, and only equal / different is meaningful.
+        return "nipy_spectral", (lambda v: np.asarray(v, float) / top), \
+            (lambda a, b: (np.asarray(a) != np.asarray(b)).astype(float)), f"index, K={classes}"
+    return ("tab10" if top < 10 else "viridis"), (lambda v: np.asarray(v, float) / top), \
+        (lambda a, b: np.abs(np.asarray(a, float) - b) / top), f"L={classes}"
+
+
 def code_map_figure(path: str | Path, image: np.ndarray, predicted: np.ndarray, oracle: np.ndarray | None,
-                    confidence: np.ndarray, fsq_levels: Sequence[int], title: str = "") -> None:
-    """CodeBrain's code maps of one slice: predicted (Stage II) and oracle (Stage I posterior) levels per channel.
+                    confidence: np.ndarray | None, class_counts: Sequence[int], title: str = "", *,
+                    quantizer: str = "fsq", groups: dict[str, Sequence[int]] | None = None,
+                    shown_groups: Sequence[str] | None = None) -> None:
+    """CodeBrain's code maps of one slice: predicted (Stage II) and oracle (Stage I posterior) codes per channel.
+
+    The drawing follows the quantiser (the model's ``network_config``): FSQ levels on their level grid (a
+    categorical map over ``L`` levels), VQ codebook indices (many distinct colours; the difference row marks cells
+    whose index differs, as indices have no order), continuous codes in [-1, 1] (a continuous diverging map; the
+    difference row is ``|predicted - oracle| / 2``).
 
     Args:
         path: PNG file to write.
         image: ``(H, W)`` a slice shown for orientation (e.g. the first given sequence).
-        predicted: ``(d, h, w)`` integer levels decoded from Stage II.
-        oracle: ``(d, h, w)`` levels of the posterior encoder on the complete stack, or None.
-        confidence: ``(h, w)`` per-cell confidence in [0, 1].
-        fsq_levels: ``L_i`` per code channel (colour range).
+        predicted: ``(n, h, w)`` Stage-II targets decoded from Stage II (FSQ levels, VQ indices or codes).
+        oracle: the same of the posterior encoder on the complete stack, or None.
+        confidence: ``(h, w)`` per-cell confidence in [0, 1], or None (only the grading head gives one).
+        class_counts: classes per target channel (FSQ ``L_i``, VQ ``K`` per code, continuous ``()``).
         title: figure title.
+        quantizer: ``'fsq'``, ``'vq'`` or ``'continuous'``.
+        groups: name -> target channels of each code (v1: one group per sequence); default one group of all.
+        shown_groups: the groups to draw (default all), e.g. the missing sequences of a v1 model.
     """
-    channels = predicted.shape[0]
-    rows = 3 if oracle is not None else 2
-    figure, axes = plt.subplots(rows, channels + 1, figsize=(1.7 * (channels + 1), 1.8 * rows), squeeze=False)
+    if quantizer not in ("fsq", "vq", "continuous"):
+        raise ValueError(f"quantizer must be fsq, vq or continuous, got {quantizer!r}")
+    predicted = np.asarray(predicted)
+    groups = dict(groups) if groups else {"codes": list(range(predicted.shape[0]))}
+    names = [name for name in (shown_groups if shown_groups is not None else groups) if name in groups]
+    if not names:
+        raise ValueError(f"no code group to show among {list(groups)}")
+    counts = list(class_counts) if quantizer != "continuous" else [None] * predicted.shape[0]
+    if len(counts) != predicted.shape[0]:
+        raise ValueError(f"{len(counts)} class counts for {predicted.shape[0]} code channels")
+    rows_per_group = 3 if oracle is not None else 1
+    columns = 1 + max(len(groups[name]) for name in names)
+    rows = max(rows_per_group * len(names), 3)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 1.8 * rows), squeeze=False)
+    for axis in axes.flat:
+        _show(axis, None)
     _show(axes[0, 0], image, "input slice")
-    _show(axes[1, 0], confidence, "confidence", cmap="viridis")
+    _show(axes[1, 0], confidence, "confidence" if confidence is not None else "no confidence (not grading)",
+          cmap="viridis")
+    shown = [channel for name in names for channel in groups[name]]
     if oracle is not None:
-        agreement = (predicted == oracle).mean(axis=0)
-        _show(axes[2, 0], agreement, "fraction of channels = oracle", cmap="viridis")
-    for channel in range(channels):
-        top = fsq_levels[channel] - 1
-        _show(axes[0, channel + 1], predicted[channel] / top, f"predicted c{channel} (L={fsq_levels[channel]})",
-              cmap="tab10" if top < 10 else "viridis")
-        if oracle is not None:
-            _show(axes[1, channel + 1], oracle[channel] / top, f"oracle c{channel}", cmap="tab10")
-            _show(axes[2, channel + 1], np.abs(predicted[channel] - oracle[channel]) / top, f"|diff| c{channel}",
-                  cmap="magma")
+        if quantizer == "continuous":
+            agreement = np.abs(predicted[shown] - oracle[shown]).mean(axis=0) / 2.0
+            label = "mean |pred - oracle| / 2"
         else:
-            _show(axes[1, channel + 1], None)
+            agreement = (predicted[shown] == oracle[shown]).mean(axis=0)
+            label = "fraction of channels = oracle"
+        _show(axes[2, 0], agreement, label, cmap="viridis")
+    for index, name in enumerate(names):
+        prefix = f"{name} " if len(groups) > 1 else ""
+        row = index * rows_per_group
+        for column, channel in enumerate(groups[name], start=1):
+            cmap, scale, difference, label = _code_panels(quantizer, counts[channel])
+            local = channel - groups[name][0]
+            # Titles name the group and the value range once per row, in its first panel.
+            first, suffix = (prefix, f" ({label})") if column == 1 else ("", "")
+            _show(axes[row, column], scale(predicted[channel]), f"{first}predicted c{local}{suffix}", cmap=cmap)
+            if oracle is not None:
+                _show(axes[row + 1, column], scale(oracle[channel]), f"{first}oracle c{local}", cmap=cmap)
+                _show(axes[row + 2, column], difference(predicted[channel], oracle[channel]),
+                      f"{first}{'differs' if quantizer == 'vq' else '|diff|'} c{local}", cmap="magma")
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
 
