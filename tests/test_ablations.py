@@ -22,6 +22,7 @@ from codebrain_seg.networks import (
     VectorQuantizer,
 )
 from codebrain_seg.predictor import load_predictor_from_folder
+from evaluation.imputation import figures
 from trainers import (
     CODEBRAIN_ABLATIONS,
     parse_loss_weights,
@@ -255,8 +256,16 @@ def _impute_a_validation_case(demo: SimpleNamespace, fold_dir: Path) -> dict:
     middle = volume.shape[1] // 2
     full = np.ascontiguousarray(volume[:, middle - 1:middle + 1].transpose(1, 0, 2, 3))
     masked = full * np.array([1, 0, 1, 0], np.float32)[None, :, None, None]
-    return {**predictor.predict_slices(masked), "oracle": predictor.oracle_levels(full),
-            "supports_confidence": predictor.supports_confidence}
+    result = predictor.predict_slices(masked)
+    oracle = predictor.oracle_levels(full)
+    # The evaluation's code-map figure, drawn as the model's config says (quantiser, classes per channel).
+    layout = predictor.code_layout()
+    figure = fold_dir / "codes.png"
+    figures.code_map_figure(figure, full[0, 0], result["levels"][0].numpy(), oracle[0].numpy(),
+                            result["confidence"][0].numpy() if "confidence" in result else None,
+                            layout["class_counts"], quantizer=layout["quantizer"], groups=layout["groups"])
+    assert figure.stat().st_size > 1000
+    return {**result, "oracle": oracle, "supports_confidence": predictor.supports_confidence, "layout": layout}
 
 
 def test_vq_variant_trains_both_stages_and_imputes(demo: SimpleNamespace, results: Path, one_thread) -> None:
@@ -279,6 +288,7 @@ def test_vq_variant_trains_both_stages_and_imputes(demo: SimpleNamespace, result
     grid = tuple(demo.config["code_grid"])
     assert levels.shape == (2, 1, *grid) and int(levels.min()) >= 0 and int(levels.max()) < TINY_CODEBOOK
     assert result["oracle"].shape == (2, 1, *grid)
+    assert result["layout"]["quantizer"] == "vq" and result["layout"]["class_counts"] == [TINY_CODEBOOK]
 
 
 def test_continuous_variant_trains_both_stages_and_imputes(demo: SimpleNamespace, results: Path,
@@ -295,6 +305,8 @@ def test_continuous_variant_trains_both_stages_and_imputes(demo: SimpleNamespace
     assert 0 < validation["code_mae"] < 2 and "code_accuracy" not in validation
     result = _impute_a_validation_case(demo, fold_dir)
     assert not result["supports_confidence"] and "confidence" not in result
+    assert result["layout"]["quantizer"] == "continuous" and result["layout"]["class_counts"] == []
+    assert result["layout"]["groups"] == {"full stack": list(range(6))}
     codes = result["levels"]  # the predicted codes themselves
     assert codes.shape == (2, 6, *demo.config["code_grid"]) and codes.dtype == torch.float32 and float(codes.abs().max()) <= 1
 
