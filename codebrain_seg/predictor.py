@@ -360,14 +360,14 @@ class CodeBrainPredictor(SlicePredictor):
             raise ValueError(f"source rule must be one of {SOURCE_RULES}, got {source_rule!r}")
         self.source_rule = source_rule
         self.source_relevance = source_relevance
-        self._relevance = None
+        self.relevance: Tensor | None = None  # (C, C) source x target table of the 'relevant' rule
         if self.config.variant == "v1":
             if source_rule == "relevant":
                 if not source_relevance:
                     raise ValueError("source rule 'relevant' needs the source x target table that Stage I validation "
                                      "of the v1 variant records (source_relevance); this model has none")
                 names = self.channel_names
-                self._relevance = torch.tensor([[float(source_relevance.get(s, {}).get(t, float("nan")))
+                self.relevance = torch.tensor([[float(source_relevance.get(s, {}).get(t, float("nan")))
                                                  for t in names] for s in names])
             self.model_info.update(source_rule=source_rule, source_seed=source_seed)
         self._sources = torch.Generator().manual_seed(int(source_seed))
@@ -416,7 +416,7 @@ class CodeBrainPredictor(SlicePredictor):
         logits = self.prior_encoder(x)
         levels = self.prior_encoder.logits_to_levels(logits)
         codes = self.stage_one.levels_to_codes(levels)
-        reconstruction = self.stage_one.impute_from_codes(codes, x, given, self.source_rule, self._relevance,
+        reconstruction = self.stage_one.impute_from_codes(codes, x, given, self.source_rule, self.relevance,
                                                           self._sources)
         result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
         if self.config.head == "grading":
@@ -441,8 +441,8 @@ class CodeBrainPredictor(SlicePredictor):
     def code_layout(self) -> dict[str, Any]:
         """How to read ``levels`` (for figures): quantiser, classes per target channel, and one named group of
         target channels per code (cvpr: the full stack; v1: each sequence)."""
-        per_code = len(self.config.class_counts) // self.config.num_codes if self.config.class_counts else \
-            self.config.code_channels
+        classes = self.config.class_counts
+        per_code = len(classes) // self.config.num_codes if classes else self.config.code_channels
         names = self.channel_names if self.config.variant == "v1" else ["full stack"]
         return {"quantizer": self.config.quantizer, "class_counts": list(self.config.class_counts),
                 "variant": self.config.variant, "groups": {name: list(range(i * per_code, (i + 1) * per_code))

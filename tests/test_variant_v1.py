@@ -247,7 +247,7 @@ def test_v1_predictor_imputes_with_random_and_relevant_sources(v1_project: Simpl
     assert result["confidence"].shape == (2, *grid)
     assert float(result["reconstruction"][:, [0, 2]].abs().max()) == 0.0  # given sequences are not decoded
     relevant = load_predictor_from_folder(v1_project.fold_dir, CONFIG, source_rule="relevant")
-    table = relevant._relevance
+    table = relevant.relevance
     best = [max((s for s in (0, 2)), key=lambda s: float(table[s, t])) for t in range(4)]
     # The most relevant given source of T1Gd and FLAIR, chosen by the recorded Stage-I PSNRs.
     chosen = [best[t] for t in (1, 3)]

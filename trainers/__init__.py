@@ -11,8 +11,10 @@ not the default is appended to the method name, in this order, so variants never
 arXiv v1 paper's per-modality anchor codes (``codebrain_seg.networks.codebrain``). **Code dimension**
 (``code_dim``, the v1 paper's Fig. 6): ``d`` FSQ channels of ``L = 5`` levels each (the v1 paper varies d at
 L = 5); None keeps the variant's default: the plans' ``fsq_levels`` for cvpr (the paper's [8,8,8,5,5,5]), the v1
-paper's d = 7, L = 5 for v1 (so ``code_dim=7`` with v1 is the plain v1 run and adds no tag). Another method (e.g. a regression baseline) plugs in with :func:`register_method` without
-touching this package's loop.
+paper's d = 7, L = 5 for v1 (so ``code_dim=7`` with v1 is the plain v1 run and adds no tag).
+
+Another method (e.g. a regression baseline) plugs in with :func:`register_method` without touching this package's
+loop.
 """
 from __future__ import annotations
 

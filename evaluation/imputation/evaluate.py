@@ -269,9 +269,10 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
             path = folder / f"codes_{pattern}.png"
             layout = codes["layout"]
             missing = [name for name, flag in zip(channel_names, parse_pattern(pattern)) if not flag]
+            shown = missing if layout["variant"] == "v1" else None  # v1: the codes decoded, those of the missing
             figures.code_map_figure(path, entry["target"][given[0]], codes["predicted"], codes["oracle"],
                                     codes["confidence"], layout["class_counts"], quantizer=layout["quantizer"],
-                                    groups=layout["groups"], shown_groups=missing if layout["variant"] == "v1" else None,
+                                    groups=layout["groups"], shown_groups=shown,
                                     title=f"CodeBrain code maps, {case_id} slice {entry['slice']}, pattern {pattern}")
             written.append(path)
     for protocol, regions in summary.items():
