@@ -3,7 +3,9 @@
 A method stage subclasses :class:`BaseTrainer` and fills in four hooks: ``build_networks``,
 ``configure_optimizers`` (usually through :meth:`BaseTrainer.add_optimizer`), ``train_step`` (one iteration on a
 batch with one missing pattern) and ``validate`` (metrics with a ``score``, higher is better); optionally
-``check_prerequisites`` and ``extra_checkpoint``.
+``check_prerequisites`` and ``extra_checkpoint``. A method that trains on something other than 2D slices (e.g.
+CoPeDiT's 3D volumes or cached latents) overrides ``training_stream`` and ``prepare_batch`` and sets
+``memory_format``; the loop itself stays the same.
 Everything else (resume, logging, checkpoint layout) is shared, so every method and stage behaves the same.
 
 Checkpoints (``checkpoint_{latest,best,final}.pth``) are plain dicts of tensors, numbers, strings, lists and
@@ -249,6 +251,8 @@ class BaseTrainer:
 
     method = ""
     stage = 0
+    # Memory order of the networks and batches: channels-last suits 2D convolutions; 3D methods use contiguous.
+    memory_format = torch.channels_last
 
     def __init__(self, plans: dict[str, Any], configuration_name: str, data_folder: Path,
                  split: dict[str, list[str]], output_dir: Path, options: TrainingOptions,
@@ -305,6 +309,19 @@ class BaseTrainer:
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """Additional entries for checkpoint ``name`` (e.g. frozen networks for inference)."""
         return {}
+
+    def training_stream(self) -> Any:
+        """Iterator of batches ``{'data', 'keys', 'iteration'}`` from ``self.iteration`` on (default: 2D slices)."""
+        return training_batches(
+            self.data_folder, self.split["train"], self.batch_size, self.configuration["crop_size"],
+            self.options.seed, self.context.rank, self.context.world_size, self.iteration,
+            self._num_workers(), augment=not self.options.extra.get("no_augmentation", False),
+            pin_memory=self.device.type == "cuda")
+
+    def prepare_batch(self, batch: dict[str, Any]) -> Tensor:
+        """The tensor ``train_step`` receives: ``batch['data']`` on the device in :attr:`memory_format`."""
+        x = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format)
 
     # ---- shared machinery ---------------------------------------------------------------------------
 
@@ -392,7 +409,7 @@ class BaseTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.build_networks()
         for module in self.networks.values():
-            module.to(self.device, memory_format=torch.channels_last)
+            module.to(self.device, memory_format=self.memory_format)
             for parameter in module.parameters():
                 if parameter.dim() == 4 and parameter.shape[0] == 1:
                     # Broadcast scales (1, C, 1, 1) get channels-last strides that DDP's gradient buckets reject.
@@ -530,11 +547,7 @@ class BaseTrainer:
             self._log_start()
             if self.options.validate_at_start and self.iteration == 0:
                 self._run_validation()
-            stream = training_batches(
-                self.data_folder, self.split["train"], self.batch_size, self.configuration["crop_size"],
-                self.options.seed, self.context.rank, self.context.world_size, self.iteration,
-                self._num_workers(), augment=not self.options.extra.get("no_augmentation", False),
-                pin_memory=self.device.type == "cuda")
+            stream = self.training_stream()
             self._loop(stream)
             self.save_checkpoint("checkpoint_final.pth")
             self.save_checkpoint("checkpoint_latest.pth")
@@ -582,8 +595,7 @@ class BaseTrainer:
             if batch["iteration"] != self.iteration:
                 raise RuntimeError(f"data stream out of step: batch of iteration {batch['iteration']} "
                                    f"at iteration {self.iteration}")
-            x = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = self.prepare_batch(batch)
             for module in self.networks.values():
                 module.train()
             losses = self.train_step(x, self.draw_pattern(self.iteration), self.iteration)
