@@ -160,7 +160,10 @@ def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
 
 
 def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_gb: float = 24.0) -> dict[str, Any]:
-    """Plans for a dataset: the paper-faithful ``2d`` configuration and a lighter ``2d_cpu`` one."""
+    """Plans for a dataset: the paper-faithful ``2d`` configuration and a lighter ``2d_cpu`` one, plus CoPeDiT's
+    3D-volume ``3d_copedit`` / ``3d_copedit_cpu`` (``planners.copedit_planner``)."""
+    from planners.copedit_planner import plan_copedit_configurations
+
     channels = len(fingerprint["channel_names"])
     axis, axis_reason = decide_slicing_axis(fingerprint)
     crop, crop_reason = decide_crop(fingerprint, axis)
@@ -196,6 +199,7 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
                    **{"optimisation": _optimisation(cpu_iterations, cpu_batch)},
                    "reasons": {"network": cpu_reason, "batch_size": cpu_batch_reason,
                                "iterations": cpu_reason}},
+        **plan_copedit_configurations(fingerprint, gpu_memory_gb),
     }
     return {
         "plans_name": PLANS_NAME,

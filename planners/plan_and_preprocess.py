@@ -86,12 +86,19 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None
             shutil.rmtree(out_dir / configuration["data_identifier"], ignore_errors=True)
     else:
         plans = read_json(plans_path)
+        from planners.copedit_planner import add_copedit_configurations
+
+        if add_copedit_configurations(plans, fingerprint, gpu_memory_gb):
+            # plans made before CoPeDiT existed: its configurations are added, nothing else changes
+            write_json(plans_path, plans)
     write_json(out_dir / "dataset.json", dataset_json)
     splits_path = out_dir / "splits_final.json"
     if not splits_path.is_file():
         write_json(splits_path, make_splits(cases))
 
-    names = list(configurations) if configurations else list(plans["configurations"])
+    # Configurations marked default_preprocessing False (CoPeDiT's 3D volumes) are preprocessed only when named.
+    names = list(configurations) if configurations else [
+        name for name, config in plans["configurations"].items() if config.get("default_preprocessing", True)]
     for name in names:
         get_configuration(plans, name)  # unknown names fail before any work
     done_identifiers: set[str] = set()

@@ -177,6 +177,9 @@ def preprocess_dataset(raw_dir: Path, preprocessed_dir: Path, plans: dict[str, A
     """Preprocess every case of a raw dataset for one configuration; finished cases are skipped."""
     configuration = plans["configurations"][configuration_name]
     out_dir = preprocessed_dir / configuration["data_identifier"]
+    worker = preprocess_case
+    if configuration.get("kind") == "3d_volume":  # CoPeDiT: whole resized volumes instead of slice stacks
+        from planners.volume_preprocessing import preprocess_volume_case as worker
     cases = list_cases(raw_dir)
     todo = [c for c in cases if not is_case_done(out_dir, c)]
     if len(todo) < len(cases):
@@ -184,11 +187,11 @@ def preprocess_dataset(raw_dir: Path, preprocessed_dir: Path, plans: dict[str, A
                     len(cases) - len(todo), len(cases))
     if num_processes > 1 and len(todo) > 1:
         with ProcessPoolExecutor(num_processes) as pool:
-            futures = {pool.submit(preprocess_case, raw_dir, case, out_dir, plans, configuration): case
+            futures = {pool.submit(worker, raw_dir, case, out_dir, plans, configuration): case
                        for case in todo}
             for future in tqdm(futures, desc=f"preprocess {configuration_name}", unit="case"):
                 future.result()  # re-raises a worker's error with its message instead of dying silently
     else:
         for case in tqdm(todo, desc=f"preprocess {configuration_name}", unit="case"):
-            preprocess_case(raw_dir, case, out_dir, plans, configuration)
+            worker(raw_dir, case, out_dir, plans, configuration)
     return todo

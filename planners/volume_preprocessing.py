@@ -1,0 +1,165 @@
+"""Preprocessing of the 3D-volume (CoPeDiT) configurations, and its exact inverse for inference.
+
+Per case (``$codebrain_preprocessed/DatasetXXX_Name/<data_identifier>/``):
+
+* ``CASE.npy``  float32 (C, X, Y, Z) at the configuration's ``target_size``: the closest canonical (RAS) voxel
+  order; every sequence normalised as for the 2D configurations (``clip(value / p99.5, 0, 1)`` inside the brain
+  = voxels non-zero in any sequence, 0 outside); the ``box_size`` window centred on the brain (zero outside the
+  image); resized trilinearly to ``target_size``.
+* ``CASE.json`` the geometry (window start and size, canonical and original shape, affine) and the per-sequence
+  normalisation; written last, so a case without it is unfinished and redone by a rerun.
+
+:func:`prepare_volume` is the in-memory twin used for inference (the brain mask then comes from the given
+sequences only), :func:`restore_volume` maps a (C, X', Y', Z') result back onto the case's own grid.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codebrain_seg.geometry import from_canonical, to_canonical
+from codebrain_seg.io import read_nifti, write_json, write_npy
+from codebrain_seg.raw_dataset import image_path
+from planners.fingerprint import bounding_box, brain_mask
+from planners.preprocessing import _extract, crop_window, normalise
+
+logger = logging.getLogger(__name__)
+
+ALL_AXES = [0, 1, 2]
+
+
+def resize_volume(volume: np.ndarray, size: Sequence[int], mode: str = "trilinear") -> np.ndarray:
+    """Resize the last three axes of ``(C, X, Y, Z)`` to ``size`` (``'trilinear'`` or ``'nearest'``)."""
+    size = tuple(int(s) for s in size)
+    if volume.ndim != 4:
+        raise ValueError(f"resize_volume expects (C, X, Y, Z), got shape {volume.shape}")
+    if tuple(volume.shape[1:]) == size:
+        return np.asarray(volume, dtype=np.float32).copy()
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None]
+    options = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(tensor, size=size, mode=mode, **options)[0].numpy()
+
+
+def volume_box(mask: np.ndarray, box_size: Sequence[int], compression: int = 8) -> tuple[list[int], list[int]]:
+    """``(start, size)`` per axis of the window centred on the brain; grown to the next multiple of
+    ``compression`` on an axis where this brain is larger than the planned box (never seen in training)."""
+    box = bounding_box(mask)
+    sizes = []
+    for axis, planned in enumerate(box_size):
+        extent = box[axis][1] - box[axis][0]
+        sizes.append(int(planned) if extent <= planned else int(math.ceil(extent / compression) * compression))
+    if sizes != [int(s) for s in box_size]:
+        logger.warning("brain extent %s exceeds the planned box %s: using %s",
+                       [b[1] - b[0] for b in box], list(box_size), sizes)
+    return crop_window(box, sizes, ALL_AXES), sizes
+
+
+def _normalised_stack(canonical: np.ndarray, available: np.ndarray, mask: np.ndarray,
+                      upper_percentile: float) -> tuple[np.ndarray, list[float]]:
+    images, uppers = [], []
+    for channel, flag in enumerate(available):
+        if flag:
+            image, upper = normalise(canonical[channel], mask, upper_percentile)
+        else:
+            image, upper = np.zeros(mask.shape, np.float32), 0.0
+        images.append(image)
+        uppers.append(upper)
+    return np.stack(images), uppers
+
+
+def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.ndarray, plans: dict[str, Any],
+                   configuration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Preprocess a case in memory as the volume configuration's training data was preprocessed.
+
+    Args:
+        images: ``(C, X, Y, Z)`` in the file's voxel order; missing channels are ignored.
+        available: C booleans, True = given.
+        affine: ``(4, 4)`` voxel-to-world matrix of the files.
+        plans: the plans (``normalization.upper_percentile``).
+        configuration: a ``3d_volume`` configuration (``box_size``, ``target_size``).
+
+    Returns:
+        ``(volume (C, *target_size) float32 in [0, 1] with missing channels 0, brain (X, Y, Z) bool in canonical
+        order, properties)``; ``properties`` is what :func:`restore_volume` needs.
+    """
+    available = np.asarray(available, dtype=bool)
+    canonical = to_canonical(np.asarray(images, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    mask = brain_mask([canonical[c] for c in np.flatnonzero(available)])
+    if not mask.any():
+        raise ValueError("the given sequences are zero everywhere: no brain to impute")
+    compression = 2 ** len(configuration["network"]["vae"]["channels"])
+    starts, sizes = volume_box(mask, configuration["box_size"], compression)
+    stack, uppers = _normalised_stack(canonical, available, mask, plans["normalization"]["upper_percentile"])
+    window = _extract(stack, starts, sizes)
+    volume = np.clip(resize_volume(window, configuration["target_size"]), 0.0, 1.0).astype(np.float32)
+    volume[~available] = 0.0
+    properties = {
+        "original_shape": list(np.asarray(images).shape[1:]),
+        "original_affine": np.asarray(affine, dtype=np.float64).tolist(),
+        "canonical_shape": list(canonical.shape[1:]),
+        "box_start": starts,
+        "box_size": sizes,
+        "target_size": [int(s) for s in configuration["target_size"]],
+        "normalization_upper": uppers,
+        "upper_percentile": plans["normalization"]["upper_percentile"],
+    }
+    return volume, mask, properties
+
+
+def restore_volume(volume: np.ndarray, properties: dict[str, Any], mask: np.ndarray | None = None,
+                   denormalise: bool = True) -> np.ndarray:
+    """Map ``(C, *target_size)`` back onto the original grid ``(C, X, Y, Z)`` (file voxel order).
+
+    The volume is resized back to the box (trilinear), pasted into the canonical grid (zero outside the box, i.e.
+    outside the field of view the model saw), multiplied by ``mask`` (canonical ``(X, Y, Z)``) when given,
+    scaled by ``normalization_upper`` per channel when ``denormalise``, and put back in the file's voxel order.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if list(volume.shape[1:]) != list(properties["target_size"]):
+        raise ValueError(f"volume {volume.shape[1:]} does not have the target size {properties['target_size']}")
+    window = resize_volume(volume, properties["box_size"])
+    canonical_shape = [int(s) for s in properties["canonical_shape"]]
+    full = np.zeros((volume.shape[0],) + tuple(canonical_shape), np.float32)
+    dst, src = [slice(None)], [slice(None)]
+    for start, size, length in zip(properties["box_start"], properties["box_size"], canonical_shape):
+        lo, hi = max(start, 0), min(start + size, length)
+        if hi <= lo:
+            return from_canonical(full, np.asarray(properties["original_affine"]))
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - start, hi - start))
+    full[tuple(dst)] = window[tuple(src)]
+    if mask is not None:
+        full *= np.asarray(mask, dtype=np.float32)[None]
+    if denormalise:
+        full *= np.asarray(properties["normalization_upper"], dtype=np.float32)[:, None, None, None]
+    return from_canonical(full, np.asarray(properties["original_affine"]))
+
+
+def preprocess_volume_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str, Any],
+                           configuration: dict[str, Any]) -> dict[str, Any]:
+    """Preprocess one case for a ``3d_volume`` configuration into ``out_dir`` (module docstring)."""
+    num_channels = len(plans["channel_names"])
+    volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
+    reference = volumes[0]
+    for channel, item in enumerate(volumes[1:], start=1):
+        if item.data.shape != reference.data.shape or not np.allclose(item.affine, reference.affine, atol=1e-3):
+            raise ValueError(f"case {case_id}: channel {channel} does not share the grid of channel 0 "
+                             f"(shape {item.data.shape} vs {reference.data.shape})")
+    images = np.stack([item.data for item in volumes])
+    if not np.isfinite(images).all():
+        raise ValueError(f"case {case_id}: non-finite voxels (NaN or inf)")
+    volume, _, properties = prepare_volume(images, np.ones(num_channels, bool), reference.affine, plans,
+                                           configuration)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_npy(out_dir / f"{case_id}.npy", volume)
+    properties = {"case_id": case_id, "channel_names": plans["channel_names"],
+                  "original_spacing": list(reference.spacing), **properties, "has_label": False,
+                  "preprocessed_shape": list(volume.shape)}
+    write_json(out_dir / f"{case_id}.json", properties)
+    return properties
