@@ -87,14 +87,11 @@ def reconstruct(model: StageOneModel, full: np.ndarray, available: Sequence[bool
     for start in range(0, full.shape[1], batch_size):
         x = torch.as_tensor(np.ascontiguousarray(full[:, start:start + batch_size].transpose(1, 0, 2, 3)),
                             dtype=torch.float32, device=device)
-        codes = model.encode_codes(x)
-        if hasattr(model, "impute_from_codes"):
-            # The imputation's own decoding path (v1: F_c of a source modality drawn among the given ones), with
-            # a fixed random stream so a rerun scores the same sources.
-            decoded = model.impute_from_codes(codes, x * mask, available=torch.as_tensor(available, device=device),
-                                              generator=torch.Generator().manual_seed(start))
-        else:
-            decoded = model.decode(codes, x_masked=x * mask)
+        # The imputation's own decoding path (v1: F_c of a source modality drawn among the given ones), with a
+        # fixed random stream so that a rerun scores the same sources.
+        decoded = model.impute_from_codes(model.encode_codes(x), x * mask,
+                                          available=torch.as_tensor(available, device=device),
+                                          generator=torch.Generator().manual_seed(start))
         decoded = decoded.float().clamp(0, 1)
         output[:, start:start + len(x)] = decoded.cpu().numpy().transpose(1, 0, 2, 3)
     output *= (full[available] != 0).any(axis=0)[None]  # as the imputer's impute_normalised
