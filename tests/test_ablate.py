@@ -37,10 +37,10 @@ def test_groups_map_to_the_papers_rows_and_training_options() -> None:
     assert list(GROUPS) == ["rec_fc", "grading", "loss", "quantiser", "condition", "weights", "variant", "dim"]
     options = {name: [(row.label, row.variant.training_kwargs()) for row in group.rows]
                for name, group in GROUPS.items()}
-    none = {"ablation": "none", "loss_weights": None}
-    assert options["rec_fc"] == [("w/o F_c", {"ablation": "no_fc", "loss_weights": None}), ("w/ F_c", none)]
-    assert options["grading"] == [("w/ Cls.", {"ablation": "cls", "loss_weights": None}), ("w/ Grad.", none)]
-    assert options["loss"] == [("L_1", {"ablation": "l1", "loss_weights": None}), ("L_psnr", none)]
+    none = {"ablation": "none", "loss_weights": None, "variant": "cvpr", "code_dim": None}
+    assert options["rec_fc"] == [("w/o F_c", {**none, "ablation": "no_fc"}), ("w/ F_c", none)]
+    assert options["grading"] == [("w/ Cls.", {**none, "ablation": "cls"}), ("w/ Grad.", none)]
+    assert options["loss"] == [("L_1", {**none, "ablation": "l1"}), ("L_psnr", none)]
     assert [kw["ablation"] for _, kw in options["quantiser"]] == ["vq", "none", "continuous"]
     assert [kw["ablation"] for _, kw in options["condition"]] == ["vq", "none", "continuous"]
     # CVPR Table 5: lambda_m in 10/20/30 at lambda_a = 5, lambda_a in 3/7 at lambda_m = 20
@@ -115,13 +115,7 @@ def test_models_resolve_to_the_trainers_folders(tmp_path: Path, monkeypatch: pyt
     assert other[Variant(loss_weights=(20.0, 5.0))].folder == folder("CodeBrain-lm20-la5")
 
 
-def test_v1_groups_need_the_variant_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run, "variant_switch_available", lambda: False)
-    with pytest.raises(ValueError, match=r"group\(s\) variant, dim need the v1 variant / code-dim switch"):
-        run.check_groups_supported(parse_groups("rec_fc,variant,dim"))
-    run.check_groups_supported(parse_groups("rec_fc,grading,loss,quantiser,condition,weights"))
-    monkeypatch.undo()
-    assert run.variant_switch_available()
+def test_v1_models_resolve_to_the_variant_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("codebrain_results", str(tmp_path))
     models = run.resolve_models(parse_groups("variant,dim"), "Dataset976_X", _plans(), CONFIG, 0)
     names = {v: m.folder.parent.name for v, m in models.items()}

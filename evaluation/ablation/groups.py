@@ -35,7 +35,8 @@ class Variant:
     """One trained model: the ``run_training`` switches that select it (defaults = the CVPR method as planned).
 
     ``loss_weights`` is an absolute ``(lambda_m, lambda_a)`` pair; a pair equal to the plans' shares the plain
-    method's folder (``trainers.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches.
+    method's folder (``trainers.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches (v1's own
+    d = 7 is its plain run, ``trainers.check_variant``).
     """
 
     ablation: str = "none"
@@ -43,19 +44,10 @@ class Variant:
     variant: str = "cvpr"
     code_dim: int | None = None
 
-    @property
-    def needs_variant_switch(self) -> bool:
-        """True when the variant uses the trainer's ``variant`` / ``code_dim`` options."""
-        return self.variant != "cvpr" or self.code_dim is not None
-
     def training_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainers.run_training`` (the v1 switches only when set, see module docstring)."""
-        kwargs: dict[str, Any] = {"ablation": self.ablation, "loss_weights": self.loss_weights}
-        if self.variant != "cvpr":
-            kwargs["variant"] = self.variant
-        if self.code_dim is not None:
-            kwargs["code_dim"] = self.code_dim
-        return kwargs
+        """Keyword arguments of ``trainers.run_training`` (and of ``evaluate_imputation``) selecting this variant."""
+        return {"ablation": self.ablation, "loss_weights": self.loss_weights, "variant": self.variant,
+                "code_dim": self.code_dim}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +24,17 @@ import torch
 
 from codebrain_seg import paths
 from codebrain_seg.io import read_json
-from evaluation.imputation.aggregate import all_patterns
 from evaluation.ablation import report
 from evaluation.ablation.groups import Group, Variant, evaluations, needed_stages, parse_groups
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
 from evaluation.ablation.reconstruction import evaluate_reconstruction
+from evaluation.imputation.aggregate import all_patterns
 from planners.experiment_planner import get_configuration
 from planners.plan_and_preprocess import load_plans
 
 logger = logging.getLogger(__name__)
 
 METHOD = "codebrain"
-VARIANT_SWITCH_MESSAGE = ("ablation group(s) {groups} need the v1 variant / code-dim switch "
-                          "(trainers.TrainingOptions.variant and .code_dim, trainers.variant_name(variant=, "
-                          "code_dim=) and the same selection in evaluate_imputation), which this installation does "
-                          "not have yet; run the other groups")
 
 
 @dataclass(frozen=True)
@@ -57,33 +52,6 @@ class TrainedModel:
         return self.folder.parent.name
 
 
-def variant_switch_available() -> bool:
-    """True once the trainer, its folder names and the imputation evaluation know ``variant`` and ``code_dim``."""
-    import trainers
-    from evaluation.imputation.evaluate import evaluate_imputation
-    from trainers.base_trainer import TrainingOptions
-
-    wanted = {"variant", "code_dim"}
-    return (wanted <= set(TrainingOptions.__dataclass_fields__)
-            and wanted <= set(inspect.signature(trainers.variant_name).parameters)
-            and wanted <= set(inspect.signature(trainers.results_folder).parameters)
-            and wanted <= set(inspect.signature(evaluate_imputation).parameters))
-
-
-def check_groups_supported(groups: Sequence[Group]) -> None:
-    """ValueError naming the groups that need the v1 switches when the installation lacks them."""
-    blocked = [g.name for g in groups if any(row.variant.needs_variant_switch for row in g.rows)]
-    if blocked and not variant_switch_available():
-        raise ValueError(VARIANT_SWITCH_MESSAGE.format(groups=", ".join(blocked)))
-
-
-def _selection(variant: Variant, override: tuple[float, float] | None) -> dict[str, Any]:
-    """Keyword arguments of ``trainers.results_folder`` for a variant (v1 switches only when set)."""
-    kwargs = variant.training_kwargs()
-    kwargs["loss_weights"] = override
-    return kwargs
-
-
 def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, Any], configuration: str,
                    fold: int) -> dict[Variant, TrainedModel]:
     """Every variant of the groups -> its model (variants resolving to one folder share one object)."""
@@ -95,7 +63,7 @@ def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, 
     entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
     for variant, stages in needed_stages(groups).items():
         _, override = trainers.resolve_loss_weights(variant.loss_weights, config)
-        selection = _selection(variant, override)
+        selection = {**variant.training_kwargs(), "loss_weights": override}
         folder = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
         # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.
         shared = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
@@ -230,12 +198,11 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
         **training_options: further ``run_training`` options (seed, num_threads, val_every, ...).
 
     Raises:
-        ValueError: unknown group, a group needing switches this installation lacks, bad fold.
+        ValueError: unknown group or device, bad fold or number of slices.
     """
     import trainers
 
     groups = parse_groups(which)
-    check_groups_supported(groups)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if evaluation_slices is not None and int(evaluation_slices) < 1:
