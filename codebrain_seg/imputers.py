@@ -125,11 +125,30 @@ def _regression(context: ImputationContext) -> Imputer:
     return RegressionImputer(context)
 
 
+def _copedit(context: ImputationContext) -> Imputer:
+    """CoPeDiT (CoPeVAE + MDiT3D, whole 3D volumes) from the results folder; imported on first use."""
+    from codebrain_seg.copedit_predictor import CoPeDiTImputer
+
+    return CoPeDiTImputer(context)
+
+
+def _copedit_configuration(dataset: str | int, fold: int | str, device: str = "cpu",
+                           options: dict[str, Any] | None = None) -> str:
+    from codebrain_seg.copedit_predictor import resolve_configuration
+
+    return resolve_configuration(dataset, fold, device, options)
+
+
+# A method whose model lives in a configuration of its own (CoPeDiT's 3D volumes) says how to find it when none is
+# given: ``factory.resolve_configuration(dataset, fold, device, options) -> name``.
+_copedit.resolve_configuration = _copedit_configuration  # type: ignore[attr-defined]
+
 IMPUTERS: dict[str, Callable[[ImputationContext], Imputer]] = {
     "zero": ZeroFill,
     "mean": MeanOfAvailable,
     "codebrain": _codebrain,
     "regression": _regression,
+    "copedit": _copedit,
 }
 
 

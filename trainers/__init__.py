@@ -40,6 +40,8 @@ class MethodSpec:
     ablations: tuple[str, ...] = ("none",)
     # Ablations that do not change a stage reuse the plain method's run of that stage.
     shared_stages: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Default plans configurations (with a GPU, without one).
+    configurations: tuple[str, str] = ("2d", "2d_cpu")
 
 
 def _codebrain_stage(stage: int) -> Callable[[], type]:
@@ -55,6 +57,20 @@ def _codebrain_stage(stage: int) -> Callable[[], type]:
 def _regression_stage() -> type:
     from trainers.regression import RegressionTrainer
     return RegressionTrainer
+
+
+def _copedit_stage(stage: int) -> Callable[[], type]:
+    def load() -> type:
+        if stage == 1:
+            from trainers.copedit.stage1 import CoPeVAETrainer
+            return CoPeVAETrainer
+        from trainers.copedit.stage2 import MDiT3DTrainer
+        return MDiT3DTrainer
+    return load
+
+
+# CoPeDiT's options (trainers.copedit.COPEDIT_ABLATIONS): only Stage II changes, Stage I is the plain method's.
+COPEDIT_OPTIONS = ("none", "mask", "per_count", "mask-per_count")
 
 
 # The CodeBrain ablation switches (paper Tables 3 and 5, Fig. 6) and what each changes; the networks read them
@@ -83,6 +99,9 @@ METHODS: dict[str, MethodSpec] = {
     "codebrain": MethodSpec("CodeBrain", {1: _codebrain_stage(1), 2: _codebrain_stage(2)},
                             ablations=tuple(CODEBRAIN_ABLATIONS), shared_stages={"cls": (1,)}),
     "regression": MethodSpec("Regression", {1: _regression_stage}),
+    "copedit": MethodSpec("CoPeDiT", {1: _copedit_stage(1), 2: _copedit_stage(2)}, ablations=COPEDIT_OPTIONS,
+                          shared_stages={name: (1,) for name in COPEDIT_OPTIONS if name != "none"},
+                          configurations=("3d_copedit", "3d_copedit_cpu")),
 }
 
 
@@ -100,9 +119,10 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def default_configuration(device: str = "auto") -> str:
-    """``2d`` (paper sizes) when a GPU will be used, else ``2d_cpu``."""
-    return "2d" if device != "cpu" and torch.cuda.is_available() else "2d_cpu"
+def default_configuration(device: str = "auto", method: str = "codebrain") -> str:
+    """The method's paper configuration (``2d``; CoPeDiT ``3d_copedit``) when a GPU will be used, else its CPU one."""
+    gpu, cpu = get_method(method).configurations
+    return gpu if device != "cpu" and torch.cuda.is_available() else cpu
 
 
 def check_loss_weights(weights: Sequence[float | str], shown: str | None = None) -> tuple[float, float]:
@@ -235,9 +255,9 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
     preprocessed = paths.preprocessed_dataset_dir(dataset)
     plans = load_plans(preprocessed)
     if configuration is None:
-        configuration = default_configuration(device)
+        configuration = default_configuration(device, method)
         logger.info("no configuration given: using %r (%s)", configuration,
-                    "a CUDA GPU is available" if configuration == "2d" else "no GPU will be used")
+                    "a CUDA GPU is available" if configuration == spec.configurations[0] else "no GPU will be used")
     config = get_configuration(plans, configuration)
     splits_path = preprocessed / "splits_final.json"
     if not splits_path.is_file():

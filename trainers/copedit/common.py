@@ -1,0 +1,149 @@
+"""What both CoPeDiT stages share: the method's options, its configuration from the plans, optimisers, metrics.
+
+CoPeDiT options (``TrainingOptions.ablation`` of ``method='copedit'``, one results folder each):
+
+* ``none`` — learned completeness prompts, one MDiT3D for every missing pattern (canonical slot order);
+* ``mask`` — the paper's main ablation: binary mask codes replace the learned prompts;
+* ``per_count`` — the paper's layout: one MDiT3D per missing count, available sequences first;
+* ``mask-per_count`` — both.
+
+Only Stage II differs between them, so every option reuses the plain method's Stage I.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from codebrain_seg.networks.copedit import CoPeDiTConfig, sample_missing_masks
+
+PROMPT_CHOICES = ("learned", "mask")
+LAYOUT_CHOICES = ("shared", "per_count")
+COPEDIT_ABLATIONS: dict[str, str] = {
+    "none": "learned completeness prompts, one MDiT3D for every missing pattern",
+    "mask": "binary mask codes instead of the learned prompts (the paper's ablation)",
+    "per_count": "one MDiT3D per missing count with the available sequences first (the paper's layout)",
+    "mask-per_count": "mask codes and one MDiT3D per missing count",
+}
+MASK_STREAM = 3  # random stream of the per-case missing masks (data: 0, CodeBrain's patterns: 1, anchors: 2)
+
+
+def copedit_ablation(prompts: str = "learned", layout: str = "shared") -> str:
+    """The option name (:data:`COPEDIT_ABLATIONS`) of a prompt source and a model layout."""
+    if prompts not in PROMPT_CHOICES:
+        raise ValueError(f"prompts must be one of {PROMPT_CHOICES}, got {prompts!r}")
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"layout must be one of {LAYOUT_CHOICES}, got {layout!r}")
+    parts = (["mask"] if prompts == "mask" else []) + (["per_count"] if layout == "per_count" else [])
+    return "-".join(parts) or "none"
+
+
+def ablation_switches(ablation: str) -> tuple[str, str]:
+    """``(prompts, layout)`` of an option name; ValueError for an unknown one."""
+    if ablation not in COPEDIT_ABLATIONS:
+        raise ValueError(f"CoPeDiT option must be one of {tuple(COPEDIT_ABLATIONS)}, got {ablation!r}")
+    return ("mask" if "mask" in ablation else "learned"), ("per_count" if "per_count" in ablation else "shared")
+
+
+def copedit_config(configuration: dict[str, Any], ablation: str = "none") -> CoPeDiTConfig:
+    """The networks of a ``3d_volume`` plans configuration, with mask-code prompts for the mask options."""
+    if configuration.get("kind") != "3d_volume":
+        raise ValueError("CoPeDiT trains on a 3D-volume configuration of the plans (3d_copedit or 3d_copedit_cpu; "
+                         f"codebrain_plan_and_preprocess -c 3d_copedit_cpu), got kind {configuration.get('kind')!r}")
+    config = CoPeDiTConfig.from_dict(configuration["network"])
+    if list(config.volume_shape) != [int(s) for s in configuration["target_size"]]:
+        raise ValueError(f"network volume_shape {list(config.volume_shape)} differs from the configuration's "
+                         f"target_size {configuration['target_size']}")
+    prompts, _ = ablation_switches(ablation)
+    return config.with_mask_prompts() if prompts == "mask" else config
+
+
+def iteration_generator(seed: int, rank: int, iteration: int, stream: int) -> torch.Generator:
+    """A CPU torch generator that is a pure function of ``(seed, rank, iteration, stream)``."""
+    value = np.random.default_rng([int(seed), int(rank), int(iteration), int(stream)]).integers(2 ** 62)
+    return torch.Generator().manual_seed(int(value))
+
+
+def iteration_missing_masks(seed: int, rank: int, iteration: int, batch: int, num_modalities: int,
+                            same_count: bool = False) -> Tensor:
+    """Per-case missing masks ``(B, m)`` bool of one iteration (a count 1..m-1, then which; pure in the iteration).
+
+    ``same_count`` draws one count for the batch (the one-model-per-count layout trains one model per step).
+    """
+    generator = iteration_generator(seed, rank, iteration, MASK_STREAM)
+    return sample_missing_masks(batch, num_modalities, generator=generator, same_count=same_count)
+
+
+def all_missing_masks(num_modalities: int) -> Tensor:
+    """Every pattern with 1..m-1 missing sequences ``(2^m - 2, m)`` bool, in the order of the CodeBrain patterns."""
+    rows = []
+    for code in range(1, 2 ** num_modalities - 1):
+        available = [bool(code >> (num_modalities - 1 - c) & 1) for c in range(num_modalities)]
+        rows.append([not flag for flag in available])
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def warmup_cosine_lambda(total: int, warmup: int, lr: float, eta_min: float):
+    """LR multiplier per iteration: linear warmup over ``warmup`` iterations, then cosine to ``eta_min / lr``."""
+    warmup = max(0, min(int(warmup), max(total - 1, 0)))
+    floor = float(eta_min) / float(lr)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def add_warmup_cosine_optimizer(trainer: Any, name: str, spec: dict[str, Any]) -> None:
+    """Adam (or AdamW) for ``trainer.networks[name]`` with the warmup-cosine schedule of a plans entry."""
+    parameters = [p for p in trainer.networks[name].parameters() if p.requires_grad]
+    kind = torch.optim.AdamW if spec.get("name", "Adam") == "AdamW" else torch.optim.Adam
+    optimizer = kind(parameters, lr=float(spec["lr"]), betas=tuple(spec["betas"]),
+                     weight_decay=float(spec["weight_decay"]))
+    trainer.optimizers[name] = optimizer
+    trainer.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine_lambda(trainer.total_iterations, spec.get("warmup_iterations", 0),
+                                        float(spec["lr"]), float(spec["eta_min"])))
+
+
+def clipped_step(trainer: Any, name: str, loss: Tensor, max_norm: float) -> float:
+    """Backward ``loss``, clip the gradient norm of network ``name`` to ``max_norm`` (reference: 1.0), step.
+
+    Returns the gradient norm before clipping.
+    """
+    optimizer = trainer.optimizers[name]
+    optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    trainer.scaler.unscale_(optimizer)
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm) if parameters else torch.zeros(())
+    trainer.scaler.step(optimizer)
+    return float(norm)
+
+
+def volume_psnr(prediction: Tensor, target: Tensor) -> Tensor:
+    """PSNR (dB, data range 1) per volume of ``(..., X, Y, Z)`` tensors, capped at 100."""
+    mse = (prediction.float() - target.float()).pow(2).flatten(-3).mean(-1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=100.0)
+
+
+def volume_ssim(prediction: Tensor, target: Tensor) -> float:
+    """Mean 3D SSIM (Gaussian 11^3, the evaluation's) of one ``(X, Y, Z)`` pair."""
+    from evaluation.imputation.metrics import ssim_map_3d
+
+    return float(ssim_map_3d(prediction.float().cpu().numpy(), target.float().cpu().numpy()).mean())
+
+
+def check_copedit_options(trainer: Any) -> None:
+    """Refuse options that do not apply to CoPeDiT (before anything is written)."""
+    weights = trainer.options.loss_weights
+    if weights is not None and tuple(float(w) for w in weights) != (1.0, 1.0):
+        raise ValueError(f"--loss-weights {weights} does not apply to CoPeDiT: CoPeVAE reconstructs every sequence "
+                         "with the same L1 weight")
+    copedit_config(trainer.configuration, trainer.options.ablation)
