@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 PROG = "codebrain_impute"
 FILE_PATTERN = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii\.gz$")
-METHODS = ("codebrain", "mean", "zero")
 GRID_TOLERANCE_MM = 1e-3
 
 
@@ -120,7 +119,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
                   batch_size: int | None = None, save_confidence: bool = False,
                   checkpoint: str = "final", *, ablation: str = "none",
                   loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
-                  code_dim: int | None = None, source_rule: str = "random") -> list[Path]:
+                  code_dim: int | None = None, source_rule: str = "random", prompts: str = "learned",
+                  layout: str = "shared") -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
 
     Args:
@@ -138,6 +138,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         ablation, loss_weights, variant, code_dim: the CodeBrain variant to load, as given to ``codebrain_train``
             (its results folder ``CodeBrain[-v1][-dD][-ablation][-lmM-laA]__...``).
         source_rule: v1 models: ``random`` (default) or ``relevant`` source of the common features.
+        prompts, layout: copedit models: ``learned`` (default) or ``mask`` prompts, ``shared`` (default) or
+            ``per_count`` MDiT3D layout, as given to ``codebrain_train`` (they select the model folder).
     """
     from codebrain_seg import paths
     from codebrain_seg.geometry import from_canonical, to_canonical
@@ -151,6 +153,10 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     )
     from planners.experiment_planner import get_configuration
 
+    from codebrain_seg.imputers import IMPUTERS
+
+    if method not in IMPUTERS:
+        raise ValueError(f"unknown imputation method {method!r}; known: {', '.join(sorted(IMPUTERS))}")
     if save_confidence and method != "codebrain":
         raise ValueError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
@@ -158,6 +164,10 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
     # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
     prefix = model_folder_prefix(ablation, None, variant, code_dim)
+    method_options = {"prompts": prompts, "layout": layout}
+    resolver = getattr(IMPUTERS[method], "resolve_configuration", None)
+    if configuration is None and resolver is not None:  # a method with a configuration of its own (CoPeDiT)
+        configuration = resolver(dataset_name, fold, device, method_options)
     configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
     if loss_weights is not None:
         prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
@@ -179,7 +189,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     # The model is loaded (and a missing Stage II reported) before anything is written.
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
                                 device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
-                                                        "source_rule": source_rule}, **variant_options)
+                                                        "source_rule": source_rule, **method_options},
+                                **variant_options)
     imputer = get_imputer(method, context)
     predictor = getattr(imputer, "predictor", None)
     model_info = dict(predictor.model_info) if predictor is not None else {"method": method}
@@ -254,9 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="slices per forward pass (default: the configuration's Stage II batch size)")
     parser.add_argument("--save-confidence", action="store_true",
                         help="also write confidence/CASE.nii.gz from the Stage II ordinal probabilities")
-    parser.add_argument("--method", choices=METHODS, default="codebrain",
-                        help="codebrain (default) or a baseline: mean (mean of the given sequences rescaled), "
-                             "zero (zero-fill)")
+    from codebrain_seg.imputers import IMPUTERS
+
+    parser.add_argument("--method", choices=sorted(IMPUTERS), default="codebrain",
+                        help="a method of the imputation registry: codebrain (default), copedit (CoPeDiT, whole 3D "
+                             "volumes, mask-free), regression, or a baseline: mean (mean of the given sequences "
+                             "rescaled), zero (zero-fill)")
+    parser.add_argument("--prompts", choices=["learned", "mask"], default="learned",
+                        help="copedit: learned completeness prompts from the frozen tokenizer (default), or the "
+                             "binary mask-code ablation (a model trained with codebrain_train --prompts mask)")
+    parser.add_argument("--layout", choices=["shared", "per_count"], default="shared",
+                        help="copedit: the model layout it was trained with (default shared)")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final",
                         help="model checkpoint (default final)")
     add_model_variant_arguments(parser)
@@ -283,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = impute_folder(args.dataset, fold, args.input, args.output, args.configuration, args.method,
                                 args.device, args.batch_size, args.save_confidence, args.checkpoint,
                                 ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
-                                code_dim=args.code_dim, source_rule=args.source_rule)
+                                code_dim=args.code_dim, source_rule=args.source_rule, prompts=args.prompts,
+                                layout=args.layout)
         print(f"wrote {len(written)} file(s) to {args.output}")
 
     return run_cli(run)

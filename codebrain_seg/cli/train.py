@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name")
     parser.add_argument("-f", "--fold", required=True, type=int, help="fold of splits_final.json")
     parser.add_argument("-c", "--configuration", default=None,
-                        help="plans configuration (default: 2d with a GPU, 2d_cpu without)")
+                        help="plans configuration (default: 2d with a GPU, 2d_cpu without; copedit: 3d_copedit "
+                             "with a GPU, 3d_copedit_cpu without)")
     parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stage(s) to train")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per stage (default: the plans)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -64,8 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pth")
     add_variant_arguments(parser)
-    parser.add_argument("--method", choices=["codebrain", "regression"], default="codebrain",
-                        help="codebrain, or the direct-regression baseline (same loop, no codes)")
+    from trainers import METHODS
+
+    parser.add_argument("--method", choices=sorted(METHODS), default="codebrain",
+                        help="codebrain; regression (the direct-regression baseline: same loop, no codes); copedit "
+                             "(CoPeDiT: CoPeVAE then MDiT3D on 3D volumes, configurations 3d_copedit / "
+                             "3d_copedit_cpu)")
+    parser.add_argument("--prompts", choices=["learned", "mask"], default="learned",
+                        help="copedit: learned completeness prompts (default) or binary mask codes (the paper's "
+                             "ablation; results go to CoPeDiT-mask__...)")
+    parser.add_argument("--layout", choices=["shared", "per_count"], default="shared",
+                        help="copedit: one MDiT3D for every missing pattern (default) or one per missing count "
+                             "with the given sequences first (the paper's layout; CoPeDiT-per_count__...)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data augmentation processes (default: 0 on CPU, up to 4 per GPU)")
@@ -80,12 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="auto = bf16 autocast where the hardware computes bf16 natively (recent GPUs; CPUs with "
                              "AMX or AVX512-BF16), else fp32")
     args = parser.parse_args(argv)
+    ablation = args.ablation
+    if args.method == "copedit":
+        if ablation != "none":
+            parser.error("--ablation selects CodeBrain ablations; CoPeDiT's options are --prompts and --layout")
+        from trainers.copedit import copedit_ablation
+
+        ablation = copedit_ablation(args.prompts, args.layout)
+    elif (args.prompts, args.layout) != ("learned", "shared"):
+        parser.error("--prompts and --layout apply to --method copedit only")
 
     def run() -> None:
         from trainers import run_training
 
         folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
-                               ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
+                               ablation=ablation, loss_weights=args.loss_weights, variant=args.variant,
                                code_dim=args.code_dim,
                                iterations=args.iterations, device=args.device,
                                continue_training=args.continue_training, compile=args.compile,
