@@ -88,6 +88,10 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
     """Train the missing stages of each model in order; returns ``{model name: stages trained now}``."""
     from trainers import run_training
 
+    if iterations is not None:
+        # Only the final checkpoint is scored: validating twice per stage shows the curve without the trainer's
+        # default of ten validations, which on real cases costs as much as the training itself.
+        training_options.setdefault("val_every", max(1, iterations // 2))
     trained: dict[str, list[int]] = {}
     for model in models:
         for stage in model.stages:
