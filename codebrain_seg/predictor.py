@@ -502,10 +502,20 @@ class _LearnedImputer:
     def __init__(self, context: ImputationContext) -> None:
         options = context.options
         fold_dir = Path(context.model_dir) if context.model_dir is not None else self.fold_dir(context)
-        self.predictor = self.load(fold_dir, context.configuration, context.device,
-                                   options.get("checkpoint", "final"), options.get("batch_size"),
-                                   options.get("source_rule", "random"))
+        checkpoint, source_rule = options.get("checkpoint", "final"), options.get("source_rule", "random")
+        self.predictor = self.load(fold_dir, context.configuration, context.device, checkpoint,
+                                   options.get("batch_size"), source_rule)
         self.intensity_scale = self.predictor.intensity_scale
+        self._identity = {"model": str(fold_dir.resolve()), "checkpoint": checkpoint, "source_rule": source_rule}
+        self._checkpoints = sorted(fold_dir.glob(f"stage*/checkpoint_{checkpoint}.pth"))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the imputations depend on: model folder, checkpoint files (size, modification time), settings.
+
+        Caches of imputed volumes (segmentation evaluation) compare it to know when a retrained model makes them
+        stale."""
+        stamps = {path.parent.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in self._checkpoints}
+        return {**self._identity, "checkpoints": stamps}
 
     def fold_dir(self, context: ImputationContext) -> Path:
         """The model's ``fold_F`` folder in ``$codebrain_results`` for the context's dataset, fold, configuration."""

@@ -437,3 +437,36 @@ def test_confidence_is_lower_where_the_imputation_is_worse(real_model, real_held
           f"(ratio {ratio:.2f})")
     assert rho < -0.05 and p_value < 1e-6
     assert ratio > 1.15
+
+
+def test_cached_imputations_are_dropped_when_the_model_is_retrained(tiny_model, tmp_path):
+    from evaluation.segmentation.evaluate import _drop_stale_method_caches
+
+    model_dir = tmp_path / "fold_0"
+    shutil.copytree(tiny_model.fold_dir, model_dir)
+    plans = read_json(tiny_model.fold_dir.parent / "plans.json")
+
+    def imputer():
+        return get_imputer("codebrain", ImputationContext(plans=plans, configuration=TINY_CONFIG, model_dir=model_dir))
+
+    cache = tmp_path / "imputed" / "codebrain"
+    cached = cache / "0111" / "CASE_0000.nii.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"from an unknown model")
+    first = imputer()
+    assert sorted(first.fingerprint()["checkpoints"]) == ["stage1", "stage2"]
+    _drop_stale_method_caches([cache], first, "codebrain")  # files without a record: unknown origin, dropped
+    assert not cached.exists() and read_json(cache / "imputer.json") == {"method": "codebrain", **first.fingerprint()}
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"from this model")
+    _drop_stale_method_caches([cache], imputer(), "codebrain")  # the same model again: kept
+    assert cached.read_bytes() == b"from this model"
+    stage_two = model_dir / "stage2" / "checkpoint_final.pth"
+    os.utime(stage_two, ns=(stage_two.stat().st_atime_ns, stage_two.stat().st_mtime_ns + 10**9))  # "retrained"
+    _drop_stale_method_caches([cache], imputer(), "codebrain")
+    assert not cached.exists()
+    zero_cache = tmp_path / "imputed" / "zero"
+    (zero_cache / "0111").mkdir(parents=True)
+    (zero_cache / "0111" / "CASE_0000.nii.gz").write_bytes(b"zero-fill")
+    _drop_stale_method_caches([zero_cache], get_imputer("zero", ImputationContext(plans=plans)), "zero")
+    assert (zero_cache / "0111" / "CASE_0000.nii.gz").is_file()  # no model behind it: nothing to go stale

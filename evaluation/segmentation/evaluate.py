@@ -27,8 +27,9 @@ an interrupted run resumes where it stopped::
 ``<segmenter>`` is the trained model's folder name (``nnUNetTrainerShort__nnUNetPlans_0.5GB__3d_fullres``) or
 ``external__<name>__<hash>`` for a user's model; ``<cases>`` is ``val`` or ``cases__<name>__<hash>``;
 ``<pattern>`` is the availability bits in channel order (``0111`` = first sequence missing). If the
-segmenter's weights or the prediction settings change, its cached segmentations are deleted and recomputed;
-imputed volumes are kept (delete ``imputed/`` after retraining an imputation model).
+segmenter's weights or the prediction settings change, its cached segmentations are deleted and recomputed; when
+an imputation model changes (retrained: other checkpoint files), that method's imputed volumes and segmentations
+are (``imputer.json`` in each method folder records the model they came from).
 """
 from __future__ import annotations
 
@@ -301,6 +302,29 @@ def _invalidate_if_changed(folder: Path, settings: dict[str, Any]) -> None:
     write_json(record, settings)
 
 
+def _drop_stale_method_caches(folders: Sequence[Path], imputer: Imputer, method: str) -> None:
+    """Delete a method's cached imputations / segmentations made by another model than the one now loaded.
+
+    Each folder keeps an ``imputer.json`` with the method's fingerprint (for a learned method its checkpoints'
+    sizes and modification times): a retrained model makes the old files stale, and reusing them would report
+    the old model's scores as the new one's. Files of a learned method without a record are of unknown origin and
+    are dropped too.
+    """
+    fingerprint_of = getattr(imputer, "fingerprint", None)
+    learned = callable(fingerprint_of)
+    fingerprint = {"method": method, **(fingerprint_of() if learned else {})}
+    for folder in folders:
+        record = folder / "imputer.json"
+        known = read_json(record) if record.is_file() else None
+        stale = known != fingerprint if known is not None else (learned and folder.is_dir() and any(folder.iterdir()))
+        if stale:
+            logger.warning("the %s model changed since the cached files in %s were made (or they have no record): "
+                           "recomputing them", method, folder)
+            shutil.rmtree(folder)
+        if known != fingerprint:
+            write_json(record, fingerprint)
+
+
 def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str = "2d_cpu",
                           segmenter: str | Path | None = None, train_segmenter: bool = False,
                           seg_trainer: str = bridge.DEFAULT_TRAINER, scenarios: str = "3to1",
@@ -390,6 +414,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                                         "use_mirroring": use_mirroring, "precision": precision})
     state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / configuration, device,
                       tile_step_size, use_mirroring, precision)
+    for method in method_names:
+        _drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
+                                  imputers[method], method)
     rows = []
     for index, case in enumerate(evaluation_cases):
         logger.info("case %s (%d/%d)", case.case_id, index + 1, len(evaluation_cases))
