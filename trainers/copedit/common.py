@@ -68,12 +68,12 @@ def iteration_generator(seed: int, rank: int, iteration: int, stream: int) -> to
 
 
 def iteration_missing_masks(seed: int, rank: int, iteration: int, batch: int, num_modalities: int,
-                            same_count: bool = False) -> Tensor:
+                            same_count: bool = False, stream: int = MASK_STREAM) -> Tensor:
     """Per-case missing masks ``(B, m)`` bool of one iteration (a count 1..m-1, then which; pure in the iteration).
 
     ``same_count`` draws one count for the batch (the one-model-per-count layout trains one model per step).
     """
-    generator = iteration_generator(seed, rank, iteration, MASK_STREAM)
+    generator = iteration_generator(seed, rank, iteration, stream)
     return sample_missing_masks(batch, num_modalities, generator=generator, same_count=same_count)
 
 
@@ -142,8 +142,8 @@ def volume_ssim(prediction: Tensor, target: Tensor) -> float:
 
 def check_copedit_options(trainer: Any) -> None:
     """Refuse options that do not apply to CoPeDiT (before anything is written)."""
+    copedit_config(trainer.configuration, trainer.options.ablation)
     weights = trainer.options.loss_weights
     if weights is not None and tuple(float(w) for w in weights) != (1.0, 1.0):
         raise ValueError(f"--loss-weights {weights} does not apply to CoPeDiT: CoPeVAE reconstructs every sequence "
                          "with the same L1 weight")
-    copedit_config(trainer.configuration, trainer.options.ablation)

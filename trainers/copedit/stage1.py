@@ -14,6 +14,9 @@ missing / given decision). The score is the reconstruction PSNR.
 iterations (during the first ``until`` fraction of the run) the codebook entries whose EMA count fell below
 ``threshold`` are re-seeded with random latents of the batch. Not in the paper: the small CPU network otherwise
 collapses onto a single entry.
+
+**More pretext patterns** (plans ``optimisation.pretext_patterns_per_case``, CPU configuration only): the count and
+position losses are averaged over the batch's pattern and that many more random patterns of the same latents.
 """
 from __future__ import annotations
 
@@ -23,7 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codebrain_seg.networks.copedit import CoPeVAE, CoPeVAELoss, build_discriminator
+from codebrain_seg.networks.copedit import (
+    CoPeVAE,
+    CoPeVAELoss,
+    build_discriminator,
+    missing_count_loss,
+    missing_position_loss,
+)
 from trainers.base_trainer import BaseTrainer
 from trainers.copedit.common import (
     add_warmup_cosine_optimizer,
@@ -39,6 +48,7 @@ from trainers.copedit.common import (
 from trainers.copedit.data import load_volumes, volume_batches
 
 RESTART_STREAM = 5  # random stream of the codebook restarts (rank 0's draw on every rank)
+EXTRA_PATTERN_STREAM = 6  # random stream of the additional pretext patterns
 
 
 @torch.no_grad()
@@ -111,6 +121,7 @@ class CoPeVAETrainer(BaseTrainer):
         optimisation = self.configuration["optimisation"]
         self.max_grad_norm = float(optimisation.get("gradient_clip", 1.0))
         self.restart = optimisation.get("codebook_restart") or {}
+        self.extra_patterns = int(optimisation.get("pretext_patterns_per_case", 0))
 
     def configure_optimizers(self) -> None:
         """Adam with warmup-cosine for both networks (plans ``vae_optimizer`` / ``discriminator_optimizer``)."""
@@ -138,6 +149,8 @@ class CoPeVAETrainer(BaseTrainer):
         with self.autocast():
             output = vae(x, missing)
             parts = self.loss.generator_losses(output, x, missing, discriminator)
+            if self.extra_patterns:
+                self._add_extra_patterns(parts, output.latents, iteration)
         grad_norm = clipped_step(self, "vae", parts["total"], self.max_grad_norm)
         restarted = 0
         every = int(self.restart.get("every", 0))
@@ -158,6 +171,24 @@ class CoPeVAETrainer(BaseTrainer):
                       train_position_accuracy=float(position_correct.float().mean()),
                       codebook_perplexity=self.networks["vae"].codebook_perplexity, codes_restarted=restarted)
         return losses
+
+    def _add_extra_patterns(self, parts: dict[str, Tensor], latents: Tensor, iteration: int) -> None:
+        """Count and position losses averaged over the batch's own pattern and ``extra_patterns`` more per case.
+
+        The prompt encoders are cheap next to the VQVAE, so more missing patterns of the same latents give the
+        pretext heads more samples per step (plans ``pretext_patterns_per_case``; the CPU configuration only).
+        """
+        config, k = self.config.vae, self.extra_patterns
+        vae = self.networks["vae"]
+        masks = iteration_missing_masks(self.options.seed, self.context.rank, iteration, len(latents) * k,
+                                        config.num_modalities, stream=EXTRA_PATTERN_STREAM).to(latents.device)
+        prompts = vae.prompts(latents.repeat_interleave(k, dim=0), ~masks)
+        extra = {"count": missing_count_loss(vae.count_head(prompts[:, 0]), masks, config.count_loss),
+                 "position": missing_position_loss(vae.position_head(prompts[:, 1]), masks)}
+        for name, weight in (("count", config.count_weight), ("position", config.position_weight)):
+            combined = (parts[name] + k * extra[name]) / (1 + k)
+            parts["total"] = parts["total"] + config.pretext_weight * weight * (combined - parts[name])
+            parts[name] = combined
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:

@@ -86,12 +86,14 @@ class PerCountMDiT3D(nn.Module):
         return self.models[count - 1](latents, timesteps, prompts)
 
 
-def prompts_from_tokens(tokens: Tensor, missing: Tensor, prompt_source: str) -> Tensor:
-    """Prompts ``(B, P, Dp)``: the mean of the available sequences' tokens ``(B, 3, m, Dp)``, or mask codes."""
+def prompts_from_tokens(tokens: Tensor, missing: Tensor, prompt_source: str, pooling: str = "mean") -> Tensor:
+    """Prompts ``(B, P, Dp)``: the mean (or sum, CoPeVAE's ``prompt_pooling``) of the available sequences' tokens
+    ``(B, 3, m, Dp)`` — what ``CoPeVAE.prompts`` gives in eval mode — or mask codes."""
     if prompt_source == "mask":
         return mask_code_prompts(missing)
     weights = (~missing).to(tokens.dtype)[:, None, :, None]
-    return (tokens * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)
+    sums = (tokens * weights).sum(dim=2)
+    return sums if pooling == "sum" else sums / weights.sum(dim=2).clamp_min(1.0)
 
 
 class MissingSlotModel:
@@ -203,7 +205,7 @@ class MDiT3DTrainer(BaseTrainer):
         per_count = self.layout == "per_count"
         missing = iteration_missing_masks(self.options.seed, self.context.rank, iteration, len(x),
                                           self.config.dit.num_modalities, same_count=per_count).to(self.device)
-        prompts = prompts_from_tokens(self._tokens, missing, self.prompt_source)
+        prompts = prompts_from_tokens(self._tokens, missing, self.prompt_source, self.config.vae.prompt_pooling)
         model, order = MissingSlotModel(self.train_modules["dit"], per_count).model_for(missing)
         latents, slot_missing = x, missing
         if order is not None:
@@ -219,7 +221,7 @@ class MDiT3DTrainer(BaseTrainer):
     def impute_latents(self, network: nn.Module, latents: Tensor, missing: Tensor, tokens: Tensor,
                        steps: int | None = None, seed: int = VALIDATION_SEED) -> Tensor:
         """DDIM-impute the missing slots of canonical-order latents ``(B, m, e, x, y, z)``."""
-        prompts = prompts_from_tokens(tokens, missing, self.prompt_source)
+        prompts = prompts_from_tokens(tokens, missing, self.prompt_source, self.config.vae.prompt_pooling)
         model, order = MissingSlotModel(network, self.layout == "per_count").model_for(missing)
         if order is None:
             return self.diffusion.sample(model, latents, missing, prompts, steps, seed)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, TypeVar
 
 COUNT_LOSSES = ("ce", "bce")
+PROMPT_POOLINGS = ("mean", "sum")
 PROMPT_SOURCES = ("learned", "mask")
 SCHEDULES = ("scaled_linear_beta", "linear_beta", "sigmoid_beta", "cosine")
 
@@ -71,6 +72,9 @@ class CoPeVAEConfig:
         perceptual_weights: local file of ResNet-50 weights for MONAI's ``PerceptualLoss``; ``None`` (default)
             disables the perceptual term (nothing is ever downloaded).
         perceptual_slice_fraction: fraction of slices per axis scored by the 2.5D perceptual loss.
+        prompt_pooling: how a subject's prompt combines its sequences' tokens: ``'mean'`` (the official code) or
+            ``'sum'``. With the mean, the number of sequences is only in the tokens' second moments, which the
+            count head needs a long run to find; the sum carries it linearly (used by the CPU configuration).
     """
 
     num_modalities: int = 4
@@ -100,9 +104,12 @@ class CoPeVAEConfig:
     discriminator_layers: int = 3
     perceptual_weights: str | None = None
     perceptual_slice_fraction: float = 0.2
+    prompt_pooling: str = "mean"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        if self.prompt_pooling not in PROMPT_POOLINGS:
+            raise ValueError(f"{name}.prompt_pooling must be one of {PROMPT_POOLINGS}, got {self.prompt_pooling!r}")
         for key in ("channels", "num_res_channels", "prompt_conv_widths"):
             object.__setattr__(self, key, _int_tuple(name, key, getattr(self, key)))
         if len(self.num_res_channels) != len(self.channels):

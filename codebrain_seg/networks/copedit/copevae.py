@@ -3,7 +3,8 @@
 A single-channel MONAI ``VQVAE`` (EMA codebook) is shared by all modalities: every modality volume is encoded on
 its own (modalities folded into the batch axis, no modality embedding). Three prompt encoders F1-F3 (k3 conv, BN,
 ReLU, k3 conv, BN, ReLU, global average pool, two-layer MLP) map each available modality's **continuous**
-latent to a prompt token; a subject's prompt is the mean over its available modalities. Three heads turn them
+latent to a prompt token; a subject's prompt is the mean over its available modalities (the sum with
+``prompt_pooling='sum'``). Three heads turn them
 into the pretext tasks:
 
 * H1 (SiLU, Linear -> m - 1): how many modalities are missing;
@@ -167,7 +168,7 @@ class CoPeVAE(nn.Module):
         return volumes.reshape(batch, slots, *volumes.shape[2:])
 
     def _subset_prompt(self, encoder: nn.Module, latents: Tensor, selected: Tensor) -> Tensor:
-        # only the selected modalities go through F_k (so BatchNorm sees exactly them); mean per case
+        # only the selected modalities go through F_k (so BatchNorm sees exactly them); mean (or sum) per case
         batch = latents.shape[0]
         if bool((selected.sum(dim=1) == 0).any()):
             raise ValueError("every case needs at least one selected modality to form a prompt")
@@ -175,6 +176,8 @@ class CoPeVAE(nn.Module):
         case_index = selected.nonzero()[:, 0]
         sums = torch.zeros(batch, tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
         sums = sums.index_add(0, case_index, tokens)
+        if self.config.prompt_pooling == "sum":
+            return sums
         return sums / selected.sum(dim=1, keepdim=True).to(tokens.dtype)
 
     def prompts(self, latents: Tensor, available: Tensor) -> Tensor:

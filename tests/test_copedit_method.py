@@ -1,0 +1,314 @@
+"""CoPeDiT as a method of the harness: planner, both trainers on the one loop, imputation, resume, prompt switch.
+
+Runs on the tiny demo project (5 phantom cases of 48 x 48 x 24, conftest ``tiny_demo``) with the planned CPU
+configuration ``3d_copedit_cpu`` (64 x 64 x 32 volumes): both stages are trained once per module for a short run,
+one thread, so the module stays within a few minutes on a busy 2-core machine. The slow test trains longer and
+checks the issue's acceptance: CoPeDiT beats zero-fill on every missing pattern.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from codebrain_seg.cli.impute import main as impute_main
+from codebrain_seg.cli.train import main as train_main
+from codebrain_seg.copedit_predictor import CoPeDiTImputer, load_copedit_from_folder
+from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
+from codebrain_seg.io import read_json
+from planners.copedit_planner import CPU_CONFIGURATION, PAPER_CONFIGURATION, plan_copedit_configurations
+from planners.plan_and_preprocess import plan_and_preprocess
+from planners.volume_preprocessing import prepare_volume, restore_volume
+from trainers import get_method, run_training
+from trainers.base_trainer import TrainingOptions, read_metrics
+from trainers.copedit.data import load_volumes
+from trainers.copedit.stage1 import pretext_accuracy
+from trainers.copedit.stage2 import CoPeDiTStageOneNotFinishedError, MDiT3DTrainer, load_copevae
+
+from conftest import TINY_DEMO_CONFIGURATION, torch_threads, use_project_folders
+
+DATASET_ID = 981
+SLOW_DATASET_ID = 982
+TINY_NETWORK = {"posterior_width": 8, "common_width": 16, "decoder_width": 16, "depth": 1}  # the 2D plans' (unused)
+ITERATIONS = {1: 200, 2: 150}
+MODEL = f"CoPeDiT__codebrainPlans__{CPU_CONFIGURATION}"
+
+
+def _train(project: SimpleNamespace, iterations: dict[int, int], **options) -> dict[int, Path]:
+    folders = {}
+    for stage, count in iterations.items():
+        folders.update(run_training(project.dataset, 0, CPU_CONFIGURATION, stage=stage, method="copedit",
+                                    iterations=count, val_every=count, device="cpu", num_threads=1, log_every=10,
+                                    **options))
+    return folders
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo) -> SimpleNamespace:
+    """The demo project with ``3d_copedit_cpu`` preprocessed and both CoPeDiT stages trained (short run)."""
+    project = tiny_demo(DATASET_ID, TINY_NETWORK)
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        use_project_folders(project.root, patch)
+        plan_and_preprocess(DATASET_ID, [CPU_CONFIGURATION])
+        project.dataset = DATASET_ID
+        project.plans = read_json(project.preprocessed / "codebrainPlans.json")
+        project.volume_config = project.plans["configurations"][CPU_CONFIGURATION]
+        project.volumes = project.preprocessed / project.volume_config["data_identifier"]
+        started = time.time()
+        project.folders = _train(project, ITERATIONS)
+        project.seconds = time.time() - started
+        project.fold_dir = project.root / "results" / f"Dataset{DATASET_ID}_DemoBraTS" / MODEL / "fold_0"
+        yield project
+
+
+def test_planner_picks_the_cpu_target_and_records_reasons(trained: SimpleNamespace) -> None:
+    configurations = trained.plans["configurations"]
+    cpu, paper = configurations[CPU_CONFIGURATION], configurations[PAPER_CONFIGURATION]
+    assert cpu["target_size"] == [64, 64, 32] and paper["target_size"] == [192, 192, 64]
+    fingerprint = read_json(trained.preprocessed / "dataset_fingerprint.json")
+    for config in (cpu, paper):
+        assert config["kind"] == "3d_volume" and config["default_preprocessing"] is False
+        assert all(size % 8 == 0 and size >= extent
+                   for size, extent in zip(config["box_size"], fingerprint["max_brain_extent"]))
+        for key in ("box_size", "target_size", "network", "batch_size", "iterations", "optimisers", "ema_decay"):
+            assert config["reasons"][key], key
+        assert config["optimisation"]["loss"] == {"lambda_missing": 1.0, "lambda_available": 1.0}
+    assert "multiple of 8" in cpu["reasons"]["box_size"]
+    assert cpu["network"]["volume_shape"] == [64, 64, 32]
+    # the 2D configurations are untouched and CoPeDiT's arrays are written only for the named configuration
+    assert {"2d", "2d_cpu", CPU_CONFIGURATION, PAPER_CONFIGURATION} <= set(configurations)
+    assert not (trained.preprocessed / paper["data_identifier"]).exists()
+    for case in trained.split["train"]:
+        volume = np.load(trained.volumes / f"{case}.npy")
+        assert volume.shape == (4, 64, 64, 32) and volume.dtype == np.float32
+        assert 0.0 <= volume.min() and volume.max() <= 1.0
+
+
+def test_box_rounding_and_the_inverse_of_crop_and_resize() -> None:
+    fingerprint = {"channel_names": ["T1", "T1Gd", "T2", "FLAIR"], "num_cases": 2, "cases": [{}, {}],
+                   "max_brain_extent": [137, 170, 131]}
+    plans = plan_copedit_configurations(fingerprint)
+    assert plans[CPU_CONFIGURATION]["box_size"] == [144, 176, 136]
+    assert plans[PAPER_CONFIGURATION]["network"]["vae"]["channels"] == [256, 384, 512]
+    # a smooth brain-like case survives crop -> resize -> inverse up to interpolation, zero outside the brain
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in (40, 48, 30)], indexing="ij"))
+    brain = (grid ** 2).sum(axis=0) < 0.7
+    images = np.stack([brain * (100.0 + 50 * c + 30 * grid[0]) for c in range(4)]).astype(np.float32)
+    configuration = {"box_size": [40, 48, 32], "target_size": [32, 32, 16],
+                     "network": {"vae": {"channels": [8, 16, 32]}}}
+    affine = np.diag([-1.0, 1.0, 2.0, 1.0])  # not RAS: the voxel order is restored too
+    volume, mask, properties = prepare_volume(images, [True] * 4, affine, {"normalization": {"upper_percentile": 99.5}},
+                                              configuration)
+    assert volume.shape == (4, 32, 32, 16)
+    restored = restore_volume(volume, properties, mask=mask, denormalise=True)
+    assert restored.shape == images.shape
+    assert np.all(restored[:, ~brain] == 0)
+    inside = np.abs(restored[:, brain] - images[:, brain]) / images[:, brain]
+    assert np.median(inside) < 0.05
+
+
+def test_both_stages_train_on_the_one_loop(trained: SimpleNamespace) -> None:
+    assert set(trained.folders) == {1, 2}
+    for stage in (1, 2):
+        folder = trained.fold_dir / f"stage{stage}"
+        for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "metrics.jsonl", "training_log.txt"):
+            assert (folder / name).is_file(), name
+        state = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+        assert state["method"] == "copedit" and state["stage"] == stage
+        assert state["iteration"] == ITERATIONS[stage]
+    stage1 = [r for r in read_metrics(trained.fold_dir / "stage1") if r["kind"] == "train"]
+    assert stage1[-1]["losses"]["loss_l1"] < 0.7 * stage1[0]["losses"]["loss_l1"]
+    assert stage1[-1]["losses"]["codebook_perplexity"] > 4  # the restarts keep the codebook in use
+    stage2 = [r for r in read_metrics(trained.fold_dir / "stage2") if r["kind"] == "train"]
+    assert stage2[-1]["losses"]["loss_x0"] < 0.5 * stage2[0]["losses"]["loss_x0"]
+    state = torch.load(trained.fold_dir / "stage2" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert set(state["ema"]) == set(state["networks"]["dit"])
+    assert not all(torch.equal(state["ema"][k], state["networks"]["dit"][k]) for k in state["ema"])
+    assert "vae" in state["frozen_networks"] and state["copedit_config"]["diffusion"]["latent_scale"] > 0
+    cache = trained.fold_dir / "stage2" / "latent_cache"
+    latents = np.load(cache / "latents.npy")
+    assert latents.shape == (5, 4, 8, 8, 8, 4)  # every training and validation case, cached once
+    print(f"\nCoPeDiT short run (stage 1 {ITERATIONS[1]} + stage 2 {ITERATIONS[2]} iterations): "
+          f"{trained.seconds:.0f} s")
+
+
+def test_pretext_heads_end_above_chance_on_the_training_data(trained: SimpleNamespace) -> None:
+    vae, _, _ = load_copevae(trained.fold_dir / "stage1" / "checkpoint_final.pth", torch.device("cpu"))
+    accuracy = pretext_accuracy(vae, load_volumes(trained.volumes, trained.split["train"]), torch.device("cpu"))
+    print(f"\npretext accuracy on the training cases: {accuracy}")
+    assert accuracy["position_accuracy"] > accuracy["position_chance"] + 0.05
+    assert accuracy["count_accuracy"] > accuracy["count_chance"]  # better than always the most frequent count
+
+
+def _write_case(trained: SimpleNamespace, folder: Path, case: str, given: list[int]) -> list[Path]:
+    raw = trained.root / "raw" / f"Dataset{DATASET_ID}_DemoBraTS" / "imagesTr"
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(raw / f"{case}_{c:04d}.nii.gz", folder / f"{case}_{c:04d}.nii.gz")) for c in given]
+
+
+def test_imputation_writes_only_the_missing_channels_on_the_input_grid(trained: SimpleNamespace,
+                                                                        tmp_path: Path) -> None:
+    case = trained.split["val"][0]
+    inputs = _write_case(trained, tmp_path / "in", case, [0, 2])
+    with pytest.MonkeyPatch.context() as patch:
+        use_project_folders(trained.root, patch)
+        assert impute_main(["-d", str(DATASET_ID), "-f", "0", "-i", str(tmp_path / "in"), "-o",
+                            str(tmp_path / "out"), "--method", "copedit"]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"{case}_0001.nii.gz", f"{case}_0003.nii.gz", f"{case}_imputation.json"]
+    reference = nib.load(str(inputs[0]))
+    given = np.stack([np.asarray(nib.load(str(p)).dataobj) for p in inputs])
+    for name in written[:2]:
+        image = nib.load(str(tmp_path / "out" / name))
+        assert image.shape == reference.shape and np.allclose(image.affine, reference.affine)
+        data = np.asarray(image.dataobj)
+        assert np.isfinite(data).all() and data.max() > 0
+        assert np.all(data[(given == 0).all(axis=0)] == 0)  # zero outside the given brain and the field of view
+    sidecar = read_json(tmp_path / "out" / f"{case}_imputation.json")
+    assert sidecar["method"] == "copedit" and sidecar["model"]["configuration"] == CPU_CONFIGURATION
+    assert sidecar["model"]["prompts"] == "learned" and "median 99.5th" in sidecar["intensity_scale"]
+
+
+class _Interrupted(MDiT3DTrainer):
+    """Stage II that dies before iteration 5 (after the checkpoint of iteration 4)."""
+
+    def train_step(self, x, available, iteration):
+        if iteration == 5:
+            raise RuntimeError("simulated crash")
+        return super().train_step(x, available, iteration)
+
+
+def test_stage2_resume_matches_an_uninterrupted_run(trained: SimpleNamespace, tmp_path: Path) -> None:
+    split = trained.split
+    extra = {"stage_dirs": {"1": str(trained.fold_dir / "stage1")}}
+
+    def options(**changes) -> TrainingOptions:
+        return TrainingOptions(iterations=8, device="cpu", save_every=4, val_every=100, num_threads=1,
+                               extra=extra, **changes)
+
+    with torch_threads(1):
+        plain = MDiT3DTrainer(trained.plans, CPU_CONFIGURATION, trained.volumes, split, tmp_path / "a", options())
+        plain.run()
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _Interrupted(trained.plans, CPU_CONFIGURATION, trained.volumes, split, tmp_path / "b", options()).run()
+        resumed = MDiT3DTrainer(trained.plans, CPU_CONFIGURATION, trained.volumes, split, tmp_path / "b",
+                                options(continue_training=True))
+        resumed.run()
+    a = torch.load(tmp_path / "a" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 8
+    for key in a["networks"]["dit"]:
+        assert torch.allclose(a["networks"]["dit"][key], b["networks"]["dit"][key], atol=1e-6), key
+        assert torch.allclose(a["ema"][key], b["ema"][key], atol=1e-6), key
+    # a finished stage is not trained again
+    again = MDiT3DTrainer(trained.plans, CPU_CONFIGURATION, trained.volumes, split, tmp_path / "b",
+                          options(continue_training=True))
+    again.run()
+    assert torch.load(tmp_path / "b" / "checkpoint_final.pth", weights_only=True)["iteration"] == 8
+
+
+def test_mask_prompt_switch_changes_the_prompts(trained: SimpleNamespace, tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        use_project_folders(trained.root, patch)
+        # the mask ablation trains Stage II only and reuses the plain method's Stage I
+        folders = run_training(DATASET_ID, 0, CPU_CONFIGURATION, method="copedit", ablation="mask", iterations=10,
+                               val_every=10, device="cpu", num_threads=1)
+        assert set(folders) == {2} and "CoPeDiT-mask__" in str(folders[2])
+        context = ImputationContext(plans=trained.plans, dataset=f"Dataset{DATASET_ID}_DemoBraTS", fold=0,
+                                    configuration="2d_cpu", options={"prompts": "mask"})
+        masked = get_imputer("copedit", context)
+        learned = get_imputer("copedit", ImputationContext(plans=trained.plans, dataset=context.dataset, fold=0,
+                                                           configuration="2d_cpu"))
+    assert isinstance(masked, CoPeDiTImputer) and masked.predictor.prompt_source == "mask"
+    assert learned.predictor.prompt_source == "learned"
+    assert masked.predictor.configuration_name == CPU_CONFIGURATION  # found from the 2D context
+    volumes = [np.asarray(v) for v in load_volumes(trained.volumes, trained.split["train"][:2])]
+    available = torch.tensor([[True, False, True, True]])
+    prompts = {}
+    for name, imputer in (("mask", masked), ("learned", learned)):
+        predictor = imputer.predictor
+        latents = [predictor.vae.encode(torch.from_numpy(v)[None]) for v in volumes]
+        prompts[name] = [predictor.prompt_tokens(z, available) for z in latents]
+    assert prompts["mask"][0].shape == (1, 1, 4)
+    assert torch.equal(prompts["mask"][0], torch.tensor([[[0.0, 1.0, 0.0, 0.0]]]))
+    assert torch.equal(prompts["mask"][0], prompts["mask"][1])  # a mask code knows only the pattern
+    assert prompts["learned"][0].shape == (1, 3, 128)
+    assert not torch.allclose(prompts["learned"][0], prompts["learned"][1])  # learned prompts see the images
+    case = trained.split["val"][0]
+    images = np.stack([np.asarray(nib.load(str(p)).dataobj, dtype=np.float32) for p in sorted(
+        (trained.root / "raw" / f"Dataset{DATASET_ID}_DemoBraTS" / "imagesTr").glob(f"{case}_*.nii.gz"))])
+    given = [True, False, True, True]
+    assert not np.allclose(masked.impute(images, given)[1], learned.impute(images, given)[1])
+
+
+def test_bad_requests_are_clear_errors(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    assert "copedit" in IMPUTERS and get_method("copedit").configurations == (PAPER_CONFIGURATION,
+                                                                                CPU_CONFIGURATION)
+    with pytest.MonkeyPatch.context() as patch:
+        use_project_folders(trained.root, patch)
+        assert train_main(["-d", str(DATASET_ID), "-f", "0", "--method", "copedit", "-c", "2d_cpu"]) == 2
+        assert "3D-volume configuration" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            train_main(["-d", str(DATASET_ID), "-f", "0", "--method", "copedit", "--ablation", "no_fc"])
+        with pytest.raises(SystemExit):
+            train_main(["-d", str(DATASET_ID), "-f", "0", "--prompts", "mask"])  # CodeBrain has no prompts
+        with pytest.raises(CoPeDiTStageOneNotFinishedError):
+            MDiT3DTrainer(trained.plans, CPU_CONFIGURATION, trained.volumes, trained.split, tmp_path / "s2",
+                          TrainingOptions(iterations=2, device="cpu",
+                                          extra={"stage_dirs": {"1": str(tmp_path / "none")}}))
+        with pytest.raises(FileNotFoundError, match="codebrain_train --method copedit"):
+            load_copedit_from_folder(tmp_path / "no_model")
+    assert not (tmp_path / "s2").exists()
+
+
+def _pattern_psnr(scores: Path) -> dict[tuple[str, str], float]:
+    sums: dict[tuple[str, str], list[float]] = {}
+    with open(scores) as handle:
+        for row in csv.DictReader(handle):
+            if row["region"] in ("image", "brain"):
+                sums.setdefault((row["method"], row["pattern"]), []).append(float(row["psnr"]))
+    return {key: float(np.mean(values)) for key, values in sums.items()}
+
+
+@pytest.mark.slow
+def test_copedit_beats_zero_fill_on_every_pattern(tiny_demo) -> None:
+    """Acceptance (issue 8): the CPU configuration trained longer imputes better than zero-fill on all 14 patterns
+    (paper and volume protocols, the fold's validation case)."""
+    from evaluation.imputation.evaluate import evaluate_imputation
+
+    project = tiny_demo(SLOW_DATASET_ID, TINY_NETWORK)
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        use_project_folders(project.root, patch)
+        plan_and_preprocess(SLOW_DATASET_ID, [CPU_CONFIGURATION])
+        project.dataset = SLOW_DATASET_ID
+        started = time.time()
+        iterations = {1: 600, 2: 1500}
+        _train(project, iterations)
+        trained_seconds = time.time() - started
+        out = evaluate_imputation(SLOW_DATASET_ID, 0, "2d_cpu", "val", ["paper", "volume"], ["copedit", "zero"])
+        total = time.time() - started
+    fold_dir = project.root / "results" / f"Dataset{SLOW_DATASET_ID}_DemoBraTS" / MODEL / "fold_0"
+    vae, _, _ = load_copevae(fold_dir / "stage1" / "checkpoint_final.pth", torch.device("cpu"))
+    volumes = load_volumes(project.preprocessed / "codebrainPlans_3d_copedit_cpu", project.split["train"])
+    accuracy = pretext_accuracy(vae, volumes, torch.device("cpu"))
+    lines = [f"trained {iterations} in {trained_seconds:.0f} s, with evaluation {total:.0f} s",
+             f"pretext accuracy (training cases): {json.dumps(accuracy)}"]
+    for protocol in ("paper", "volume"):
+        psnr = _pattern_psnr(out / f"scores_{protocol}.csv")
+        patterns = sorted({pattern for _, pattern in psnr})
+        assert len(patterns) == 14
+        for pattern in patterns:
+            lines.append(f"{protocol} {pattern}: CoPeDiT {psnr[('copedit', pattern)]:.2f} dB, "
+                         f"zero-fill {psnr[('zero', pattern)]:.2f} dB")
+        print("\n" + "\n".join(lines))
+        for pattern in patterns:
+            assert psnr[("copedit", pattern)] > psnr[("zero", pattern)], (protocol, pattern)
+    assert accuracy["position_accuracy"] > accuracy["position_chance"] + 0.1
