@@ -249,6 +249,25 @@ def test_mask_prompt_switch_changes_the_prompts(trained: SimpleNamespace, tmp_pa
     assert not np.allclose(masked.impute(images, given)[1], learned.impute(images, given)[1])
 
 
+def test_one_model_per_missing_count_layout(trained: SimpleNamespace) -> None:
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        use_project_folders(trained.root, patch)
+        folders = run_training(DATASET_ID, 0, CPU_CONFIGURATION, method="copedit", ablation="per_count",
+                               iterations=6, val_every=6, device="cpu", num_threads=1)
+        imputer = get_imputer("copedit", ImputationContext(plans=trained.plans, dataset=f"Dataset{DATASET_ID}_DemoBraTS",
+                                                           fold=0, configuration="2d_cpu",
+                                                           options={"layout": "per_count", "ddim_steps": 4}))
+    state = torch.load(folders[2] / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert state["layout"] == "per_count"
+    assert {key.split(".")[1] for key in state["ema"]} == {"0", "1", "2"}  # one MDiT3D per missing count
+    assert imputer.predictor.per_count and len(imputer.predictor.dit) == 3
+    volume = np.asarray(load_volumes(trained.volumes, trained.split["val"])[0])
+    for given in ([True, False, True, True], [False, True, False, False]):
+        output = imputer.predictor.impute_volume(volume, given)
+        assert np.array_equal(output[given], volume[given])  # the given sequences are kept exactly
+        assert all(output[c].max() > 0 for c in range(4) if not given[c])
+
+
 def test_bad_requests_are_clear_errors(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
     assert "copedit" in IMPUTERS and get_method("copedit").configurations == (PAPER_CONFIGURATION,
                                                                                 CPU_CONFIGURATION)
