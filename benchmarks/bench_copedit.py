@@ -3,7 +3,8 @@ paper configuration. Prints one ``figure: value`` line per measurement.
 
 * **s/step**: the operations of one iteration of each trainer (``trainers.copedit``) on random data at the
   ``3d_copedit_cpu`` sizes: Stage I = CoPeVAE forward with pretext heads, generator loss (L1, VQ, LSGAN, pretext),
-  backward, clipped Adam step, then the discriminator's step (batch 2 cases of 4 x 64 x 64 x 32); Stage II = the
+  backward, clipped Adam step, then the discriminator's step (batch 2 cases of 4 x 64 x 64 x 32; without the CPU
+  configuration's extra pretext patterns and codebook restarts, which the trainer adds); Stage II = the
   x0 loss on cached latents, backward, clipped AdamW step and the EMA update (batch 8). Median of ``--steps`` after
   ``--warmup`` steps, ``--threads`` torch threads, bf16 autocast where the CPU computes bf16 natively (as the
   trainers' ``--precision auto``), else fp32.
@@ -187,7 +188,7 @@ def main() -> None:
           f"{stage2_seconds(cpu, 8, args.steps, args.warmup, bf16):.3f}")
     if not args.skip_flops:
         for name, value in paper_flops().items():
-            print(f"{name}: {value / 1e12:.2f} TFLOP")
+            print(f"{name}: {value / 1e12:.2f} TFLOP" if value >= 1e12 else f"{name}: {value / 1e9:.1f} GFLOP")
 
 
 if __name__ == "__main__":
