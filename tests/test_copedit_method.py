@@ -268,6 +268,32 @@ def test_one_model_per_missing_count_layout(trained: SimpleNamespace) -> None:
         assert all(output[c].max() > 0 for c in range(4) if not given[c])
 
 
+def test_ddp_two_ranks_per_count_stage2(trained: SimpleNamespace) -> None:
+    """Two gloo ranks on the CPU: the per-count mask-prompt option trains Stage II (its Stage I is shared)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "codebrain_raw": str(trained.root / "raw"),
+           "codebrain_preprocessed": str(trained.root / "preprocessed"),
+           "codebrain_results": str(trained.root / "results")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "codebrain_seg.cli.train", "-d", str(DATASET_ID), "-f", "0", "--method", "copedit", "-c",
+               CPU_CONFIGURATION, "--prompts", "mask", "--layout", "per_count", "--iterations", "4", "--val-every",
+               "4", "--log-every", "1", "--device", "cpu"]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    folder = trained.fold_dir.parent.parent / f"CoPeDiT-mask-per_count__codebrainPlans__{CPU_CONFIGURATION}" / \
+        "fold_0" / "stage2"
+    state = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert state["world_size"] == 2 and state["iteration"] == 4 and state["layout"] == "per_count"
+    assert state["copedit_config"]["prompt_source"] == "mask"
+    assert not any(key.startswith("module.") for key in state["networks"]["dit"])
+    train = [r for r in read_metrics(folder) if r["kind"] == "train"]
+    assert [r["iteration"] for r in train] == [1, 2, 3, 4]
+    assert all(len(r["batch_keys"]) == 2 for r in train)
+
+
 def test_bad_requests_are_clear_errors(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
     assert "copedit" in IMPUTERS and get_method("copedit").configurations == (PAPER_CONFIGURATION,
                                                                                 CPU_CONFIGURATION)

@@ -71,10 +71,15 @@ def iteration_missing_masks(seed: int, rank: int, iteration: int, batch: int, nu
                             same_count: bool = False, stream: int = MASK_STREAM) -> Tensor:
     """Per-case missing masks ``(B, m)`` bool of one iteration (a count 1..m-1, then which; pure in the iteration).
 
-    ``same_count`` draws one count for the batch (the one-model-per-count layout trains one model per step).
+    ``same_count`` draws one count for the batch (the one-model-per-count layout trains one model per step), the
+    same on every rank, so that all DDP ranks train the same model in a step.
     """
     generator = iteration_generator(seed, rank, iteration, stream)
-    return sample_missing_masks(batch, num_modalities, generator=generator, same_count=same_count)
+    if not same_count:
+        return sample_missing_masks(batch, num_modalities, generator=generator)
+    count = int(torch.randint(1, num_modalities, (1,), generator=iteration_generator(seed, 0, iteration, stream + 100)))
+    # a random permutation gives every sequence a distinct label 0..m-1: labels below the count are missing
+    return torch.rand(batch, num_modalities, generator=generator).argsort(dim=1) < count
 
 
 def all_missing_masks(num_modalities: int) -> Tensor:

@@ -145,10 +145,12 @@ class CoPeVAETrainer(BaseTrainer):
         missing = iteration_missing_masks(self.options.seed, self.context.rank, iteration, len(x),
                                           self.config.vae.num_modalities).to(self.device)
         vae, discriminator = self.train_modules["vae"], self.train_modules["discriminator"]
-        discriminator.requires_grad_(False)  # the generator loss must not leave gradients in D
+        # The generator loss goes through the bare discriminator (under DDP its wrapper would wait for gradients
+        # that this pass must not produce) with its weights frozen, so no gradient is left in D.
+        plain_discriminator = self.networks["discriminator"].requires_grad_(False)
         with self.autocast():
             output = vae(x, missing)
-            parts = self.loss.generator_losses(output, x, missing, discriminator)
+            parts = self.loss.generator_losses(output, x, missing, plain_discriminator)
             if self.extra_patterns:
                 self._add_extra_patterns(parts, output.latents, iteration)
         grad_norm = clipped_step(self, "vae", parts["total"], self.max_grad_norm)
@@ -158,7 +160,7 @@ class CoPeVAETrainer(BaseTrainer):
             generator = iteration_generator(self.options.seed, 0, iteration, RESTART_STREAM)
             restarted = restart_dead_codes(self.networks["vae"], output.latents, float(self.restart["threshold"]),
                                            generator)
-        discriminator.requires_grad_(True)
+        plain_discriminator.requires_grad_(True)
         with self.autocast():
             d_loss = self.loss.discriminator_loss(discriminator, x, output.reconstruction.float())
         clipped_step(self, "discriminator", d_loss, self.max_grad_norm)

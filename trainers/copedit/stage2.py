@@ -72,7 +72,7 @@ def load_copevae(path: Path, device: torch.device) -> tuple[CoPeVAE, CoPeDiTConf
 class PerCountMDiT3D(nn.Module):
     """The paper's layout: one MDiT3D per missing count c = 1..m-1 (``models[c - 1]``), slots available first.
 
-    Under DDP only one of the models is used per step, so this layout needs ``find_unused_parameters``.
+    Under DDP only one of the models is used per step: the trainer wraps it with ``find_unused_parameters``.
     """
 
     def __init__(self, config: Any) -> None:
@@ -169,6 +169,17 @@ class MDiT3DTrainer(BaseTrainer):
         network: nn.Module = PerCountMDiT3D(self.config.dit) if self.layout == "per_count" else MDiT3D(self.config.dit)
         self.networks = {"dit": network}
         self.max_grad_norm = float(self.configuration["optimisation"].get("gradient_clip", 1.0))
+
+    def prepare_module(self, name: str, module: nn.Module) -> nn.Module:
+        """As the base, except that under DDP the per-count layout lets the unused models' weights be."""
+        if self.layout != "per_count" or self.context.world_size == 1:
+            return super().prepare_module(name, module)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        wrapped: nn.Module = nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        if self.options.compile:
+            wrapped = torch.compile(wrapped)
+        self.train_modules[name] = wrapped
+        return wrapped
 
     def configure_optimizers(self) -> None:
         """AdamW with warmup-cosine (plans ``dit_optimizer``); the EMA copy starts from the initial weights."""
