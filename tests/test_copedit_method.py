@@ -254,9 +254,9 @@ def test_one_model_per_missing_count_layout(trained: SimpleNamespace) -> None:
         use_project_folders(trained.root, patch)
         folders = run_training(DATASET_ID, 0, CPU_CONFIGURATION, method="copedit", ablation="per_count",
                                iterations=6, val_every=6, device="cpu", num_threads=1)
-        imputer = get_imputer("copedit", ImputationContext(plans=trained.plans, dataset=f"Dataset{DATASET_ID}_DemoBraTS",
-                                                           fold=0, configuration="2d_cpu",
-                                                           options={"layout": "per_count", "ddim_steps": 4}))
+        context = ImputationContext(plans=trained.plans, dataset=f"Dataset{DATASET_ID}_DemoBraTS", fold=0,
+                                    configuration="2d_cpu", options={"layout": "per_count", "ddim_steps": 4})
+        imputer = get_imputer("copedit", context)
     state = torch.load(folders[2] / "checkpoint_final.pth", map_location="cpu", weights_only=True)
     assert state["layout"] == "per_count"
     assert {key.split(".")[1] for key in state["ema"]} == {"0", "1", "2"}  # one MDiT3D per missing count

@@ -12,7 +12,7 @@ Only Stage II differs between them, so every option reuses the plain method's St
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ def all_missing_masks(num_modalities: int) -> Tensor:
     return torch.tensor(rows, dtype=torch.bool)
 
 
-def warmup_cosine_lambda(total: int, warmup: int, lr: float, eta_min: float):
+def warmup_cosine_lambda(total: int, warmup: int, lr: float, eta_min: float) -> Callable[[int], float]:
     """LR multiplier per iteration: linear warmup over ``warmup`` iterations, then cosine to ``eta_min / lr``."""
     warmup = max(0, min(int(warmup), max(total - 1, 0)))
     floor = float(eta_min) / float(lr)
