@@ -130,7 +130,8 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         output_folder: where the imputed sequences, sidecars and confidence maps go (may be the input folder).
         configuration: plans configuration of the model (default: see
             :func:`codebrain_seg.predictor.default_configuration`).
-        method: ``codebrain`` or a baseline of the registry (``mean``, ``zero``).
+        method: a method of the imputation registry: ``codebrain``, ``copedit``, ``regression`` or a baseline
+            (``mean``, ``zero``).
         device: torch device for CodeBrain.
         batch_size: slices per forward pass (default: the configuration's Stage II batch).
         save_confidence: also write ``confidence/CASE.nii.gz`` (CodeBrain only).
