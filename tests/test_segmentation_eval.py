@@ -90,7 +90,9 @@ def test_existing_model_folder_is_used_as_it_is(tiny, capsys):
     assert {r["input"] for r in rows} == {"zero-fill", "mean", "full"}
     assert "| zero-fill |" in (out / "table.md").read_text()
     assert (out / "dice_bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {p.name for p in (out / "segmentations" / "zero").iterdir()} == {"0111", "1101", "1110", "1011"}
+    assert {p.name for p in (out / "segmentations" / "zero").iterdir()} == {"0111", "1101", "1110", "1011",
+                                                                           "imputer.json"}
+    assert read_json(out / "segmentations" / "mean" / "imputer.json") == {"method": "mean"}
     # Only the missing sequence is stored per imputed scenario.
     imputed = bridge.segmentation_folders(tiny.raw_dir.name, 0).root / "imputed" / "val" / "2d_cpu" / "mean" / "1110"
     assert sorted(p.name for p in imputed.iterdir()) == sorted(f"{c}_0003.nii.gz" for c in tiny.split["val"])
@@ -208,7 +210,8 @@ def test_scenarios():
 
 
 def test_methods_come_from_the_registry():
-    assert resolve_methods(None) == ["zero"] + [m for m in IMPUTERS if m != "zero"]
+    assert resolve_methods(None) == ["zero", "codebrain", "mean"]
+    assert all(m in IMPUTERS for m in resolve_methods(None))
     assert resolve_methods(["mean", "zero", "mean"]) == ["zero", "mean"]
     with pytest.raises(ValueError, match="registered methods: zero, mean"):
         resolve_methods(["mean", "magic"])

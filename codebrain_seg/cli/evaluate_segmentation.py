@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", choices=["3to1", "all"], default="3to1",
                         help="3to1: the scenarios with one sequence missing (default); all: every pattern")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated imputation methods of the registry (default: all registered); "
+                        help="comma-separated imputation methods of the registry (default: codebrain,mean); "
                              "zero-fill and full are always evaluated")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
     parser.add_argument("--cases", metavar="FOLDER", default=None,

@@ -119,9 +119,14 @@ def make_scenarios(names: Sequence[str], which: str = "3to1") -> list[Scenario]:
     return [Scenario(p, "+".join(names[i] for i, bit in enumerate(p) if bit == "0")) for p in patterns]
 
 
+# The same default as codebrain_evaluate_imputation: every registered method would demand a trained model of each
+# learned method (regression, CoPeDiT), which a user who trained CodeBrain alone does not have.
+DEFAULT_METHODS = ("codebrain", "mean")
+
+
 def resolve_methods(methods: Sequence[str] | None) -> list[str]:
-    """Imputation methods to run, zero-fill first; default every registered method. Unknown names raise."""
-    requested = list(IMPUTERS) if methods is None else [m.strip() for m in methods if m.strip()]
+    """Imputation methods to run, zero-fill first; default CodeBrain and the mean baseline. Unknown names raise."""
+    requested = list(DEFAULT_METHODS) if methods is None else [m.strip() for m in methods if m.strip()]
     unknown = [m for m in requested if m not in IMPUTERS]
     if unknown:
         raise ValueError(f"unknown imputation method(s) {', '.join(unknown)}; registered methods: "
@@ -343,7 +348,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         train_segmenter: train the fold's segmenter (nnU-Net 3d_fullres, ``seg_trainer``) if not trained yet.
         seg_trainer: nnU-Net trainer class name (``nnUNetTrainerShort`` for CPU demos).
         scenarios: ``3to1`` (one sequence missing) or ``all`` (every pattern).
-        methods: imputation methods of the registry (default: all registered); zero-fill is always included.
+        methods: imputation methods of the registry (default: codebrain, mean); zero-fill is always included.
         device: ``cpu`` or ``cuda``, for the segmenter and the imputation methods.
         cases: a folder of labelled cases in nnU-Net raw layout, evaluated instead of the validation cases.
         gpu_memory_gb: GPU memory target given to nnU-Net's planner (None: nnU-Net's default, 8 GB).
