@@ -63,16 +63,22 @@ def normalise(channel: np.ndarray, mask: np.ndarray, upper_percentile: float) ->
     return scaled, upper
 
 
-def preprocess_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str, Any],
-                    configuration: dict[str, Any]) -> dict[str, Any]:
-    """Preprocess one case into ``out_dir`` (see module docstring); returns its properties."""
-    num_channels = len(plans["channel_names"])
+def read_case_volumes(raw_dir: Path, case_id: str, num_channels: int) -> list[Any]:
+    """The case's channel volumes; raises when one does not share the grid (shape, affine) of channel 0."""
     volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
     reference = volumes[0]
     for channel, volume in enumerate(volumes[1:], start=1):
         if volume.data.shape != reference.data.shape or not np.allclose(volume.affine, reference.affine, atol=1e-3):
             raise ValueError(f"case {case_id}: channel {channel} does not share the grid of channel 0 "
                              f"(shape {volume.data.shape} vs {reference.data.shape})")
+    return volumes
+
+
+def preprocess_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str, Any],
+                    configuration: dict[str, Any]) -> dict[str, Any]:
+    """Preprocess one case into ``out_dir`` (see module docstring); returns its properties."""
+    volumes = read_case_volumes(raw_dir, case_id, len(plans["channel_names"]))
+    reference = volumes[0]
     canonical = np.stack([to_canonical(v.data, reference.affine) for v in volumes])
     if not np.isfinite(canonical).all():
         raise ValueError(f"case {case_id}: non-finite voxels (NaN or inf)")

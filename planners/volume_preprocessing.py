@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from codebrain_seg.geometry import from_canonical, to_canonical
-from codebrain_seg.io import read_nifti, write_json, write_npy
-from codebrain_seg.raw_dataset import image_path
+from codebrain_seg.io import write_json, write_npy
 from planners.fingerprint import bounding_box, brain_mask
-from planners.preprocessing import _extract, crop_window, normalise
+from planners.preprocessing import _extract, crop_window, normalise, read_case_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -144,17 +143,12 @@ def restore_volume(volume: np.ndarray, properties: dict[str, Any], mask: np.ndar
 def preprocess_volume_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str, Any],
                            configuration: dict[str, Any]) -> dict[str, Any]:
     """Preprocess one case for a ``3d_volume`` configuration into ``out_dir`` (module docstring)."""
-    num_channels = len(plans["channel_names"])
-    volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
+    volumes = read_case_volumes(raw_dir, case_id, len(plans["channel_names"]))
     reference = volumes[0]
-    for channel, item in enumerate(volumes[1:], start=1):
-        if item.data.shape != reference.data.shape or not np.allclose(item.affine, reference.affine, atol=1e-3):
-            raise ValueError(f"case {case_id}: channel {channel} does not share the grid of channel 0 "
-                             f"(shape {item.data.shape} vs {reference.data.shape})")
     images = np.stack([item.data for item in volumes])
     if not np.isfinite(images).all():
         raise ValueError(f"case {case_id}: non-finite voxels (NaN or inf)")
-    volume, _, properties = prepare_volume(images, np.ones(num_channels, bool), reference.affine, plans,
+    volume, _, properties = prepare_volume(images, np.ones(len(volumes), bool), reference.affine, plans,
                                            configuration)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_npy(out_dir / f"{case_id}.npy", volume)
