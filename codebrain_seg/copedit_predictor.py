@@ -279,10 +279,17 @@ class CoPeDiTImputer:
 
             folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
             fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
-        self.predictor = load_copedit_from_folder(fold_dir, configuration, context.device,
-                                                  options.get("checkpoint") or "final", options.get("ddim_steps"),
-                                                  int(options.get("seed", 0)))
+        checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
+        self.predictor = load_copedit_from_folder(fold_dir, configuration, context.device, checkpoint,
+                                                  options.get("ddim_steps"), seed)
         self.reference_upper = self.predictor.reference_upper
+        self._model = (fold_dir, checkpoint, {"ddim_steps": options.get("ddim_steps"), "seed": seed})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """See :func:`codebrain_seg.predictor.model_fingerprint` (keys the segmentation evaluation's caches)."""
+        from codebrain_seg.predictor import model_fingerprint
+
+        return model_fingerprint(*self._model)
 
     def impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None) -> np.ndarray:
         """See :meth:`CoPeDiTPredictor.impute_arrays` (arrays in RAS voxel order unless ``affine`` is given)."""

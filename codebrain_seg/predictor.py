@@ -493,6 +493,16 @@ class RegressionPredictor(SlicePredictor):
         return {"reconstruction": self.network(x).float().cpu()}
 
 
+def model_fingerprint(fold_dir: Path, checkpoint: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a learned method's imputations depend on: model folder, checkpoint files (size, mtime), settings.
+
+    Caches of imputed volumes (segmentation evaluation) compare it to know when a retrained model makes them stale.
+    """
+    stamps = {path.parent.name: [path.stat().st_size, path.stat().st_mtime_ns]
+              for path in sorted(fold_dir.glob(f"stage*/checkpoint_{checkpoint}.pth"))}
+    return {"model": str(fold_dir.resolve()), "checkpoint": checkpoint, **settings, "checkpoints": stamps}
+
+
 class _LearnedImputer:
     """Registry adapter of a :class:`SlicePredictor` loaded from the results folder (see subclasses)."""
 
@@ -506,16 +516,11 @@ class _LearnedImputer:
         self.predictor = self.load(fold_dir, context.configuration, context.device, checkpoint,
                                    options.get("batch_size"), source_rule)
         self.intensity_scale = self.predictor.intensity_scale
-        self._identity = {"model": str(fold_dir.resolve()), "checkpoint": checkpoint, "source_rule": source_rule}
-        self._checkpoints = sorted(fold_dir.glob(f"stage*/checkpoint_{checkpoint}.pth"))
+        self._model = (fold_dir, checkpoint, {"source_rule": source_rule})
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the imputations depend on: model folder, checkpoint files (size, modification time), settings.
-
-        Caches of imputed volumes (segmentation evaluation) compare it to know when a retrained model makes them
-        stale."""
-        stamps = {path.parent.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in self._checkpoints}
-        return {**self._identity, "checkpoints": stamps}
+        """See :func:`model_fingerprint`."""
+        return model_fingerprint(*self._model)
 
     def fold_dir(self, context: ImputationContext) -> Path:
         """The model's ``fold_F`` folder in ``$codebrain_results`` for the context's dataset, fold, configuration."""

@@ -261,6 +261,7 @@ def test_one_model_per_missing_count_layout(trained: SimpleNamespace) -> None:
     assert state["layout"] == "per_count"
     assert {key.split(".")[1] for key in state["ema"]} == {"0", "1", "2"}  # one MDiT3D per missing count
     assert imputer.predictor.per_count and len(imputer.predictor.dit) == 3
+    assert imputer.fingerprint()["checkpoints"]["stage2"][0] == (folders[2] / "checkpoint_final.pth").stat().st_size
     volume = np.asarray(load_volumes(trained.volumes, trained.split["val"])[0])
     for given in ([True, False, True, True], [False, True, False, False]):
         output = imputer.predictor.impute_volume(volume, given)
