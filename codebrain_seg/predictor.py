@@ -55,7 +55,7 @@ from codebrain_seg.imputers import ImputationContext, check_request
 from codebrain_seg.networks import CodeBrainConfig, Decoder, Encoder, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import SOURCE_RULES
 from planners.fingerprint import bounding_box, brain_mask
-from planners.preprocessing import _extract, crop_window, normalise, restore_to_original
+from planners.preprocessing import _extract, crop_window, normalised_stack, restore_to_original
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +111,10 @@ def prepare_case(images: np.ndarray, available: Sequence[bool], affine: np.ndarr
                        [box[a][1] - box[a][0] for a in in_plane], configuration["crop_size"], crop)
     starts = crop_window(box, crop, in_plane)
     upper_percentile = plans["normalization"]["upper_percentile"]
-    normalised, uppers = [], []
-    for channel, flag in enumerate(available):
-        if flag:
-            image, upper = normalise(canonical[channel], mask, upper_percentile)
-        else:
-            image, upper = np.zeros(mask.shape, np.float32), 0.0
-        normalised.append(image)
-        uppers.append(upper)
+    normalised, uppers = normalised_stack(canonical, available, mask, upper_percentile)
     order = [axis] + in_plane
     s0, s1 = box[axis]
-    stack = np.stack(normalised).transpose([0] + [a + 1 for a in order])[:, s0:s1]
+    stack = normalised.transpose([0] + [a + 1 for a in order])[:, s0:s1]
     stack = _extract(stack, starts, crop).astype(np.float32)
     brain = _extract(mask.transpose(order)[s0:s1], starts, crop)
     properties = {

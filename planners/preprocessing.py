@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -63,6 +63,20 @@ def normalise(channel: np.ndarray, mask: np.ndarray, upper_percentile: float) ->
     return scaled, upper
 
 
+def normalised_stack(canonical: np.ndarray, available: Sequence[bool], mask: np.ndarray,
+                     upper_percentile: float) -> tuple[np.ndarray, list[float]]:
+    """Every given channel normalised (:func:`normalise`), missing ones all zero; returns the stack and p_upper."""
+    images, uppers = [], []
+    for channel, flag in enumerate(available):
+        if flag:
+            image, upper = normalise(canonical[channel], mask, upper_percentile)
+        else:
+            image, upper = np.zeros(mask.shape, np.float32), 0.0
+        images.append(image)
+        uppers.append(upper)
+    return np.stack(images), uppers
+
+
 def read_case_volumes(raw_dir: Path, case_id: str, num_channels: int) -> list[Any]:
     """The case's channel volumes; raises when one does not share the grid (shape, affine) of channel 0."""
     volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
@@ -94,15 +108,11 @@ def preprocess_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str,
                              f"{size}; re-plan with this case in the fingerprint")
 
     upper_percentile = plans["normalization"]["upper_percentile"]
-    normalised, uppers = [], []
-    for channel in canonical:
-        image, upper = normalise(channel, mask, upper_percentile)
-        normalised.append(image)
-        uppers.append(upper)
+    normalised, uppers = normalised_stack(canonical, [True] * len(canonical), mask, upper_percentile)
 
     slice_range = box[axis]
     order = [axis] + in_plane  # (S, H, W) = slicing axis first
-    stack = np.stack(normalised).transpose([0] + [a + 1 for a in order])[:, slice_range[0]:slice_range[1]]
+    stack = normalised.transpose([0] + [a + 1 for a in order])[:, slice_range[0]:slice_range[1]]
     stack = _extract(stack, starts, crop)
     brain_area = (stack > 0).any(axis=0).sum(axis=(1, 2))
     threshold = configuration["training_slices"]["min_brain_fraction"] * brain_area.max()

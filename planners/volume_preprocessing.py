@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.io import write_json, write_npy
 from planners.fingerprint import bounding_box, brain_mask
-from planners.preprocessing import _extract, crop_window, normalise, read_case_volumes
+from planners.preprocessing import _extract, crop_window, normalised_stack, read_case_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +59,6 @@ def volume_box(mask: np.ndarray, box_size: Sequence[int], compression: int = 8) 
     return crop_window(box, sizes, ALL_AXES), sizes
 
 
-def _normalised_stack(canonical: np.ndarray, available: np.ndarray, mask: np.ndarray,
-                      upper_percentile: float) -> tuple[np.ndarray, list[float]]:
-    images, uppers = [], []
-    for channel, flag in enumerate(available):
-        if flag:
-            image, upper = normalise(canonical[channel], mask, upper_percentile)
-        else:
-            image, upper = np.zeros(mask.shape, np.float32), 0.0
-        images.append(image)
-        uppers.append(upper)
-    return np.stack(images), uppers
-
-
 def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.ndarray, plans: dict[str, Any],
                    configuration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Preprocess a case in memory as the volume configuration's training data was preprocessed.
@@ -94,7 +81,7 @@ def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.nda
         raise ValueError("the given sequences are zero everywhere: no brain to impute")
     compression = 2 ** len(configuration["network"]["vae"]["channels"])
     starts, sizes = volume_box(mask, configuration["box_size"], compression)
-    stack, uppers = _normalised_stack(canonical, available, mask, plans["normalization"]["upper_percentile"])
+    stack, uppers = normalised_stack(canonical, available, mask, plans["normalization"]["upper_percentile"])
     window = _extract(stack, starts, sizes)
     volume = np.clip(resize_volume(window, configuration["target_size"]), 0.0, 1.0).astype(np.float32)
     volume[~available] = 0.0
