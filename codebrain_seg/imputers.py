@@ -12,7 +12,7 @@ adding a class and one registry line; no other method changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -143,12 +143,32 @@ def _copedit_configuration(dataset: str | int, fold: int | str, device: str = "c
 # given: ``factory.resolve_configuration(dataset, fold, device, options) -> name``.
 _copedit.resolve_configuration = _copedit_configuration  # type: ignore[attr-defined]
 
+
+def with_options(factory: Callable[[ImputationContext], Imputer], **preset: Any
+                 ) -> Callable[[ImputationContext], Imputer]:
+    """A registry entry that is ``factory`` with some of its ``context.options`` fixed (a trained option of a
+    method, e.g. CoPeDiT's mask-prompt ablation, becomes a method name the evaluations can put in a row)."""
+
+    def build(context: ImputationContext) -> Imputer:
+        return factory(replace(context, options={**context.options, **preset}))
+
+    resolver = getattr(factory, "resolve_configuration", None)
+    if resolver is not None:
+        build.resolve_configuration = (  # type: ignore[attr-defined]
+            lambda dataset, fold, device="cpu", options=None: resolver(dataset, fold, device,
+                                                                       {**(options or {}), **preset}))
+    build.__doc__ = f"{factory.__doc__} Options fixed: {preset}."
+    return build
+
+
 IMPUTERS: dict[str, Callable[[ImputationContext], Imputer]] = {
     "zero": ZeroFill,
     "mean": MeanOfAvailable,
     "codebrain": _codebrain,
     "regression": _regression,
     "copedit": _copedit,
+    # CoPeDiT trained with ``codebrain_train --method copedit --prompts mask`` (binary mask codes as prompts).
+    "copedit-mask": with_options(_copedit, prompts="mask"),
 }
 
 

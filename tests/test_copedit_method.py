@@ -227,7 +227,13 @@ def test_mask_prompt_switch_changes_the_prompts(trained: SimpleNamespace, tmp_pa
         masked = get_imputer("copedit", context)
         learned = get_imputer("copedit", ImputationContext(plans=trained.plans, dataset=context.dataset, fold=0,
                                                            configuration="2d_cpu"))
+        # the registry's ``copedit-mask`` is the same model by name (what the evaluations' --methods take)
+        by_name = get_imputer("copedit-mask", ImputationContext(plans=trained.plans, dataset=context.dataset, fold=0,
+                                                                configuration="2d_cpu"))
+        resolved = IMPUTERS["copedit-mask"].resolve_configuration(context.dataset, 0, "cpu", {"prompts": "learned"})
     assert isinstance(masked, CoPeDiTImputer) and masked.predictor.prompt_source == "mask"
+    assert by_name.predictor.prompt_source == "mask" and by_name.fingerprint() == masked.fingerprint()
+    assert resolved == CPU_CONFIGURATION
     assert learned.predictor.prompt_source == "learned"
     assert masked.predictor.configuration_name == CPU_CONFIGURATION  # found from the 2D context
     volumes = [np.asarray(v) for v in load_volumes(trained.volumes, trained.split["train"][:2])]
