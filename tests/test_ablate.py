@@ -169,7 +169,10 @@ def test_metrics_table_in_markdown_csv_and_json(tmp_path: Path) -> None:
     assert saved["claims"] == [{"text": "with F_c > without in reconstruction", "stage": "rec",
                                 "better": "w/ F_c", "worse": ["w/o F_c"], "held": True,
                                 "psnr_mean": {"w/ F_c": summary["overall"]["psnr"],
-                                              "w/o F_c": results[("w/o F_c", "rec")]["summary"]["overall"]["psnr"]}}]
+                                              "w/o F_c": results[("w/o F_c", "rec")]["summary"]["overall"]["psnr"]},
+                                "margin_db": pytest.approx(summary["overall"]["psnr"] - results[
+                                    ("w/o F_c", "rec")]["summary"]["overall"]["psnr"]), "tie": False}]
+    assert saved["claims"][0]["margin_db"] > report.TIE_DB
     assert saved["dataset"] == "D" and read_json(tmp_path / "ablations.json")["groups"][0]["group"] == "rec_fc"
     # CSV: one row per (stage, setting), every scope of every metric
     with open(tmp_path / "rec_fc.csv", newline="") as handle:
@@ -195,6 +198,15 @@ def test_claim_that_fails_is_reported_as_not_held(tmp_path: Path) -> None:
     table = report.group_table(GROUPS["grading"], _results("grading", {"w/ Cls.": 0.02, "w/ Grad.": 0.1}))
     assert [c["held"] for c in table["claims"]] == [False]
     assert "grading >= classification (Imp.): **did not hold**" in report.markdown(table)
+    assert table["claims"][0]["margin_db"] < -report.TIE_DB and "a tie" not in report.markdown(table)
+    # a verdict decided by hundredths of a dB says so
+    results = _results("grading", {"w/ Cls.": 0.1, "w/ Grad.": 0.1})
+    grading = results[("w/ Grad.", "imp")]["summary"]
+    grading["overall"] = {**grading["overall"],
+                          "psnr": results[("w/ Cls.", "imp")]["summary"]["overall"]["psnr"] - 0.02}
+    close = report.group_table(GROUPS["grading"], results)
+    assert close["claims"][0]["held"] is False and close["claims"][0]["tie"] is True
+    assert "under 0.1 dB: a tie at this precision" in report.markdown(close)
     with pytest.raises(ValueError, match=r"group 'grading': no evaluation for w/ Grad. \(imp\)"):
         report.group_table(GROUPS["grading"], {("w/ Cls.", "imp"): _results("grading", {"w/ Cls.": .1,
                                                                                           "w/ Grad.": .1})[

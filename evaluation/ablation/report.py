@@ -32,6 +32,9 @@ SCOPES = ("mean", "O->O", "M->O")
 SUMMARY_KEYS = {"mean": "overall", "O->O": "O->O", "M->O": "M->O"}
 HEADERS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM (%) ↑", "mae": "MAE (×1000) ↓"}
 CSV_SCOPES = {"mean": "mean", "O->O": "o2o", "M->O": "m2o"}
+# A verdict decided by less than this PSNR margin is reported as a tie: the papers' own ablation gaps are 0.26 dB
+# and more, and a few evaluation cases do not resolve differences of hundredths of a dB.
+TIE_DB = 0.1
 
 
 def _metric_scopes(summary: dict[str, Any], metric: str) -> dict[str, float | None]:
@@ -73,12 +76,14 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any]]) ->
     claims = []
     for claim in group.claims:
         values = {label: psnr.get((label, claim.stage)) for label in (claim.better, *claim.worse)}
-        held = None
+        held, margin = None, None
         if all(v is not None for v in values.values()):
             best = values[claim.better]
             held = all(best > values[w] if claim.strict else best >= values[w] for w in claim.worse)
+            margin = best - max(values[w] for w in claim.worse)
         claims.append({"text": claim.text, "stage": claim.stage, "better": claim.better,
-                       "worse": list(claim.worse), "psnr_mean": values, "held": held})
+                       "worse": list(claim.worse), "psnr_mean": values, "held": held, "margin_db": margin,
+                       "tie": margin is not None and abs(margin) < TIE_DB})
     return {"group": group.name, "title": group.title, "source": group.source, "stages": list(group.stages),
             "layout": group.layout, "note": group.note, "extra_columns": _extra_columns(group),
             "rows": rows, "claims": claims}
@@ -150,6 +155,10 @@ def markdown(table: dict[str, Any]) -> str:
         for claim in table["claims"]:
             verdict = {True: "**held**", False: "**did not hold**", None: "not checked"}[claim["held"]]
             values = ", ".join(f"{label} {_number(v)} dB" for label, v in claim["psnr_mean"].items())
+            if claim.get("margin_db") is not None:
+                values += f"; margin {claim['margin_db']:+.3f} dB"
+                if claim["tie"]:
+                    values += f", under {TIE_DB} dB: a tie at this precision"
             lines.append(f"- {claim['text']} ({STAGE_LABELS[claim['stage']]}): {verdict} ({values})")
     if table["note"]:
         lines += ["", f"Note: {table['note']}"]
