@@ -15,7 +15,7 @@ import pytest
 from conftest import REAL_CONFIGURATION, REAL_DATASET, REAL_SEGMENTER, REAL_SEGMENTER_MEMORY_GB
 from codebrain_seg.cli.evaluate_segmentation import main
 from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.imputers import IMPUTERS
+from codebrain_seg.imputers import IMPUTERS, ZeroFill
 from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import image_path
 from evaluation.segmentation import nnunet_bridge as bridge
@@ -126,6 +126,33 @@ def test_rerun_reuses_the_cache_and_an_interrupted_run_resumes(tiny):
     assert lost.is_file()
     assert {p: p.stat().st_mtime_ns for p in segmentations if p != lost} == {
         p: s for p, s in stamps.items() if p != lost}
+
+
+def test_a_codebrain_variant_is_evaluated_in_a_folder_of_its_own(tiny, monkeypatch, capsys):
+    seen = []
+
+    def recording(context):
+        """Zero-fill that records the variant options it was built with."""
+        seen.append((context.ablation, context.variant, context.code_dim, context.options.get("source_rule")))
+        return ZeroFill(context)
+
+    monkeypatch.setitem(IMPUTERS, "recording", recording)
+    code = main(["-d", str(DEMO_ID), "-f", "0", "--seg-trainer", SMOKE, "--seg-gpu-memory-gb", "0.5", "--methods",
+                 "recording", "--tile-step-size", "1", "--variant", "v1", "--code-dim", "5", "--ablation", "no_fc",
+                 "--source-rule", "relevant"])
+    assert code == 0, capsys.readouterr().err
+    assert seen == [("no_fc", "v1", 5, "relevant")]
+    root = bridge.segmentation_folders(tiny.raw_dir.name, 0).root
+    tag = "2d_cpu__CodeBrain-v1-d5-no_fc-source_relevant"
+    out = root / tiny.model.name / "val" / tag
+    table = read_json(out / "table.json")
+    assert table["codebrain_model"] == "CodeBrain-v1-d5-no_fc" and table["source_rule"] == "relevant"
+    assert "the codebrain row's model: `CodeBrain-v1-d5-no_fc`" in (out / "table.md").read_text()
+    assert (out / "segmentations" / "recording" / "0111").is_dir()
+    assert (root / "imputed" / "val" / tag / "recording" / "0111").is_dir()
+    # nothing of the variant's run lands in the plain method's folders
+    assert not (root / tiny.model.name / "val" / "2d_cpu" / "segmentations" / "recording").exists()
+    assert not (root / "imputed" / "val" / "2d_cpu" / "recording").exists()
 
 
 def test_cached_segmentations_are_dropped_when_the_segmenter_changes(tmp_path):

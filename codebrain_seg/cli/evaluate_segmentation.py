@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.cli.impute import add_model_variant_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sliding-window step of nnU-Net's predictor as a fraction of the patch (default 0.5; "
                              "1.0 = no overlap, fastest)")
     parser.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (8x faster)")
+    add_model_variant_arguments(parser)
     parser.add_argument("-np", "--num-processes", type=int, default=min(4, os.cpu_count() or 1),
                         help="worker processes of nnU-Net's preprocessing")
     return parser
@@ -62,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_segmenter=args.train_segmenter, seg_trainer=args.seg_trainer, scenarios=args.scenarios,
             methods=methods, device=args.device, cases=args.cases, gpu_memory_gb=args.seg_gpu_memory_gb,
             tile_step_size=args.tile_step_size, use_mirroring=not args.disable_tta,
-            num_processes=args.num_processes)
+            num_processes=args.num_processes, ablation=args.ablation, loss_weights=args.loss_weights,
+            variant=args.variant, code_dim=args.code_dim, source_rule=args.source_rule)
         print(f"segmented {result.predicted} inputs ({result.reused} reused from the cache)")
         for name, path in result.files.items():
             print(f"{name}: {path}")

@@ -336,7 +336,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                           methods: Sequence[str] | None = None, device: str = "cpu", cases: str | Path | None = None,
                           gpu_memory_gb: float | None = None, tile_step_size: float = 0.5,
                           use_mirroring: bool = True, num_processes: int = 2,
-                          precision: str = "auto") -> SegmentationEvaluation:
+                          precision: str = "auto", ablation: str = "none",
+                          loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                          code_dim: int | None = None, source_rule: str = "random") -> SegmentationEvaluation:
     """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
 
     Args:
@@ -357,6 +359,10 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         num_processes: worker processes of nnU-Net's preprocessing.
         precision: the segmenter's precision on a CPU, ``auto`` (bf16 autocast where the CPU computes bf16
             natively), ``fp32`` or ``bf16`` (:func:`evaluation.segmentation.nnunet_bridge.resolve_precision`).
+        ablation, loss_weights, variant, code_dim: the CodeBrain variant whose model imputes (``codebrain_train``'s
+            options); a variant's imputations, segmentations and tables go to a folder of its own,
+            ``<configuration>__CodeBrain-<tags>``.
+        source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
 
     Returns:
         A SegmentationEvaluation naming the output folder, the table and the written files.
@@ -398,8 +404,16 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         evaluation_cases = folder_cases(Path(cases), len(names))
         cases_tag = f"cases__{Path(cases).resolve().name}__{_short_hash(Path(cases))}"
 
+    from codebrain_seg.predictor import model_folder_prefix
+
+    trainer = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    # The plain method keeps the plain folder name, so results of earlier runs stay where they are.
+    model_tag = configuration if trainer == model_folder_prefix() else f"{configuration}__{trainer}"
+    if source_rule != "random":
+        model_tag += f"-source_{source_rule}"
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=int(fold), configuration=configuration,
-                                device=device)
+                                device=device, options={"source_rule": source_rule}, ablation=ablation,
+                                loss_weights=loss_weights, variant=variant, code_dim=code_dim)
     imputers = build_imputers(method_names, context)
 
     if segmenter is not None:
@@ -414,10 +428,10 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     bridge.check_compatible(model, dataset_json)
 
     root = bridge.segmentation_folders(dataset_name, int(fold)).root
-    output_dir = root / segmenter_tag / cases_tag / configuration
+    output_dir = root / segmenter_tag / cases_tag / model_tag
     _invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
                                         "use_mirroring": use_mirroring, "precision": precision})
-    state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / configuration, device,
+    state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / model_tag, device,
                       tile_step_size, use_mirroring, precision)
     for method in method_names:
         _drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
@@ -437,6 +451,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     result.table = report.build_table(rows, scenario_list, method_names, {
         "dataset": dataset_name, "fold": int(fold), "segmenter": str(model.folder), "segmenter_folds": model.folds,
         "cases": [c.case_id for c in evaluation_cases], "imputation_configuration": configuration,
+        "codebrain_model": trainer, "source_rule": source_rule,
         "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision})
     result.files = report.write_reports(output_dir, rows, result.table)
     logger.info("segmentation evaluation: %d predicted, %d reused; tables in %s", result.predicted, result.reused,

@@ -80,6 +80,8 @@ def markdown(table: dict[str, Any]) -> str:
     lines = [f"# Segmentation evaluation: {table['dataset']}, fold {table['fold']}", "",
              f"Segmenter: `{table['segmenter']}` (folds {', '.join(map(str, table['segmenter_folds']))}); "
              f"{len(table['cases'])} cases: {', '.join(table['cases'])}.", "",
+             f"Imputation configuration `{table.get('imputation_configuration')}`; the codebrain row's model: "
+             f"`{table.get('codebrain_model', 'CodeBrain')}`.", "",
              "Cells are means over cases; the full-modality row does not depend on the scenario. Empty regions: "
              f"both empty -> {CONVENTIONS['both_empty']}; one empty -> {CONVENTIONS['one_empty']}.", ""]
     titles = {"dice": "Dice (%)", "hd95": "HD95 (mm)"}
