@@ -38,8 +38,8 @@ def pattern_figure(path: str | Path, channel_names: Sequence[str], pattern: str,
                    predictions: dict[str, np.ndarray], title: str = "") -> None:
     """Example slice of one pattern.
 
-    Rows: the inputs (missing sequences blank), the ground truth, then per method the imputed missing
-    sequences and their absolute error maps. Columns: the sequences.
+    First row: the given sequences. Then one row per missing sequence: its ground truth, then per method the
+    imputation and its absolute error map (so a figure has no empty panel rows, whatever the pattern).
 
     Args:
         path: PNG file to write.
@@ -50,20 +50,24 @@ def pattern_figure(path: str | Path, channel_names: Sequence[str], pattern: str,
         title: figure title.
     """
     flags = parse_pattern(pattern)
-    rows = 2 + 2 * len(predictions)
-    columns = len(channel_names)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.8 * rows), squeeze=False)
-    for column, name in enumerate(channel_names):
-        _show(axes[0, column], target[column] if flags[column] else None,
-              f"input {name}" if flags[column] else f"{name} missing")
-        _show(axes[1, column], target[column], f"ground truth {name}")
+    given = [c for c, flag in enumerate(flags) if flag]
+    missing = [c for c, flag in enumerate(flags) if not flag]
+    columns = max(len(given), 1 + 2 * len(predictions))
+    rows = 1 + len(missing)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows), squeeze=False)
+    for column in range(columns):
+        channel = given[column] if column < len(given) else None
+        _show(axes[0, column], None if channel is None else target[channel],
+              "" if channel is None else f"input {channel_names[channel]}")
+    for row, channel in enumerate(missing, start=1):
+        name = channel_names[channel]
+        _show(axes[row, 0], target[channel], f"ground truth {name}")
         for index, (method, prediction) in enumerate(predictions.items()):
-            missing = not flags[column]
-            _show(axes[2 + 2 * index, column], prediction[column] if missing else None,
-                  f"{method}: {name}" if missing else "")
-            error = np.abs(prediction[column] - target[column]) if missing else None
-            _show(axes[3 + 2 * index, column], error, f"|error| {method}" if missing else "", cmap="magma",
-                  vmax=ERROR_RANGE)
+            _show(axes[row, 1 + 2 * index], prediction[channel], f"{method}: {name}")
+            _show(axes[row, 2 + 2 * index], np.abs(prediction[channel] - target[channel]), f"|error| {method}",
+                  cmap="magma", vmax=ERROR_RANGE)
+        for column in range(1 + 2 * len(predictions), columns):
+            _show(axes[row, column], None)
     figure.suptitle(title or describe_pattern(pattern, channel_names), fontsize=10)
     _save(figure, path)
 
