@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=["paper", "volume", "both"], default="both",
                         help="paper (2D, middle slices), volume (3D, BraSyn-like) or both (default)")
     parser.add_argument("--methods", "--method", type=_list, default=["codebrain", "zero", "mean"],
-                        help="comma-separated registered methods (default codebrain,zero,mean; also regression, copedit, copedit-mask)")
+                        help="comma-separated registered methods (default codebrain,zero,mean; also regression, "
+                             "copedit, copedit-mask)")
     parser.add_argument("--patterns", type=_list, default=None,
                         help="comma-separated availability bit strings, e.g. 0111,1000 (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for learned methods (default cpu)")
