@@ -29,11 +29,11 @@ def _peak_rss_mb() -> float:
 
 def _untrained_predictor(work: Path, real: Path, configuration: str, device: str, batch_size: int | None):
     import torch
+    from codebrain_seg.predictor import CodeBrainPredictor
 
     from codebrain_seg.converters.brats import convert_brats
     from codebrain_seg.io import read_json
     from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-    from codebrain_seg.predictor import CodeBrainPredictor
     from planners.plan_and_preprocess import plan_and_preprocess
 
     for kind in ("raw", "preprocessed", "results"):

@@ -25,10 +25,10 @@ def main() -> None:
         for kind in ("raw", "preprocessed", "results"):
             os.environ[f"codebrain_{kind}"] = str(Path(work) / kind)
         from codebrain_seg.converters.brats import convert_brats
+        from codebrain_seg.raw_dataset import load_dataset_json
         from planners.experiment_planner import plan_experiment
         from planners.fingerprint import extract_fingerprint
         from planners.preprocessing import preprocess_dataset
-        from codebrain_seg.raw_dataset import load_dataset_json
 
         start = time.perf_counter()
         raw_dir = convert_brats(source, 990, name="BenchBraTS").dataset_dir

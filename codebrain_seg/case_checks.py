@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from codebrain_seg.errors import ExistingFileError, InputError
 from codebrain_seg.io import ImageReadError, read_nifti
 from codebrain_seg.paths import dataset_folder_name, parse_dataset_folder_name, raw_root
 from codebrain_seg.raw_dataset import FILE_ENDING, RawDatasetWriter, list_cases
@@ -35,7 +36,7 @@ class CaseFiles:
     problems: list[str] = field(default_factory=list)  # e.g. "missing t1ce", "unexpected image file X"
 
 
-class CaseProblemsError(ValueError):
+class CaseProblemsError(InputError):
     """Raised when cases fail their checks; the message lists every bad case with each reason."""
 
     def __init__(self, problems: Mapping[str, Sequence[str]], total: int | None = None, hint: str = "") -> None:
@@ -119,7 +120,8 @@ def _label_problems(name: str, data: np.ndarray, allowed: set[int]) -> list[str]
 
 
 def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, allowed_labels: set[int] | None = None,
-               affine_atol: float = DEFAULT_AFFINE_ATOL_MM, same_grid: bool = True) -> list[str]:
+               affine_atol: float = DEFAULT_AFFINE_ATOL_MM, same_grid: bool = True,
+               blank: list[str] | None = None) -> list[str]:
     """Problems of one case (empty list = good): unreadable, grid mismatch, NaN/inf, all-zero, unknown labels.
 
     Args:
@@ -130,6 +132,8 @@ def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, all
         affine_atol: largest allowed distance in mm between where two files put any corner voxel.
         same_grid: require every image and the label to share the first image's shape and affine (False for
             sources that are registered during conversion, such as IXI).
+        blank: when a list is given, an all-zero image is not a problem but its name is appended here (imputation
+            input: an all-zero sequence is a missing one).
 
     Returns:
         One human-readable sentence per problem, naming the sequence and the measured discrepancy.
@@ -162,14 +166,17 @@ def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, all
                                     f"(tolerance {affine_atol:g} mm)")
         if is_label:
             if allowed_labels is None:
-                raise ValueError("allowed_labels is required when a label is checked")
+                raise InputError("allowed_labels is required when a label is checked")
             problems.extend(_label_problems(name, volume.data, allowed_labels))
             continue
         nonfinite = _count_nonfinite(name, volume.data)
         if nonfinite:
             problems.append(nonfinite)
         elif not np.any(volume.data):
-            problems.append(f"{name} is all zero")
+            if blank is None:
+                problems.append(f"{name} is all zero")
+            else:
+                blank.append(name)
     if problems:
         logger.debug("case %s: %s", case_id, "; ".join(problems))
     return problems
@@ -206,13 +213,13 @@ def prepare_target(dataset_id: int, name: str, overwrite: bool = False) -> Path:
     root = raw_root()
     target = root / folder
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; remove it or pass --overwrite")
+        raise ExistingFileError(f"{target} already exists; remove it or pass --overwrite")
     if root.is_dir():
         # Two folders with one id would make "-d 137" ambiguous for every later command.
         for child in root.iterdir():
             parsed = parse_dataset_folder_name(child.name)
             if parsed and parsed[0] == int(dataset_id) and child.name != folder:
-                raise FileExistsError(f"dataset id {dataset_id} is already used by {child}; choose another -d")
+                raise ExistingFileError(f"dataset id {dataset_id} is already used by {child}; choose another -d")
     return target
 
 

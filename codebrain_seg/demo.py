@@ -7,6 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codebrain_seg.demo_data import make_demo_dataset
+from codebrain_seg.io import read_json
+from codebrain_seg.paths import raw_root
+from codebrain_seg.run.training import run_training
+from evaluation.imputation.evaluate import evaluate_imputation
+from evaluation.segmentation.evaluate import evaluate_segmentation
+from planners.plan_and_preprocess import add_configuration, plan_and_preprocess
+
 logger = logging.getLogger(__name__)
 
 DEMO_DATASET_ID = 990
@@ -26,12 +34,6 @@ def run_demo(workdir: Path, device: str = "cpu", iterations: int = DEMO_ITERATIO
     for kind in ("raw", "preprocessed", "results"):
         (workdir / kind).mkdir(parents=True, exist_ok=True)
         os.environ[f"codebrain_{kind}"] = str(workdir / kind)
-    from codebrain_seg.demo_data import make_demo_dataset
-    from codebrain_seg.paths import raw_root
-    from evaluation.imputation.evaluate import evaluate_imputation
-    from evaluation.segmentation.evaluate import evaluate_segmentation
-    from planners.plan_and_preprocess import add_configuration, plan_and_preprocess
-    from trainers import run_training
 
     timings: dict[str, float] = {}
 
@@ -70,8 +72,6 @@ def demo_outputs(imputation_dir: Path, segmentation_files: dict[str, Path]) -> l
 
 def headline_figures(imputation_dir: Path, segmentation_table: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Overall paper-protocol PSNR/SSIM/MAE per imputation method and mean WT/TC/ET Dice per segmentation row."""
-    from codebrain_seg.io import read_json
-
     overall = read_json(imputation_dir / "summary.json")["summary"]["paper"]["image"]
     dice = segmentation_table["dice"]
     return {"imputation": {method: {metric: float(values["overall"][metric]) for metric in ("psnr", "ssim", "mae")}

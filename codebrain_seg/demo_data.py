@@ -45,6 +45,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from codebrain_seg.errors import ExistingFileError, InputError
 from codebrain_seg.io import Volume
 from codebrain_seg.paths import dataset_folder_name, parse_dataset_folder_name, raw_root
 from codebrain_seg.raw_dataset import (
@@ -135,7 +136,7 @@ def make_demo_case(shape: tuple[int, int, int] = DEFAULT_SHAPE, seed: int = 0) -
     """Generate one BraTS-like phantom subject, deterministically from ``seed``."""
     shape = _check_shape(shape)
     if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        raise InputError(f"seed must be a non-negative integer, got {seed}")
     # Anatomy and scanner draws come from one stream and voxel noise from another, so the subject does not
     # change with the grid size.
     anatomy_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
@@ -162,7 +163,7 @@ def make_demo_dataset(dataset_id: int, num_cases: int = DEFAULT_NUM_CASES,
     """
     folder_name = dataset_folder_name(dataset_id, name)
     if int(num_cases) < 1:
-        raise ValueError(f"num_cases must be at least 1, got {num_cases}")
+        raise InputError(f"num_cases must be at least 1, got {num_cases}")
     shape = _check_shape(shape)
     root = raw_root()
     _check_id_free(root, int(dataset_id), folder_name)
@@ -191,7 +192,7 @@ def make_demo_dataset(dataset_id: int, num_cases: int = DEFAULT_NUM_CASES,
 def _check_shape(shape: Any) -> tuple[int, int, int]:
     values = tuple(int(s) for s in shape)
     if len(values) != 3 or min(values) < MIN_SIZE:
-        raise ValueError(f"shape must be three sizes of at least {MIN_SIZE} voxels, got {tuple(shape)}")
+        raise InputError(f"shape must be three sizes of at least {MIN_SIZE} voxels, got {tuple(shape)}")
     return values  # type: ignore[return-value]
 
 
@@ -202,7 +203,7 @@ def _check_id_free(root: Path, dataset_id: int, folder_name: str) -> None:
     for child in root.iterdir():
         parsed = parse_dataset_folder_name(child.name)
         if parsed and parsed[0] == dataset_id and child.name != folder_name:
-            raise FileExistsError(f"dataset id {dataset_id} is already used by {child}; choose another -d")
+            raise ExistingFileError(f"dataset id {dataset_id} is already used by {child}; choose another -d")
 
 
 def _remove_other_cases(staging_dir: Path, keep: set[str]) -> None:

@@ -12,8 +12,10 @@ from typing import Any, Iterator
 import nibabel as nib
 import numpy as np
 
+from codebrain_seg.errors import InputError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(InputError):
     """Raised when an image file cannot be read as NIfTI."""
 
 
@@ -107,7 +109,7 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: malformed JSON ({error})") from error
+        raise InputError(f"{path}: malformed JSON ({error})") from error
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
@@ -126,4 +128,4 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+    raise InputError(f"Not JSON serialisable: {type(value).__name__}")

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codebrain_seg.errors import InputError
+
 PSNR_SCALE = 10.0 / math.log(10.0)
 PSNR_EPS = 1e-8
 RECONSTRUCTION_KINDS = ("psnr", "l1")
@@ -34,7 +36,7 @@ def _reduce_all_but_channels(values: Tensor) -> Tensor:
 
 def _check_pair(prediction: Tensor, target: Tensor) -> None:
     if prediction.shape != target.shape or prediction.dim() < 2:
-        raise ValueError(
+        raise InputError(
             f"prediction and target must have the same (B, C, ...) shape, got {tuple(prediction.shape)} "
             f"and {tuple(target.shape)}"
         )
@@ -46,7 +48,7 @@ def _availability(available: Tensor | Sequence[bool], num_channels: int, device:
     if mask.dtype != torch.bool:
         mask = mask != 0
     if mask.shape != (num_channels,):
-        raise ValueError(f"available must be one pattern of shape ({num_channels},), got shape {tuple(mask.shape)}")
+        raise InputError(f"available must be one pattern of shape ({num_channels},), got shape {tuple(mask.shape)}")
     return mask
 
 
@@ -77,7 +79,7 @@ def reconstruction_loss_per_channel(prediction: Tensor, target: Tensor, kind: st
         return psnr_loss_per_channel(prediction, target)
     if kind == "l1":
         return l1_loss_per_channel(prediction, target)
-    raise ValueError(f"reconstruction loss kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
+    raise InputError(f"reconstruction loss kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
 
 
 def weight_available_missing(
@@ -135,7 +137,7 @@ def discriminator_loss(real_scores: Tensor, fake_scores: Tensor, available: Tens
         Scalar loss (float32).
     """
     if real_scores.shape != fake_scores.shape:
-        raise ValueError(
+        raise InputError(
             f"real and fake scores differ in shape: {tuple(real_scores.shape)} vs {tuple(fake_scores.shape)}"
         )
     mask = _availability(available, fake_scores.shape[1], fake_scores.device).float()
@@ -156,7 +158,7 @@ def generator_adversarial_loss(fake_scores: Tensor) -> Tensor:
 def _as_level_list(num_levels: int | Sequence[int], num_channels: int) -> list[int]:
     levels = [int(num_levels)] * num_channels if isinstance(num_levels, int) else [int(n) for n in num_levels]
     if len(levels) != num_channels or any(level < 2 for level in levels):
-        raise ValueError(f"need {num_channels} level counts >= 2, got {num_levels}")
+        raise InputError(f"need {num_channels} level counts >= 2, got {num_levels}")
     return levels
 
 
@@ -171,7 +173,7 @@ def _ordinal_layout(fsq_levels: Sequence[int], device: torch.device) -> tuple[Te
 
 def _check_logits(logits: Tensor, expected: int, what: str) -> None:
     if logits.dim() < 2 or logits.shape[1] != expected:
-        raise ValueError(f"{what} logits must have {expected} channels in dim 1, got shape {tuple(logits.shape)}")
+        raise InputError(f"{what} logits must have {expected} channels in dim 1, got shape {tuple(logits.shape)}")
 
 
 def _broadcast_channels(values: Tensor, like: Tensor) -> Tensor:

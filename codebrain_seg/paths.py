@@ -5,6 +5,8 @@ import os
 import re
 from pathlib import Path
 
+from codebrain_seg.errors import EnvironmentSetupError, InputError, UnknownNameError
+
 # Each project folder is read from its own variable first and from nnU-Net's as a fallback, so that an
 # existing nnU-Net setup works without new variables.
 FOLDER_VARIABLES = {
@@ -16,7 +18,7 @@ FOLDER_VARIABLES = {
 _FULL_NAME = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
-class DatasetNotFoundError(LookupError):
+class DatasetNotFoundError(UnknownNameError):
     """Raised when a ``-d`` argument names no dataset in the searched folders."""
 
 
@@ -26,7 +28,7 @@ def _folder(kind: str) -> Path:
         value = os.environ.get(variable)
         if value:
             return Path(value)
-    raise EnvironmentError(
+    raise EnvironmentSetupError(
         f"The {kind} folder is not set: export {own}=/path/to/{kind} "
         f"(or nnU-Net's {fallback}, which is used when {own} is unset)."
     )
@@ -50,9 +52,9 @@ def results_root() -> Path:
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``DatasetXXX_Name`` for an id and a short name."""
     if not 0 < int(dataset_id) < 1000:
-        raise ValueError(f"Dataset id must lie in 1..999, got {dataset_id}")
+        raise InputError(f"Dataset id must lie in 1..999, got {dataset_id}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", name):
-        raise ValueError(f"Dataset name {name!r} may hold only letters, digits and '-' (no '_' or spaces)")
+        raise InputError(f"Dataset name {name!r} may hold only letters, digits and '-' (no '_' or spaces)")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from codebrain_seg.errors import ExistingFileError, InputError, MissingFileError
 from codebrain_seg.io import Volume, atomic_path, read_json, write_json, write_nifti
 
 FILE_ENDING = ".nii.gz"
@@ -85,13 +86,13 @@ def load_dataset_json(raw_dir: Path) -> dict[str, Any]:
     """Read and sanity-check a raw dataset's dataset.json."""
     path = raw_dir / "dataset.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{raw_dir} has no dataset.json (unfinished conversion or not a raw dataset)")
+        raise MissingFileError(f"{raw_dir} has no dataset.json (unfinished conversion or not a raw dataset)")
     content = read_json(path)
     for key in ("channel_names", "labels", "file_ending"):
         if key not in content:
-            raise ValueError(f"{path}: missing key {key!r}")
+            raise InputError(f"{path}: missing key {key!r}")
     if content["file_ending"] != FILE_ENDING:
-        raise ValueError(f"{path}: only {FILE_ENDING} is supported, got {content['file_ending']!r}")
+        raise InputError(f"{path}: only {FILE_ENDING} is supported, got {content['file_ending']!r}")
     return content
 
 
@@ -104,7 +105,7 @@ class RawDatasetWriter:
     def __init__(self, target_dir: Path, overwrite: bool = False) -> None:
         self.target_dir = Path(target_dir)
         if self.target_dir.exists() and not overwrite:
-            raise FileExistsError(f"{self.target_dir} already exists; remove it or pass --overwrite")
+            raise ExistingFileError(f"{self.target_dir} already exists; remove it or pass --overwrite")
         self.staging_dir = self.target_dir.with_name(f".{self.target_dir.name}.partial")
         self.overwrite = overwrite
         for sub in ("imagesTr", "labelsTr"):
@@ -131,7 +132,7 @@ class RawDatasetWriter:
         if label is not None:
             reference = label_reference if label_reference is not None else images[0]
             if not isinstance(reference, Volume):
-                raise TypeError("label_reference must be a Volume when images are given as files")
+                raise InputError("label_reference must be a Volume when images are given as files")
             write_nifti(label_path(self.staging_dir, case_id), label.astype(np.uint8), reference.affine,
                         reference.header)
         marker = self._done_marker(case_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.config import CoPeDiTConfig
 
 VOLUME_KIND = "3d_volume"
@@ -179,7 +180,7 @@ def plan_copedit_configurations(fingerprint: dict[str, Any], gpu_memory_gb: floa
     """``{'3d_copedit': ..., '3d_copedit_cpu': ...}`` for a fingerprint (module docstring)."""
     channels = len(fingerprint["channel_names"])
     if channels < 2:
-        raise ValueError(f"CoPeDiT needs at least 2 sequences per case, got {channels}")
+        raise InputError(f"CoPeDiT needs at least 2 sequences per case, got {channels}")
     compression = CoPeDiTConfig.paper(channels).vae.compression
     box, box_reason = decide_box_size(fingerprint, compression)
     return {PAPER_CONFIGURATION: _paper_configuration(channels, box, box_reason, gpu_memory_gb),

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from codebrain_seg.errors import InputError, UnknownNameError
+from codebrain_seg.plans import PLANS_NAME, PLANS_VERSION
 from planners.budget import (
     DOWNSAMPLINGS,
     PAPER_SIZE,
@@ -18,9 +20,8 @@ from planners.budget import (
     training_flops_per_slice,
     training_memory_bytes,
 )
+from planners.copedit_planner import plan_copedit_configurations
 
-PLANS_NAME = "codebrainPlans"
-PLANS_VERSION = 1
 # Levels of the paper (d = 6, codebook 64,000) used for both IXI (3 sequences) and BraTS (4 sequences).
 PAPER_FSQ_LEVELS = [8, 8, 8, 5, 5, 5]
 # Level sets recommended by the FSQ paper (Mentzer et al., ICLR 2024, Table 1) per codebook size 2^bits.
@@ -86,7 +87,7 @@ def decide_evaluation_slices(fingerprint: dict[str, Any], slicing_axis: int) -> 
 def decide_fsq_levels(num_channels: int) -> tuple[list[int], str]:
     """FSQ levels: the paper's for 3-5 sequences; a smaller codebook for 2 (less information to encode)."""
     if num_channels < 2:
-        raise ValueError("imputation needs at least 2 sequences per case")
+        raise InputError("imputation needs at least 2 sequences per case")
     if num_channels <= 2:
         return FSQ_LEVELS_BY_BITS[14], ("2 sequences carry less information than the papers' 3 (IXI) or 4 "
                                         "(BraTS): the FSQ paper's 2^14 level set")
@@ -162,7 +163,6 @@ def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
 def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_gb: float = 24.0) -> dict[str, Any]:
     """Plans for a dataset: the paper-faithful ``2d`` configuration and a lighter ``2d_cpu`` one, plus CoPeDiT's
     3D-volume ``3d_copedit`` / ``3d_copedit_cpu`` (``planners.copedit_planner``)."""
-    from planners.copedit_planner import plan_copedit_configurations
 
     channels = len(fingerprint["channel_names"])
     axis, axis_reason = decide_slicing_axis(fingerprint)
@@ -233,5 +233,5 @@ def get_configuration(plans: dict[str, Any], name: str) -> dict[str, Any]:
     try:
         return plans["configurations"][name]
     except KeyError:
-        raise KeyError(f"configuration {name!r} is not in the plans; available: "
+        raise UnknownNameError(f"configuration {name!r} is not in the plans; available: "
                        f"{', '.join(plans['configurations'])}") from None

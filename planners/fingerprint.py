@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.geometry import canonical_spacing, to_canonical
 from codebrain_seg.io import read_nifti
 from codebrain_seg.raw_dataset import channel_names, image_path, label_path, list_cases
@@ -36,7 +37,7 @@ def brain_mask(channels: list[np.ndarray]) -> np.ndarray:
 def bounding_box(mask: np.ndarray) -> list[list[int]]:
     """Half-open [start, stop) per axis of the True voxels; raises if the mask is empty."""
     if not mask.any():
-        raise ValueError("empty brain mask: every sequence is zero everywhere")
+        raise InputError("empty brain mask: every sequence is zero everywhere")
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
@@ -51,7 +52,7 @@ def fingerprint_case(raw_dir: Path, case_id: str, num_channels: int) -> dict[str
     data = [to_canonical(v.data, v.affine) for v in volumes]
     mask = brain_mask(data)
     if not mask.any():
-        raise ValueError(f"case {case_id}: every sequence is zero everywhere (no brain voxels)")
+        raise InputError(f"case {case_id}: every sequence is zero everywhere (no brain voxels)")
     intensities = []
     for channel in data:
         inside = channel[mask]
@@ -78,7 +79,7 @@ def extract_fingerprint(raw_dir: Path, dataset_json: dict[str, Any], num_process
     """Fingerprint of every training case plus dataset-level summaries."""
     cases = list_cases(raw_dir)
     if not cases:
-        raise FileNotFoundError(f"{raw_dir / 'imagesTr'} holds no cases (expected CASE_0000.nii.gz files)")
+        raise MissingFileError(f"{raw_dir / 'imagesTr'} holds no cases (expected CASE_0000.nii.gz files)")
     names = channel_names(dataset_json)
     jobs = [(raw_dir, case, len(names)) for case in cases]
     if num_processes > 1:

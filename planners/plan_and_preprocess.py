@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codebrain_seg import paths
-from codebrain_seg.io import read_json, write_json
 from codebrain_seg.case_checks import CaseFiles, CaseProblemsError, check_cases
+from codebrain_seg.errors import InputError, MissingFileError
+from codebrain_seg.io import read_json, write_json
+from codebrain_seg.plans import PLANS_NAME
 from codebrain_seg.raw_dataset import (
     channel_names,
     image_path,
@@ -17,7 +19,8 @@ from codebrain_seg.raw_dataset import (
     list_cases,
     load_dataset_json,
 )
-from planners.experiment_planner import PLANS_NAME, get_configuration, plan_experiment
+from planners.copedit_planner import add_copedit_configurations
+from planners.experiment_planner import get_configuration, plan_experiment
 from planners.fingerprint import extract_fingerprint
 from planners.preprocessing import preprocess_dataset
 
@@ -29,10 +32,11 @@ SPLIT_SEED = 12345
 
 def make_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict[str, list[str]]]:
     """Deterministic k-fold train/val splits (nnU-Net's own split function and seed)."""
+    # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     if len(case_ids) < 2:
-        raise ValueError(f"at least 2 cases are needed to make train/validation splits, got {len(case_ids)}")
+        raise InputError(f"at least 2 cases are needed to make train/validation splits, got {len(case_ids)}")
     return generate_crossval_split(sorted(case_ids), seed=seed, n_splits=min(num_folds, len(case_ids)))
 
 
@@ -40,7 +44,7 @@ def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
     """Read the plans of a preprocessed dataset, with a hint when they are missing."""
     path = preprocessed_dir / f"{PLANS_NAME}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run codebrain_plan_and_preprocess -d "
+        raise MissingFileError(f"{path} does not exist: run codebrain_plan_and_preprocess -d "
                                 f"{preprocessed_dir.name} first")
     return read_json(path)
 
@@ -86,7 +90,6 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None
             shutil.rmtree(out_dir / configuration["data_identifier"], ignore_errors=True)
     else:
         plans = read_json(plans_path)
-        from planners.copedit_planner import add_copedit_configurations
 
         if add_copedit_configurations(plans, fingerprint, gpu_memory_gb):
             # plans made before CoPeDiT existed: its configurations are added, nothing else changes

@@ -17,16 +17,23 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.io import write_json, write_npy
+from planners.case_arrays import (
+    crop_window,
+    extract_window,
+    normalised_stack,
+    paste_window,
+    read_case_volumes,
+)
 from planners.fingerprint import bounding_box, brain_mask
-from planners.preprocessing import _extract, crop_window, normalised_stack, read_case_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,7 @@ def resize_volume(volume: np.ndarray, size: Sequence[int], mode: str = "trilinea
     """Resize the last three axes of ``(C, X, Y, Z)`` to ``size`` (``'trilinear'`` or ``'nearest'``)."""
     size = tuple(int(s) for s in size)
     if volume.ndim != 4:
-        raise ValueError(f"resize_volume expects (C, X, Y, Z), got shape {volume.shape}")
+        raise InputError(f"resize_volume expects (C, X, Y, Z), got shape {volume.shape}")
     if tuple(volume.shape[1:]) == size:
         return np.asarray(volume, dtype=np.float32).copy()
     tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None]
@@ -59,8 +66,8 @@ def volume_box(mask: np.ndarray, box_size: Sequence[int], compression: int = 8) 
     return crop_window(box, sizes, ALL_AXES), sizes
 
 
-def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.ndarray, plans: dict[str, Any],
-                   configuration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.ndarray, plans: Mapping[str, Any],
+                   configuration: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Preprocess a case in memory as the volume configuration's training data was preprocessed.
 
     Args:
@@ -78,11 +85,11 @@ def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.nda
     canonical = to_canonical(np.asarray(images, dtype=np.float32), np.asarray(affine, dtype=np.float64))
     mask = brain_mask([canonical[c] for c in np.flatnonzero(available)])
     if not mask.any():
-        raise ValueError("the given sequences are zero everywhere: no brain to impute")
+        raise InputError("the given sequences are zero everywhere: no brain to impute")
     compression = 2 ** len(configuration["network"]["vae"]["channels"])
     starts, sizes = volume_box(mask, configuration["box_size"], compression)
     stack, uppers = normalised_stack(canonical, available, mask, plans["normalization"]["upper_percentile"])
-    window = _extract(stack, starts, sizes)
+    window = extract_window(stack, starts, sizes)
     volume = np.clip(resize_volume(window, configuration["target_size"]), 0.0, 1.0).astype(np.float32)
     volume[~available] = 0.0
     properties = {
@@ -98,7 +105,7 @@ def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.nda
     return volume, mask, properties
 
 
-def restore_volume(volume: np.ndarray, properties: dict[str, Any], mask: np.ndarray | None = None,
+def restore_volume(volume: np.ndarray, properties: Mapping[str, Any], mask: np.ndarray | None = None,
                    denormalise: bool = True) -> np.ndarray:
     """Map ``(C, *target_size)`` back onto the original grid ``(C, X, Y, Z)`` (file voxel order).
 
@@ -108,18 +115,9 @@ def restore_volume(volume: np.ndarray, properties: dict[str, Any], mask: np.ndar
     """
     volume = np.asarray(volume, dtype=np.float32)
     if list(volume.shape[1:]) != list(properties["target_size"]):
-        raise ValueError(f"volume {volume.shape[1:]} does not have the target size {properties['target_size']}")
+        raise InputError(f"volume {volume.shape[1:]} does not have the target size {properties['target_size']}")
     window = resize_volume(volume, properties["box_size"])
-    canonical_shape = [int(s) for s in properties["canonical_shape"]]
-    full = np.zeros((volume.shape[0],) + tuple(canonical_shape), np.float32)
-    dst, src = [slice(None)], [slice(None)]
-    for start, size, length in zip(properties["box_start"], properties["box_size"], canonical_shape):
-        lo, hi = max(start, 0), min(start + size, length)
-        if hi <= lo:
-            return from_canonical(full, np.asarray(properties["original_affine"]))
-        dst.append(slice(lo, hi))
-        src.append(slice(lo - start, hi - start))
-    full[tuple(dst)] = window[tuple(src)]
+    full = paste_window(window, properties["box_start"], [int(s) for s in properties["canonical_shape"]])
     if mask is not None:
         full *= np.asarray(mask, dtype=np.float32)[None]
     if denormalise:
@@ -127,14 +125,12 @@ def restore_volume(volume: np.ndarray, properties: dict[str, Any], mask: np.ndar
     return from_canonical(full, np.asarray(properties["original_affine"]))
 
 
-def preprocess_volume_case(raw_dir: Path, case_id: str, out_dir: Path, plans: dict[str, Any],
-                           configuration: dict[str, Any]) -> dict[str, Any]:
+def preprocess_volume_case(raw_dir: Path, case_id: str, out_dir: Path, plans: Mapping[str, Any],
+                           configuration: Mapping[str, Any]) -> dict[str, Any]:
     """Preprocess one case for a ``3d_volume`` configuration into ``out_dir`` (module docstring)."""
     volumes = read_case_volumes(raw_dir, case_id, len(plans["channel_names"]))
     reference = volumes[0]
     images = np.stack([item.data for item in volumes])
-    if not np.isfinite(images).all():
-        raise ValueError(f"case {case_id}: non-finite voxels (NaN or inf)")
     volume, _, properties = prepare_volume(images, np.ones(len(volumes), bool), reference.affine, plans,
                                            configuration)
     out_dir.mkdir(parents=True, exist_ok=True)

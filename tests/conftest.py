@@ -213,7 +213,7 @@ def real_project_cache(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamesp
 @pytest.fixture(scope="session")
 def real_model_cache(real_project_cache: SimpleNamespace) -> SimpleNamespace:
     """CodeBrain (``2d_cpu``, Stage I and II, ``REAL_ITERATIONS`` each) trained once on fold 0's training cases."""
-    from trainers import run_training
+    from codebrain_seg.run.training import run_training
 
     project = real_project_cache
     fold_dir = (project.root / "results" / REAL_DATASET_NAME / f"CodeBrain__codebrainPlans__{REAL_CONFIGURATION}"

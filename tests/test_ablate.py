@@ -14,14 +14,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 
 from codebrain_seg.cli.ablate import main as ablate_main
 from codebrain_seg.io import read_json
-from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
+from codebrain_seg.metrics import slice_metrics
 from evaluation.ablation import report, run
-from evaluation.ablation.groups import GROUPS, PLAIN, Variant, evaluations, needed_stages, parse_groups
+from evaluation.ablation.groups import (
+    GROUPS,
+    PLAIN,
+    Variant,
+    evaluations,
+    needed_stages,
+    parse_groups,
+)
 from evaluation.imputation.aggregate import all_patterns, parse_pattern, summarise
-from evaluation.imputation.metrics import slice_metrics
 
 DATASET_ID = 976  # the tiny project of tests/test_ablations.py (same arguments: built once per session)
 TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}

@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DEMO_CONFIGURATION
 
 from codebrain_seg.cli.train import main as train_main
+from codebrain_seg.inference.codebrain import load_predictor_from_folder
 from codebrain_seg.networks import (
     CodeBrainConfig,
     ContinuousCode,
@@ -21,18 +23,16 @@ from codebrain_seg.networks import (
     StageOneModel,
     VectorQuantizer,
 )
-from codebrain_seg.predictor import load_predictor_from_folder
-from evaluation.imputation import figures
-from trainers import (
+from codebrain_seg.plans import Configuration
+from codebrain_seg.run.training import run_training
+from codebrain_seg.variants import (
     CODEBRAIN_ABLATIONS,
     parse_loss_weights,
     resolve_loss_weights,
-    run_training,
     variant_name,
 )
+from evaluation.imputation import figures
 from trainers.base_trainer import read_metrics
-
-from conftest import TINY_DEMO_CONFIGURATION
 
 SMALL = dict(posterior_width=4, common_width=4, decoder_width=4, depth=1)
 DATASET_ID = 976
@@ -170,7 +170,7 @@ def test_loss_weight_parsing_and_folder_names() -> None:
     for bad in ("20", "1,2,3", "a,b", "-1,5", "0,0", "nan,1"):
         with pytest.raises(ValueError, match="lambda_m,lambda_a"):
             parse_loss_weights(bad)
-    planned = {"optimisation": {"loss": {"lambda_missing": 20.0, "lambda_available": 5.0}}}
+    planned = Configuration({"optimisation": {"loss": {"lambda_missing": 20.0, "lambda_available": 5.0}}}).loss.reconstruction
     assert resolve_loss_weights(None, planned) == ((20.0, 5.0), None)
     assert resolve_loss_weights("20,5", planned) == ((20.0, 5.0), None)  # the plans' pair: the plain run
     assert resolve_loss_weights((1, 1), planned) == ((1.0, 1.0), (1.0, 1.0))

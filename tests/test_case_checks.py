@@ -7,8 +7,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from codebrain_seg.case_checks import (CaseFiles, CaseProblemsError, ConversionReport, check_case, check_cases,
-                                       prepare_target, select_good_cases)
+from codebrain_seg.case_checks import (
+    CaseFiles,
+    CaseProblemsError,
+    ConversionReport,
+    check_case,
+    check_cases,
+    prepare_target,
+    select_good_cases,
+)
 
 LABELS = {0, 1, 2, 4}
 

@@ -83,7 +83,9 @@ def test_real_2018_cases(real_data_dir, project_dirs, tmp_path):
         np.testing.assert_allclose(label.affine, t1.affine, atol=1e-6)
     assert not (project_dirs["raw"] / ".Dataset031_BraTS2018.partial").exists()
     # nnU-Net's own check (readable by its reader, geometry of labels = images, label values declared).
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from nnunetv2.experiment_planning.verify_dataset_integrity import (
+        verify_dataset_integrity,
+    )
     verify_dataset_integrity(str(out), num_processes=1)
 
 

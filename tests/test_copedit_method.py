@@ -18,22 +18,30 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import torch_threads, use_project_folders
 
 from codebrain_seg.cli.impute import main as impute_main
 from codebrain_seg.cli.train import main as train_main
-from codebrain_seg.copedit_predictor import CoPeDiTImputer, load_copedit_from_folder
-from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
+from codebrain_seg.inference.copedit import CoPeDiTImputer, load_copedit_from_folder
+from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.io import read_json
-from planners.copedit_planner import CPU_CONFIGURATION, PAPER_CONFIGURATION, plan_copedit_configurations
+from codebrain_seg.run.methods import METHODS, get_imputer, get_method
+from codebrain_seg.run.training import run_training
+from planners.copedit_planner import (
+    CPU_CONFIGURATION,
+    PAPER_CONFIGURATION,
+    plan_copedit_configurations,
+)
 from planners.plan_and_preprocess import plan_and_preprocess
 from planners.volume_preprocessing import prepare_volume, restore_volume
-from trainers import get_method, run_training
 from trainers.base_trainer import TrainingOptions, read_metrics
 from trainers.copedit.data import load_volumes
 from trainers.copedit.stage1 import pretext_accuracy
-from trainers.copedit.stage2 import CoPeDiTStageOneNotFinishedError, MDiT3DTrainer, load_copevae
-
-from conftest import TINY_DEMO_CONFIGURATION, torch_threads, use_project_folders
+from trainers.copedit.stage2 import (
+    CoPeDiTStageOneNotFinishedError,
+    MDiT3DTrainer,
+    load_copevae,
+)
 
 DATASET_ID = 981
 SLOW_DATASET_ID = 982
@@ -230,7 +238,7 @@ def test_mask_prompt_switch_changes_the_prompts(trained: SimpleNamespace, tmp_pa
         # the registry's ``copedit-mask`` is the same model by name (what the evaluations' --methods take)
         by_name = get_imputer("copedit-mask", ImputationContext(plans=trained.plans, dataset=context.dataset, fold=0,
                                                                 configuration="2d_cpu"))
-        resolved = IMPUTERS["copedit-mask"].resolve_configuration(context.dataset, 0, "cpu", {"prompts": "learned"})
+        resolved = METHODS["copedit-mask"].configuration_for(context.dataset, 0, "cpu", {"prompts": "learned"})
     assert isinstance(masked, CoPeDiTImputer) and masked.predictor.prompt_source == "mask"
     assert by_name.predictor.prompt_source == "mask" and by_name.fingerprint() == masked.fingerprint()
     assert resolved == CPU_CONFIGURATION
@@ -302,7 +310,7 @@ def test_ddp_two_ranks_per_count_stage2(trained: SimpleNamespace) -> None:
 
 
 def test_bad_requests_are_clear_errors(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
-    assert "copedit" in IMPUTERS and get_method("copedit").configurations == (PAPER_CONFIGURATION,
+    assert "copedit" in METHODS and get_method("copedit").configurations == (PAPER_CONFIGURATION,
                                                                                 CPU_CONFIGURATION)
     with pytest.MonkeyPatch.context() as patch:
         use_project_folders(trained.root, patch)

@@ -6,17 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
-from codebrain_seg import paths
-from codebrain_seg.cli.evaluate_imputation import main as evaluate_main
-from codebrain_seg.geometry import to_canonical
-from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.io import read_json, read_nifti
-from codebrain_seg.raw_dataset import image_path
-from evaluation.imputation.aggregate import all_patterns
-from evaluation.imputation.evaluate import evaluate_case, evaluate_imputation, evaluation_folder
-from evaluation.imputation.metrics import PSNR_CAP
-from planners.plan_and_preprocess import plan_and_preprocess
 from conftest import REAL_CONFIGURATION, REAL_DATASET, REAL_ITERATIONS
 from test_predictor import (  # noqa: F401  (shared fixtures: the tiny model is trained once per session)
     TINY_CONFIG,
@@ -24,6 +13,21 @@ from test_predictor import (  # noqa: F401  (shared fixtures: the tiny model is 
     tiny_model,
     tiny_model_cache,
 )
+
+from codebrain_seg import paths
+from codebrain_seg.cli.evaluate_imputation import main as evaluate_main
+from codebrain_seg.demo_data import make_demo_dataset
+from codebrain_seg.geometry import to_canonical
+from codebrain_seg.io import read_json, read_nifti
+from codebrain_seg.metrics import PSNR_CAP
+from codebrain_seg.raw_dataset import image_path
+from evaluation.imputation.aggregate import all_patterns
+from evaluation.imputation.evaluate import (
+    evaluate_case,
+    evaluate_imputation,
+    evaluation_folder,
+)
+from planners.plan_and_preprocess import plan_and_preprocess
 
 # Middle slices per held-back case scored by the paper protocol in the real-data test (the plans say 80).
 REAL_EVALUATION_SLICES = 8
@@ -187,7 +191,7 @@ def test_real_cases_all_patterns_codebrain_beats_zero_fill(real_model, real_held
 
 
 def test_regression_baseline_trains_on_the_shared_loop_and_is_evaluated(tiny_model):
-    from trainers import run_training
+    from codebrain_seg.run.training import run_training
 
     folders = run_training(TINY_DATASET, 0, TINY_CONFIG, method="regression", iterations=10, device="cpu",
                            num_threads=1, val_every=10, max_val_slices_per_case=4)

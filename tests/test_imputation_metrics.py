@@ -3,8 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import (
+    mean_squared_error,
+    peak_signal_noise_ratio,
+    structural_similarity,
+)
 
+from codebrain_seg.metrics import (
+    PSNR_CAP,
+    percentile_normalise,
+    region_metrics,
+    slice_metrics,
+    ssim_map_3d,
+    volume_metrics,
+)
 from evaluation.imputation.aggregate import (
     all_patterns,
     describe_pattern,
@@ -14,14 +26,6 @@ from evaluation.imputation.aggregate import (
     pattern_string,
     summarise,
     summarise_pairs,
-)
-from evaluation.imputation.metrics import (
-    PSNR_CAP,
-    percentile_normalise,
-    region_metrics,
-    slice_metrics,
-    ssim_map_3d,
-    volume_metrics,
 )
 
 # shared/design/codebrain-reference.md section 7: released IXI Stage II PSNR per (pattern, missing) pair,

@@ -16,10 +16,13 @@ from codebrain_seg.raw_dataset import (
     image_path,
     make_dataset_json,
 )
-from planners.experiment_planner import decide_fsq_levels, decide_slicing_axis, plan_experiment
+from planners.experiment_planner import (
+    decide_fsq_levels,
+    decide_slicing_axis,
+    plan_experiment,
+)
 from planners.plan_and_preprocess import plan_and_preprocess
 from planners.preprocessing import restore_to_original
-
 
 
 def _write_synthetic(raw_root: Path, name: str, affine: np.ndarray, shape=(40, 36, 24), cases: int = 4,

@@ -13,23 +13,25 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from conftest import REAL_CONFIGURATION, REAL_DATASET, use_project_folders
-from codebrain_seg.cli.impute import impute_folder, main as impute_main
+
+from codebrain_seg.cli.impute import main as impute_main
 from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.imputers import IMPUTERS, ImputationContext, get_imputer
+from codebrain_seg.inference.codebrain import CodeBrainPredictor
+from codebrain_seg.inference.confidence import ordinal_confidence
+from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.io import read_json, read_nifti, write_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from codebrain_seg.predictor import (
-    CodeBrainPredictor,
+from codebrain_seg.raw_dataset import image_path, list_cases
+from codebrain_seg.run.imputation import impute_folder
+from codebrain_seg.run.methods import METHODS, get_imputer
+from planners.plan_and_preprocess import plan_and_preprocess
+from planners.preprocessing import restore_to_original
+from planners.slice_preprocessing import (
     middle_slices,
-    ordinal_confidence,
     prepare_case,
     to_preprocessed_space,
 )
-from codebrain_seg.raw_dataset import image_path, list_cases
-from planners.plan_and_preprocess import plan_and_preprocess
-from planners.preprocessing import restore_to_original
 
 TINY_NETWORK = {"posterior_width": 8, "common_width": 8, "decoder_width": 8, "depth": 1}
 TINY_CONFIG = "2d_tiny"
@@ -45,7 +47,7 @@ def _add_configuration(preprocessed: Path, name: str, base: str, **changes) -> d
 
 def train_tiny_model(root: Path) -> SimpleNamespace:
     """Demo data (6 cases of 48 x 48 x 24) and a tiny CodeBrain trained briefly on fold 0 (cached in ``root``)."""
-    from trainers import run_training
+    from codebrain_seg.run.training import run_training
 
     with pytest.MonkeyPatch.context() as patch:
         use_project_folders(root, patch)
@@ -180,8 +182,8 @@ def test_untrained_predictor_geometry_and_scale(demo_dataset, one_thread):
 
 
 def test_codebrain_is_registered_lazily():
-    assert "codebrain" in IMPUTERS
-    assert "codebrain" in IMPUTERS and callable(IMPUTERS["codebrain"])
+    assert METHODS["codebrain"].trainable and METHODS["codebrain"].folder_name == "CodeBrain"
+    assert callable(METHODS["codebrain"].imputer)
 
 
 # ---- codebrain_impute on a real case ----------------------------------------------------------------------
@@ -256,7 +258,7 @@ def test_bad_inputs_are_reported_and_nothing_is_written(real_dataset, tmp_path, 
         image = nib.load(str(inputs / f"{cases[0]}_0002.nii.gz"))
         cropped = np.asarray(image.dataobj)[:-4]
         nib.save(nib.Nifti1Image(cropped, image.affine, image.header), str(inputs / f"{cases[0]}_0002.nii.gz"))
-        expected = "is not on the grid"
+        expected = "has shape"  # the shared rule of codebrain_seg.case_checks
     else:
         _copy_case(real_dataset, cases[0], inputs, drop=(3,))
         (inputs / f"{cases[0]}_0007.nii.gz").write_bytes((inputs / f"{cases[0]}_0000.nii.gz").read_bytes())

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from codebrain_seg.converters.brats import convert_brats
 from codebrain_seg.io import read_json, read_nifti

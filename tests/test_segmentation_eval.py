@@ -11,13 +11,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import (
+    REAL_CONFIGURATION,
+    REAL_DATASET,
+    REAL_SEGMENTER,
+    REAL_SEGMENTER_MEMORY_GB,
+)
 
-from conftest import REAL_CONFIGURATION, REAL_DATASET, REAL_SEGMENTER, REAL_SEGMENTER_MEMORY_GB
 from codebrain_seg.cli.evaluate_segmentation import main
 from codebrain_seg.demo_data import make_demo_dataset
-from codebrain_seg.imputers import IMPUTERS, ZeroFill
+from codebrain_seg.inference.baselines import ZeroFill
 from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import image_path
+from codebrain_seg.run.methods import METHODS, Method
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation.evaluate import (
     _invalidate_if_changed,
@@ -136,7 +142,7 @@ def test_a_codebrain_variant_is_evaluated_in_a_folder_of_its_own(tiny, monkeypat
         seen.append((context.ablation, context.variant, context.code_dim, context.options.get("source_rule")))
         return ZeroFill(context)
 
-    monkeypatch.setitem(IMPUTERS, "recording", recording)
+    monkeypatch.setitem(METHODS, "recording", Method("recording", recording))
     code = main(["-d", str(DEMO_ID), "-f", "0", "--seg-trainer", SMOKE, "--seg-gpu-memory-gb", "0.5", "--methods",
                  "recording", "--tile-step-size", "1", "--variant", "v1", "--code-dim", "5", "--ablation", "no_fc",
                  "--source-rule", "relevant"])
@@ -238,7 +244,7 @@ def test_scenarios():
 
 def test_methods_come_from_the_registry():
     assert resolve_methods(None) == ["zero", "codebrain", "mean"]
-    assert all(m in IMPUTERS for m in resolve_methods(None))
+    assert all(m in METHODS for m in resolve_methods(None))
     assert resolve_methods(["mean", "zero", "mean"]) == ["zero", "mean"]
     with pytest.raises(ValueError, match="registered methods: zero, mean"):
         resolve_methods(["mean", "magic"])
@@ -312,7 +318,6 @@ def _real_options(**extra) -> dict:
                 tile_step_size=1.0, num_processes=2, **extra)
 
 
-@pytest.mark.skipif("codebrain" not in IMPUTERS, reason="no codebrain method registered")
 def test_real_cases_zero_fill_codebrain_and_full(real_segmenter, real_held_back_slabs):
     """The four "3 -> 1" scenarios of the held-back real cases for zero-fill, CodeBrain and full: the short trainer
     made the segmenter from the fold's training cases only, the table is written, and full > zero-fill."""
@@ -357,7 +362,6 @@ def test_real_cases_zero_fill_codebrain_and_full(real_segmenter, real_held_back_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("codebrain" not in IMPUTERS, reason="no codebrain method registered")
 def test_real_cases_all_scenarios(real_segmenter, real_held_back_slabs):
     """All 14 missing patterns of the held-back slabs for zero-fill and CodeBrain (longer: -m slow)."""
     result = evaluate_segmentation(REAL_DATASET, 0, **_real_options(methods=["codebrain"], scenarios="all",

@@ -16,10 +16,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 
 from codebrain_seg.cli.train import main as train_main
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from trainers import run_training
+from codebrain_seg.run.training import run_training
 from trainers.base_trainer import read_metrics, select_device
 from trainers.data_loading import (
     build_augmentation,
@@ -31,8 +32,6 @@ from trainers.data_loading import (
 )
 from trainers.stage1 import score_patterns
 from trainers.stage2 import impute
-
-from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 
 DATASET_ID = 971
 CONFIG = TINY_DEMO_CONFIGURATION

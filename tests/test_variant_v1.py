@@ -15,21 +15,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 
 from codebrain_seg.cli.impute import main as impute_main
 from codebrain_seg.cli.train import main as train_main
+from codebrain_seg.inference.codebrain import (
+    CodeBrainPredictor,
+    load_predictor_from_folder,
+)
 from codebrain_seg.io import read_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import choose_sources
-from codebrain_seg.predictor import CodeBrainPredictor, load_predictor_from_folder
+from codebrain_seg.run.training import run_training
+from codebrain_seg.variants import check_variant, variant_name
 from evaluation.imputation import figures
 from evaluation.imputation.evaluate import evaluate_imputation
-from trainers import check_variant, run_training, variant_name
 from trainers.base_trainer import read_metrics
 from trainers.data_loading import draw_anchor_and_source, draw_missing_pattern
 from trainers.stage1 import network_config
-
-from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 
 DATASET_ID = 977
 CONFIG = TINY_DEMO_CONFIGURATION

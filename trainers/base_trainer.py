@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -24,31 +23,41 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from codebrain_seg.device import PRECISIONS, native_bf16, select_device  # noqa: F401 (part of the loop's API)
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import atomic_path
-from trainers.data_loading import VolumeCache, close_batches, draw_missing_pattern, middle_slices, training_batches
+from trainers.data_loading import (
+    VolumeCache,
+    close_batches,
+    draw_missing_pattern,
+    middle_slices,
+    training_batches,
+)
+from trainers.distributed import (  # noqa: F401 (part of the loop's API)
+    DistributedContext,
+    distributed_context,
+    init_distributed,
+    rng_state,
+    set_rng_state,
+)
+from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
+    append_metrics,
+    attach_log_file,
+    detach_log_file,
+    format_metrics,
+    plot_progress,
+    read_metrics,
+    truncate_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True when ``device`` computes in bf16 natively (a recent CUDA GPU; a CPU with AMX or AVX512-BF16)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # Without hardware support bf16 is emulated and slower than fp32; these probes are private but stable
-        # since torch 2.1, hence the getattr guard.
-        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return False
 
 
 @dataclass
@@ -74,166 +83,6 @@ class TrainingOptions:
     code_dim: int | None = None  # FSQ channels of a code, 5 levels each; None = the plans' levels (v1: 7 x 5)
     num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """Where this process sits in a ``torchrun`` job (world size 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """Global rank 0 alone writes files."""
-        return self.rank == 0
-
-
-def distributed_context() -> DistributedContext:
-    """Read RANK / WORLD_SIZE / LOCAL_RANK set by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return DistributedContext(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")),
-                              int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
-
-
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """CUDA when requested or available ('auto'), else CPU; ``cuda`` without a GPU is a clear error."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise EnvironmentError("--device cuda was requested but PyTorch sees no CUDA GPU "
-                               "(torch.cuda.is_available() is False); use --device cpu")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
-def init_distributed(context: DistributedContext, device: torch.device) -> None:
-    """Join the process group once per process (gloo on CPU, NCCL on GPU); no-op without torchrun."""
-    if context.world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": [py_state[0], list(py_state[1]), py_state[2]]}
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and state["cuda"]:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    name, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-# ---- logs: text log, JSON-lines metrics, progress plot ------------------------------------------------
-
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "training_log.txt"
-
-
-def attach_log_file(output_dir: Path, is_main: bool) -> logging.Handler | None:
-    """Append this package's log lines to ``output_dir/training_log.txt`` (rank 0 only)."""
-    if not is_main:
-        return None
-    output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / LOG_FILE)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    package = logging.getLogger("trainers")
-    package.addHandler(handler)
-    if package.getEffectiveLevel() > logging.INFO:
-        package.setLevel(logging.INFO)
-    return handler
-
-
-def detach_log_file(handler: logging.Handler | None) -> None:
-    """Stop writing the log file."""
-    if handler is not None:
-        logging.getLogger("trainers").removeHandler(handler)
-        handler.close()
-
-
-def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
-    """Records of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
-    path = Path(output_dir) / METRICS_FILE
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
-def truncate_metrics(output_dir: Path, iteration: int, is_main: bool) -> list[dict[str, Any]]:
-    """Keep only records up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
-    kept = [r for r in read_metrics(output_dir) if r.get("iteration", 0) <= iteration] if iteration else []
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(output_dir / METRICS_FILE) as temp:
-            temp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-def append_metrics(output_dir: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk."""
-    with open(output_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def format_metrics(values: dict[str, Any]) -> str:
-    """``name value`` pairs of the scalar entries, for log lines."""
-    return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, (int, float)) and k != "score")
-
-
-def plot_progress(output_dir: Path, history: list[dict[str, Any]], stage: int) -> None:
-    """``progress.png``: one panel per training loss and one of validation PSNR / SSIM, against the iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [r for r in history if r["kind"] == "train"]
-    val = [r for r in history if r["kind"] == "val"]
-    names = sorted({k for r in train for k in r["losses"]})
-    columns = 2
-    rows = (len(names) + 1 + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(11, 3 * rows), squeeze=False)
-    panels = list(axes.flat)
-    for axis, name in zip(panels, names):
-        # Losses live on very different scales (PSNR loss ~ -500, LSGAN ~ 0.1): one panel each.
-        points = [(r["iteration"], r["losses"][name]) for r in train if name in r["losses"]]
-        axis.plot(*zip(*points), linewidth=1)
-        axis.set_title(name, fontsize=9)
-    axis = panels[len(names)]
-    axis.set_title(f"stage {stage} validation", fontsize=9)
-    if val:
-        iterations = [r["iteration"] for r in val]
-        axis.plot(iterations, [r["psnr"] for r in val], "o-", color="tab:blue")
-        axis.set_ylabel("PSNR (dB)", color="tab:blue")
-        twin = axis.twinx()
-        twin.plot(iterations, [r["ssim"] for r in val], "s--", color="tab:orange")
-        twin.set_ylabel("SSIM", color="tab:orange")
-    for axis in panels[len(names) + 1:]:
-        axis.axis("off")
-    for axis in panels:
-        axis.set_xlabel("iteration", fontsize=8)
-    figure.tight_layout()
-    with atomic_path(output_dir / "progress.png") as temp:
-        figure.savefig(temp, dpi=72)
-    plt.close(figure)
 
 
 class BaseTrainer:
@@ -268,7 +117,7 @@ class BaseTrainer:
         self.total_iterations = int(options.iterations or stage_plan["iterations"])
         self.batch_size = int(options.batch_size or stage_plan["batch_size"])
         if self.total_iterations < 1 or self.batch_size < 1:
-            raise ValueError(f"iterations and batch size must be >= 1, got {self.total_iterations}, {self.batch_size}")
+            raise InputError(f"iterations and batch size must be >= 1, got {self.total_iterations}, {self.batch_size}")
         self.context = distributed_context()
         self.device = select_device(options.device, self.context.local_rank)
         self.check_prerequisites()  # before anything is written
@@ -340,11 +189,11 @@ class BaseTrainer:
 
     def _choose_precision(self, requested: str) -> str:
         if requested not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {requested!r}")
         if requested == "auto":
             return "bf16" if native_bf16(self.device) else "fp32"
         if requested == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 autocast needs a CUDA device; use fp32 or bf16 on the CPU")
+            raise InputError("fp16 autocast needs a CUDA device; use fp32 or bf16 on the CPU")
         return requested
 
     def autocast(self) -> ContextManager[Any]:
@@ -432,7 +281,7 @@ class BaseTrainer:
             "networks": {k: m.state_dict() for k, m in self.networks.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(), "rng": _rng_state(self.device),
+            "scaler": self.scaler.state_dict(), "rng": rng_state(self.device),
             "log_window": {k: list(v) for k, v in self._window.items()},
             **self.extra_checkpoint(name),
         }
@@ -448,7 +297,7 @@ class BaseTrainer:
         """Restore the complete training state (weights, optimisers, schedulers, RNG, iteration, log window)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("method") != self.method or state.get("stage") != self.stage:
-            raise ValueError(f"{path} holds {state.get('method')!r} stage {state.get('stage')}, "
+            raise InputError(f"{path} holds {state.get('method')!r} stage {state.get('stage')}, "
                              f"not {self.method!r} stage {self.stage}")
         for key, module in self.networks.items():
             module.load_state_dict(state["networks"][key])
@@ -457,7 +306,7 @@ class BaseTrainer:
         for key, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][key])
         self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], self.device)
+        set_rng_state(state["rng"], self.device)
         self.iteration = int(state["iteration"])
         self.best_metric, self.best_iteration = state["best_metric"], int(state["best_iteration"])
         self._window = {k: [float(v[0]), float(v[1])] for k, v in state["log_window"].items()}

@@ -19,10 +19,17 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from batchgenerators.dataloading.data_loader import DataLoader
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import (
+    SingleThreadedAugmenter,
+)
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
-from batchgenerators.transforms.spatial_transforms import MirrorTransform, Rot90Transform, SpatialTransform
+from batchgenerators.transforms.spatial_transforms import (
+    MirrorTransform,
+    Rot90Transform,
+    SpatialTransform,
+)
 
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json
 
 AUGMENTATION_PROBABILITY = 0.5
@@ -71,7 +78,7 @@ def draw_anchor_and_source(seed: int, rank: int, iteration: int, pattern: Sequen
     missing = [c for c, given in enumerate(pattern) if not given]
     given = [c for c, flag in enumerate(pattern) if flag]
     if not missing or not given:
-        raise ValueError(f"the pattern must have a missing and an available channel, got {tuple(pattern)}")
+        raise InputError(f"the pattern must have a missing and an available channel, got {tuple(pattern)}")
     rng = iteration_rng(seed, rank, iteration, ANCHOR_STREAM)
     return missing[int(rng.integers(len(missing)))], given[int(rng.integers(len(given)))]
 
@@ -98,7 +105,7 @@ class VolumeCache:
         if case_id not in self._open:
             path = self.folder / f"{case_id}.npy"
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: rerun codebrain_plan_and_preprocess for this dataset")
+                raise MissingFileError(f"{path} is missing: rerun codebrain_plan_and_preprocess for this dataset")
             self._open[case_id] = np.load(path, mmap_mode="r")
         return self._open[case_id]
 
@@ -114,18 +121,18 @@ def training_slice_table(folder: Path, case_ids: Sequence[str]) -> np.ndarray:
     for case_index, case_id in enumerate(case_ids):
         properties_path = Path(folder) / f"{case_id}.json"
         if not properties_path.is_file():
-            raise FileNotFoundError(f"{properties_path} is missing: rerun codebrain_plan_and_preprocess")
+            raise MissingFileError(f"{properties_path} is missing: rerun codebrain_plan_and_preprocess")
         for index in read_json(properties_path)["training_slices"]:
             rows.append((case_index, int(index)))
     if not rows:
-        raise ValueError(f"no training slices in {folder} for cases {list(case_ids)[:5]}...")
+        raise InputError(f"no training slices in {folder} for cases {list(case_ids)[:5]}...")
     return np.asarray(rows, dtype=np.int64)
 
 
 def middle_slices(folder: Path, case_ids: Sequence[str], max_per_case: int) -> list[tuple[int, int]]:
     """Up to ``max_per_case`` consecutive brain slices from the middle of each case (fixed validation set)."""
     if max_per_case < 1:
-        raise ValueError(f"max_per_case must be >= 1, got {max_per_case}")
+        raise InputError(f"max_per_case must be >= 1, got {max_per_case}")
     entries = []
     for case_index, case_id in enumerate(case_ids):
         brain = read_json(Path(folder) / f"{case_id}.json")["training_slices"]
@@ -190,7 +197,7 @@ class SliceDataLoader(DataLoader):
     def __init__(self, folder: Path, case_ids: Sequence[str], batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, start_iteration: int = 0, num_workers: int = 0) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.cache = VolumeCache(folder, case_ids)
         self.table = training_slice_table(folder, case_ids)
         super().__init__(self.table, batch_size, max(1, num_workers), None, infinite=True)

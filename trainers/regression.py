@@ -4,16 +4,17 @@ The same loop as CodeBrain Stage I (one random missing pattern per batch, the ze
 modality out, ``lambda_a * PSNR-loss(available) + lambda_m * PSNR-loss(missing)`` with the plans' weights (or the
 run's ``loss_weights``) and optimiser), minus the posterior encoder, the quantised codes and the GAN. One stage;
 validation is real imputation over the single-missing patterns. The network is
-:class:`codebrain_seg.predictor.RegressionNetwork`, loaded for imputation by the ``regression`` registry entry.
+:class:`codebrain_seg.networks.RegressionNetwork`, loaded for imputation by the ``regression`` registry entry.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from codebrain_seg.losses import psnr_loss_per_channel, reconstruction_loss
-from codebrain_seg.predictor import RegressionNetwork
+from codebrain_seg.networks import RegressionNetwork
 from trainers.base_trainer import BaseTrainer
 from trainers.data_loading import single_missing_patterns
 from trainers.stage1 import masked_inputs, network_config, score_patterns
@@ -52,8 +53,6 @@ class RegressionTrainer(BaseTrainer):
 
     def validate(self) -> dict[str, Any]:
         """Mean PSNR / SSIM of real imputation over the single-missing patterns."""
-        import torch
-
         model = self.networks["generator"]
 
         def predict(x: Tensor, masks: Tensor) -> Tensor:

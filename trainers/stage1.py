@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.losses import (
     discriminator_loss,
     generator_adversarial_loss,
@@ -37,22 +38,18 @@ from codebrain_seg.losses import (
     reconstruction_loss_per_channel,
     weight_available_missing,
 )
+from codebrain_seg.metrics import slice_psnr_ssim
 from codebrain_seg.networks import CodeBrainConfig, PatchDiscriminator, StageOneModel
 from codebrain_seg.networks.quantizers import DEFAULT_CODEBOOK_SIZE
-from trainers import CODEBRAIN_ABLATIONS
+from codebrain_seg.variants import ABLATION_SWITCHES, CODEBRAIN_ABLATIONS, code_levels
 from trainers.base_trainer import BaseTrainer
-from trainers.data_loading import draw_anchor_and_source, single_available_patterns, single_missing_patterns
+from trainers.data_loading import (
+    draw_anchor_and_source,
+    single_available_patterns,
+    single_missing_patterns,
+)
 
 ABLATIONS = tuple(CODEBRAIN_ABLATIONS)
-# CodeBrainConfig fields each ablation sets ('l1' changes the Stage-I loss only, see reconstruction_kind).
-ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
-    "none": {},
-    "no_fc": {"use_fc": False},
-    "cls": {"head": "cls"},
-    "l1": {},
-    "vq": {"quantizer": "vq", "head": "cls"},
-    "continuous": {"quantizer": "continuous", "head": "regression"},
-}
 # Slices decoded at once during validation: bounds the memory of the full-resolution decoder stages.
 VALIDATION_SLICES_PER_FORWARD = 16
 
@@ -64,10 +61,8 @@ def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablatio
     The VQ codebook size is the configuration's ``vq_codebook_size`` (plans written before it existed: 1024); the
     FSQ levels follow :func:`trainers.code_levels` (``code_dim`` x 5, v1's 7 x 5, else the plans').
     """
-    from trainers import code_levels
-
     if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+        raise InputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     network = configuration["network"]
     return CodeBrainConfig(
         in_channels=len(plans["channel_names"]), variant=variant,
@@ -80,14 +75,7 @@ def network_config(plans: dict[str, Any], configuration: dict[str, Any], ablatio
 
 def slice_metrics(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Per-slice PSNR and SSIM ``(N,)`` of ``(N, 1, H, W)`` images (MONAI, data range 1, prediction clamped)."""
-    from monai.metrics import PSNRMetric, SSIMMetric
-
-    prediction = prediction.float().clamp(0, 1).contiguous()
-    target = target.float().contiguous()
-    psnr = PSNRMetric(max_val=1.0)(prediction, target).flatten()
-    ssim = SSIMMetric(spatial_dims=2, data_range=1.0)(prediction, target).flatten()
-    # Identical images give an infinite PSNR; 100 dB keeps the means finite.
-    return torch.nan_to_num(psnr, posinf=100.0), ssim
+    return slice_psnr_ssim(prediction.float().clamp(0, 1), target)
 
 
 def pattern_name(pattern: Sequence[bool]) -> str:

@@ -22,9 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from codebrain_seg.checkpoints import load_checkpoint
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.losses import classification_loss, code_regression_loss, grading_loss
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import HEADS_BY_QUANTIZER
+from codebrain_seg.variants import code_levels
 from trainers.base_trainer import BaseTrainer
 from trainers.data_loading import single_missing_patterns
 from trainers.stage1 import masked_inputs, score_patterns
@@ -32,15 +35,14 @@ from trainers.stage1 import masked_inputs, score_patterns
 STAGE1_CHECKPOINT = "checkpoint_final.pth"
 
 
-class StageOneNotFinishedError(FileNotFoundError):
+class StageOneNotFinishedError(MissingFileError):
     """Raised when Stage II is started before Stage I wrote its final checkpoint."""
 
 
 def load_stage_one(path: Path, device: torch.device) -> tuple[StageOneModel, dict[str, Any]]:
     """The frozen Stage-I generator of a checkpoint (eval mode, no gradients) and the checkpoint's metadata."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("stage") != 1 or "generator" not in state.get("networks", {}):
-        raise ValueError(f"{path} is not a Stage-I checkpoint (stage {state.get('stage')!r})")
+    state = load_checkpoint(path, expect={"stage": 1}, keys=("networks.generator", "network_config"),
+                            what="CodeBrain Stage I checkpoint")
     model = StageOneModel(CodeBrainConfig.from_dict(state["network_config"]))
     model.load_state_dict(state["networks"]["generator"])
     model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
@@ -80,13 +82,11 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
     def build_networks(self) -> None:
         """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
-        from trainers import code_levels
-
         self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
         trained = self.generator.config
         expected = code_levels(self.options.variant, self.options.code_dim, self.configuration["fsq_levels"])
         if trained.variant != self.options.variant or trained.fsq_levels != expected:
-            raise ValueError(f"{self.stage1_checkpoint} holds a {trained.variant!r} Stage I with code levels "
+            raise InputError(f"{self.stage1_checkpoint} holds a {trained.variant!r} Stage I with code levels "
                              f"{list(trained.fsq_levels)}, but this run asks for variant {self.options.variant!r} "
                              f"with levels {list(expected)}: train Stage I with the same --variant / --code-dim")
         self.source_relevance = stage1_state.get("source_relevance")

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.errors import InputError
+from evaluation.ablation.groups import GROUPS, parse_groups
+from evaluation.ablation.run import run_ablations
 
 PROG = "codebrain_ablate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``codebrain_ablate``."""
-    from evaluation.ablation.groups import GROUPS
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Train the variants each ablation group needs (codebrain_train's trainer; finished stages are "
@@ -51,19 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from pathlib import Path
-
-        from evaluation.ablation.groups import parse_groups
-        from evaluation.ablation.run import run_ablations
-
         parse_groups(args.which)  # an unknown group fails here, before any data is touched
         if args.iterations is not None and args.iterations < 1:
-            raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+            raise InputError(f"--iterations must be >= 1, got {args.iterations}")
         options = {"seed": args.seed}
         if args.num_threads is not None:
             if args.num_threads < 1:
-                raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
-            import torch
+                raise InputError(f"--num-threads must be >= 1, got {args.num_threads}")
 
             torch.set_num_threads(args.num_threads)  # the evaluations; the trainer sets its own from the option
             options["num_threads"] = args.num_threads

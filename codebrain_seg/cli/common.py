@@ -5,9 +5,13 @@ import logging
 import sys
 from typing import Callable
 
-# Errors caused by the user's input or setup: reported as one line and exit code 2, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, LookupError, FileNotFoundError,
-                                                FileExistsError, EnvironmentError, TypeError)
+from codebrain_seg.errors import UserError
+
+# A user's mistake or setup problem: one line and exit code 2, without a traceback. The operating system's file
+# errors name the path (a folder that does not exist, no permission to write). Any other exception is a
+# programming error and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, FileExistsError, PermissionError,
+                                                IsADirectoryError, NotADirectoryError)
 
 
 def run_cli(function: Callable[[], object]) -> int:
@@ -16,8 +20,7 @@ def run_cli(function: Callable[[], object]) -> int:
     try:
         function()
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Every stage writes atomically and skips finished work, so the same command resumes.

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from codebrain_seg.case_checks import ConversionReport
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.converters.brats import convert_brats
 
 
 def build_parser(prog: str, what: str, default_name: str) -> argparse.ArgumentParser:
@@ -33,8 +34,6 @@ def run_converter(convert: Callable[..., ConversionReport], args: argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``codebrain_convert_brats``; returns the exit code."""
-    from codebrain_seg.converters.brats import convert_brats
-
     parser = build_parser("codebrain_convert_brats", "a BraTS folder (2018-2021 or 2023+ naming, one folder per "
                           "case)", "BraTS<year> from the source folder name, else BraTS2021 / BraTS2023")
     return run_converter(convert_brats, parser.parse_args(argv))

@@ -5,12 +5,11 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.convert_brats import build_parser, run_converter
+from codebrain_seg.converters.ixi import convert_ixi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``codebrain_convert_ixi``; returns the exit code."""
-    from codebrain_seg.converters.ixi import convert_ixi
-
     parser = build_parser("codebrain_convert_ixi", "IXI T1/T2/PD files (flat, per modality or per subject folder)",
                           "IXI")
     return run_converter(convert_ixi, parser.parse_args(argv))

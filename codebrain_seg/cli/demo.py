@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.demo import DEMO_ITERATIONS, run_demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,8 +19,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        from codebrain_seg.demo import DEMO_ITERATIONS, run_demo
-
         result = run_demo(args.workdir, args.device, args.iterations or DEMO_ITERATIONS)
         print("\ncodebrain_demo finished:")
         for name, seconds in result["timings"].items():

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.cli.impute import add_model_variant_arguments
+from evaluation.imputation.evaluate import PROTOCOLS, evaluate_imputation
 
 PROG = "codebrain_evaluate_imputation"
 
@@ -57,10 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from pathlib import Path
-
-        from evaluation.imputation.evaluate import PROTOCOLS, evaluate_imputation
-
         fold = int(args.fold) if str(args.fold).isdigit() else args.fold
         protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
         out = evaluate_imputation(args.dataset, fold, args.configuration, args.cases, protocols, args.methods,

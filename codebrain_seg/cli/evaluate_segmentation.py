@@ -9,6 +9,7 @@ from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.cli.impute import add_model_variant_arguments
+from evaluation.segmentation.evaluate import evaluate_segmentation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from evaluation.segmentation.evaluate import evaluate_segmentation
-
         methods = None if args.methods is None else args.methods.split(",")
         result = evaluate_segmentation(
             args.dataset, args.fold, args.configuration, segmenter=args.segmenter,

@@ -6,7 +6,12 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
-from codebrain_seg.demo_data import DEFAULT_NAME, DEFAULT_NUM_CASES, DEFAULT_SHAPE, make_demo_dataset
+from codebrain_seg.demo_data import (
+    DEFAULT_NAME,
+    DEFAULT_NUM_CASES,
+    DEFAULT_SHAPE,
+    make_demo_dataset,
+)
 
 PROG = "codebrain_make_demo_dataset"
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+import torch
+
 from codebrain_seg.cli.common import run_cli
+from planners.plan_and_preprocess import plan_and_preprocess
 
 REFERENCE_GPU_MEMORY_GB = 24.0  # the paper's RTX 4090
 
@@ -13,8 +16,6 @@ def _gpu_memory_gb(device: str, requested: float | None) -> float:
     if requested is not None:
         return requested
     if device == "cuda":
-        import torch
-
         if torch.cuda.is_available():
             return torch.cuda.get_device_properties(0).total_memory / 1e9
     return REFERENCE_GPU_MEMORY_GB
@@ -38,8 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        from planners.plan_and_preprocess import plan_and_preprocess
-
         out = plan_and_preprocess(args.dataset, args.configurations,
                                   gpu_memory_gb=_gpu_memory_gb(args.device, args.gpu_memory_gb),
                                   num_processes=args.num_processes, verify=args.verify_dataset_integrity,

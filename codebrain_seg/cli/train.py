@@ -6,11 +6,20 @@ import os
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.run.methods import trainable_methods
+from codebrain_seg.run.training import run_training
+from codebrain_seg.variants import (
+    CODE_DIM_LEVELS,
+    CODEBRAIN_ABLATIONS,
+    CODEBRAIN_VARIANTS,
+    MAX_CODE_DIM,
+    V1_CODE_DIM,
+    copedit_ablation,
+    parse_loss_weights,
+)
 
 
 def _loss_weights(text: str) -> tuple[float, float]:
-    from trainers import parse_loss_weights
-
     try:
         return parse_loss_weights(text)
     except ValueError as error:
@@ -18,8 +27,6 @@ def _loss_weights(text: str) -> tuple[float, float]:
 
 
 def _code_dim(text: str) -> int:
-    from trainers import MAX_CODE_DIM
-
     if not text.strip().isdigit() or not 1 <= int(text) <= MAX_CODE_DIM:
         raise argparse.ArgumentTypeError(f"code dimension must be an integer in 1..{MAX_CODE_DIM} (the v1 paper's "
                                          f"Fig. 6 uses 4..7), got {text!r}")
@@ -29,8 +36,6 @@ def _code_dim(text: str) -> int:
 def add_variant_arguments(parser: argparse.ArgumentParser, what: str = "train") -> None:
     """``--ablation``, ``--loss-weights``, ``--variant``, ``--code-dim``: which CodeBrain variant (and so which
     results folder); shared by codebrain_train, codebrain_impute and codebrain_evaluate_imputation."""
-    from trainers import CODE_DIM_LEVELS, CODEBRAIN_ABLATIONS, CODEBRAIN_VARIANTS, V1_CODE_DIM
-
     chosen = "" if what == "train" else " (selects the model folder trained with the same option)"
     parser.add_argument("--ablation", choices=list(CODEBRAIN_ABLATIONS), default="none",
                         help="; ".join(f"{name}: {text}" for name, text in CODEBRAIN_ABLATIONS.items())
@@ -65,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pth")
     add_variant_arguments(parser)
-    from trainers import METHODS
-
-    parser.add_argument("--method", choices=sorted(METHODS), default="codebrain",
+    parser.add_argument("--method", choices=trainable_methods(), default="codebrain",
                         help="codebrain; regression (the direct-regression baseline: same loop, no codes); copedit "
                              "(CoPeDiT: CoPeVAE then MDiT3D on 3D volumes, configurations 3d_copedit / "
                              "3d_copedit_cpu)")
@@ -95,15 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.method == "copedit":
         if ablation != "none":
             parser.error("--ablation selects CodeBrain ablations; CoPeDiT's options are --prompts and --layout")
-        from trainers.copedit import copedit_ablation
-
         ablation = copedit_ablation(args.prompts, args.layout)
     elif (args.prompts, args.layout) != ("learned", "shared"):
         parser.error("--prompts and --layout apply to --method copedit only")
 
     def run() -> None:
-        from trainers import run_training
-
         folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
                                ablation=ablation, loss_weights=args.loss_weights, variant=args.variant,
                                code_dim=args.code_dim,

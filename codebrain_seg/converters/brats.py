@@ -25,11 +25,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from codebrain_seg.case_checks import (CaseFiles, ConversionReport, convert_checked_cases,  # noqa: F401 (re-export)
-                                       prepare_target)
+from codebrain_seg.case_checks import (  # noqa: F401 (re-export)
+    CaseFiles,
+    ConversionReport,
+    convert_checked_cases,
+    prepare_target,
+)
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import Volume, read_nifti
-from codebrain_seg.raw_dataset import (BRATS_CHANNELS, BRATS_REGIONS, BRATS_REGIONS_CLASS_ORDER, FILE_ENDING,
-                                       RawDatasetWriter, make_dataset_json)
+from codebrain_seg.raw_dataset import (
+    BRATS_CHANNELS,
+    BRATS_REGIONS,
+    BRATS_REGIONS_CLASS_ORDER,
+    FILE_ENDING,
+    RawDatasetWriter,
+    make_dataset_json,
+)
 
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
@@ -63,17 +74,17 @@ def _visible(folder: Path) -> list[Path]:
 
 def _case_folders(source: Path) -> list[Path]:
     if not source.exists():
-        raise FileNotFoundError(f"BraTS source folder {source} does not exist")
+        raise MissingFileError(f"BraTS source folder {source} does not exist")
     if not source.is_dir():
         raise NotADirectoryError(f"BraTS source {source} is not a folder")
     entries = _visible(source)
     if not entries:
-        raise FileNotFoundError(f"BraTS source folder {source} is empty")
+        raise MissingFileError(f"BraTS source folder {source} is empty")
     folders = [p for p in entries if p.is_dir()]
     if not folders:
         hint = (" It holds NIfTI files: point at the folder that contains one folder per case."
                 if any(_NIFTI.search(p.name) for p in entries) else "")
-        raise FileNotFoundError(f"No case folders found in {source} (expected CASE/CASE_t1.nii.gz ...).{hint}")
+        raise MissingFileError(f"No case folders found in {source} (expected CASE/CASE_t1.nii.gz ...).{hint}")
     return folders
 
 
@@ -90,12 +101,12 @@ def detect_naming(source: Path) -> BratsNaming:
     used = [naming for naming in NAMINGS if users[naming.key]]
     if not used:
         example = next((p.name for f in _case_folders(source) for p in _visible(f)), "nothing")
-        raise ValueError(f"Unknown layout in {source}: no case folder holds BraTS files named CASE_t1.nii.gz ... "
+        raise InputError(f"Unknown layout in {source}: no case folder holds BraTS files named CASE_t1.nii.gz ... "
                          f"(2018-2021) or CASE-t1n.nii.gz ... (2023+); first file found: {example}")
     if len(used) > 1:
         detail = "; ".join(f"{len(users[n.key])} folder(s) use {n.description}, e.g. {users[n.key][0]}"
                            for n in used)
-        raise ValueError(f"Mixed BraTS naming conventions in {source}: {detail}. Convert them separately.")
+        raise InputError(f"Mixed BraTS naming conventions in {source}: {detail}. Convert them separately.")
     return used[0]
 
 
@@ -162,7 +173,7 @@ def remap_labels(label: np.ndarray, label_map: dict[int, int]) -> np.ndarray:
     output = lookup[np.clip(values, -1, len(lookup) - 1)]  # out-of-range values land on an unmapped entry
     if (output == unmapped).any():
         unknown = sorted(set(np.unique(values[output == unmapped]).tolist()))
-        raise ValueError(f"unknown label value(s) {unknown}; expected {sorted(label_map)}")
+        raise InputError(f"unknown label value(s) {unknown}; expected {sorted(label_map)}")
     return output
 
 

@@ -18,8 +18,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from codebrain_seg.case_checks import CaseFiles, ConversionReport, convert_checked_cases, prepare_target
+from codebrain_seg.case_checks import (
+    CaseFiles,
+    ConversionReport,
+    convert_checked_cases,
+    prepare_target,
+)
 from codebrain_seg.converters.brats import as_nii_gz
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import Volume, read_nifti
 from codebrain_seg.raw_dataset import IXI_CHANNELS, RawDatasetWriter, make_dataset_json
 
@@ -35,11 +41,11 @@ def discover_ixi_cases(source: Path) -> tuple[list[CaseFiles], list[str]]:
     """IXI subjects under ``source`` (files grouped by subject id) with their problems, and warnings."""
     source = Path(source)
     if not source.is_dir():
-        raise FileNotFoundError(f"IXI source folder {source} does not exist or is not a folder")
+        raise MissingFileError(f"IXI source folder {source} does not exist or is not a folder")
     files = sorted(p for p in source.rglob("*")
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
     if not files:
-        raise FileNotFoundError(f"IXI source folder {source} is empty")
+        raise MissingFileError(f"IXI source folder {source} is empty")
     cases: dict[str, CaseFiles] = {}
     ignored = []
     for path in files:
@@ -55,7 +61,7 @@ def discover_ixi_cases(source: Path) -> tuple[list[CaseFiles], list[str]]:
             case.images[sequence] = path
     if not cases:
         example = ignored[0] if ignored else "nothing"
-        raise ValueError(f"Unknown layout in {source}: no IXI files named SUBJECT-T1.nii.gz, SUBJECT-T2.nii.gz, "
+        raise InputError(f"Unknown layout in {source}: no IXI files named SUBJECT-T1.nii.gz, SUBJECT-T2.nii.gz, "
                          f"SUBJECT-PD.nii.gz were found; first file found: {example}")
     for case in cases.values():
         case.problems[:0] = [f"missing {s}" for s in IXI_CHANNELS if s not in case.images]

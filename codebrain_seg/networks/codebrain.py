@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.losses import decode_classification, decode_grading
 from codebrain_seg.networks.fsq import FSQ, PAPER_LEVELS
 from codebrain_seg.networks.nafnet import DOWNSAMPLING_FACTOR, Decoder, Encoder
@@ -89,27 +90,27 @@ class CodeBrainConfig:
         for name in ("in_channels", "posterior_width", "common_width", "decoder_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"CodeBrainConfig.{name} must be a positive integer, got {value!r}")
+                raise InputError(f"CodeBrainConfig.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth < 0:
-            raise ValueError(f"CodeBrainConfig.depth must be an integer >= 0, got {self.depth!r}")
+            raise InputError(f"CodeBrainConfig.depth must be an integer >= 0, got {self.depth!r}")
         if not self.fsq_levels or any(level < 2 for level in self.fsq_levels):
-            raise ValueError(f"CodeBrainConfig.fsq_levels must be integers >= 2, got {self.fsq_levels}")
+            raise InputError(f"CodeBrainConfig.fsq_levels must be integers >= 2, got {self.fsq_levels}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"CodeBrainConfig.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+            raise InputError(f"CodeBrainConfig.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.head not in HEADS_BY_QUANTIZER[self.quantizer]:
-            raise ValueError(f"CodeBrainConfig.head must be one of {HEADS_BY_QUANTIZER[self.quantizer]} with the "
+            raise InputError(f"CodeBrainConfig.head must be one of {HEADS_BY_QUANTIZER[self.quantizer]} with the "
                              f"{self.quantizer!r} quantizer, got {self.head!r}")
         if not isinstance(self.use_fc, bool):
-            raise ValueError(f"CodeBrainConfig.use_fc must be a bool, got {self.use_fc!r}")
+            raise InputError(f"CodeBrainConfig.use_fc must be a bool, got {self.use_fc!r}")
         if not isinstance(self.codebook_size, int) or isinstance(self.codebook_size, bool) or self.codebook_size < 2:
-            raise ValueError(f"CodeBrainConfig.codebook_size must be an integer >= 2, got {self.codebook_size!r}")
+            raise InputError(f"CodeBrainConfig.codebook_size must be an integer >= 2, got {self.codebook_size!r}")
         object.__setattr__(self, "commitment_weight", float(self.commitment_weight))
         if self.commitment_weight < 0:
-            raise ValueError(f"CodeBrainConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
+            raise InputError(f"CodeBrainConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
         if self.variant not in VARIANTS:
-            raise ValueError(f"CodeBrainConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
+            raise InputError(f"CodeBrainConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.variant == "v1" and self.in_channels < 2:
-            raise ValueError("the v1 variant needs at least 2 modalities (an anchor and another source), "
+            raise InputError("the v1 variant needs at least 2 modalities (an anchor and another source), "
                              f"got in_channels={self.in_channels}")
 
     @property
@@ -172,9 +173,9 @@ class CodeBrainConfig:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown CodeBrainConfig keys {unknown}; expected a subset of {sorted(known)}")
+            raise InputError(f"unknown CodeBrainConfig keys {unknown}; expected a subset of {sorted(known)}")
         if "in_channels" not in values:
-            raise ValueError("CodeBrainConfig needs 'in_channels'")
+            raise InputError("CodeBrainConfig needs 'in_channels'")
         return cls(**dict(values))
 
 
@@ -197,11 +198,11 @@ def choose_sources(available: Tensor, rule: str = "random", relevance: Tensor | 
         ``(B, C)`` int64 source index per sample and target, on ``available``'s device.
     """
     if rule not in SOURCE_RULES:
-        raise ValueError(f"source rule must be one of {SOURCE_RULES}, got {rule!r}")
+        raise InputError(f"source rule must be one of {SOURCE_RULES}, got {rule!r}")
     if available.dim() != 2 or available.dtype != torch.bool:
-        raise ValueError(f"available must be a (B, C) bool tensor, got {tuple(available.shape)} {available.dtype}")
+        raise InputError(f"available must be a (B, C) bool tensor, got {tuple(available.shape)} {available.dtype}")
     if not bool(available.any(dim=1).all()):
-        raise ValueError("every sample needs at least one available modality to take F_c from")
+        raise InputError("every sample needs at least one available modality to take F_c from")
     batch, channels = available.shape
     eye = torch.eye(channels, dtype=torch.bool, device=available.device)
     candidates = available[:, :, None] & ~eye[None]  # (B, source, target)
@@ -209,7 +210,7 @@ def choose_sources(available: Tensor, rule: str = "random", relevance: Tensor | 
     candidates = candidates | (alone & eye[None])  # a target that is the only given modality takes itself
     if rule == "relevant":
         if relevance is None or tuple(relevance.shape) != (channels, channels):
-            raise ValueError(f"the 'relevant' source rule needs a ({channels}, {channels}) source x target "
+            raise InputError(f"the 'relevant' source rule needs a ({channels}, {channels}) source x target "
                              "relevance table (recorded by Stage I validation of the v1 variant)")
         scores = torch.nan_to_num(relevance.float().to(available.device), nan=-1e9)[None].expand(batch, -1, -1)
     else:
@@ -219,9 +220,9 @@ def choose_sources(available: Tensor, rule: str = "random", relevance: Tensor | 
 
 def _check_spatial(x: Tensor, in_channels: int, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"{name} must be (B, {in_channels}, H, W), got shape {tuple(x.shape)}")
+        raise InputError(f"{name} must be (B, {in_channels}, H, W), got shape {tuple(x.shape)}")
     if x.shape[2] % DOWNSAMPLING_FACTOR or x.shape[3] % DOWNSAMPLING_FACTOR:
-        raise ValueError(
+        raise InputError(
             f"{name} height and width must be divisible by {DOWNSAMPLING_FACTOR}, got {tuple(x.shape[2:])}"
         )
 
@@ -264,7 +265,7 @@ class StageOneModel(nn.Module):
         batch, channels = maps.shape[:2]
         codes = self.config.num_codes
         if channels % codes:
-            raise ValueError(f"a v1 map must have a multiple of {codes} channels (one group per modality), "
+            raise InputError(f"a v1 map must have a multiple of {codes} channels (one group per modality), "
                              f"got shape {tuple(maps.shape)}")
         return maps.reshape(batch * codes, channels // codes, *maps.shape[2:])
 
@@ -326,7 +327,7 @@ class StageOneModel(nn.Module):
             return self._decode_per_modality(codes, x_masked, sources, targets)
         if self.common_encoder is not None and common_features is None:
             if x_masked is None:
-                raise ValueError("decode needs x_masked (or common_features) because the model uses F_c")
+                raise InputError("decode needs x_masked (or common_features) because the model uses F_c")
             common_features = self.common_features(x_masked)
         return self.decoder(codes, common_features)
 
@@ -339,18 +340,18 @@ class StageOneModel(nn.Module):
         channels, width = self.config.in_channels, self.config.code_channels
         targets = list(range(channels)) if targets is None else sorted({int(t) for t in targets})
         if not targets or not all(0 <= t < channels for t in targets):
-            raise ValueError(f"targets must be modality indices in 0..{channels - 1}, got {targets}")
+            raise InputError(f"targets must be modality indices in 0..{channels - 1}, got {targets}")
         batch = codes.shape[0]
         if codes.dim() != 4 or codes.shape[1] != channels * width:
-            raise ValueError(f"v1 codes must be (B, {channels} x {width}, h, w), got {tuple(codes.shape)}")
+            raise InputError(f"v1 codes must be (B, {channels} x {width}, h, w), got {tuple(codes.shape)}")
         selected = torch.stack([codes[:, t * width:(t + 1) * width] for t in targets], dim=1).flatten(0, 1)
         source_images = None
         if self.common_encoder is not None:
             if x_masked is None or sources is None:
-                raise ValueError("v1 decoding needs x_masked and the source modality of each target (sources)")
+                raise InputError("v1 decoding needs x_masked and the source modality of each target (sources)")
             _check_spatial(x_masked, channels, "x_masked")
             if tuple(sources.shape) != (batch, channels):
-                raise ValueError(f"sources must be ({batch}, {channels}), got {tuple(sources.shape)}")
+                raise InputError(f"sources must be ({batch}, {channels}), got {tuple(sources.shape)}")
             index = sources[:, targets].to(x_masked.device)  # (B, T)
             gathered = torch.gather(x_masked, 1, index[:, :, None, None].expand(-1, -1, *x_masked.shape[2:]))
             source_images = gathered.flatten(0, 1).unsqueeze(1).contiguous(memory_format=torch.channels_last)
@@ -412,7 +413,7 @@ class StageOneModel(nn.Module):
             channels = self.config.in_channels
             if anchor is None or source is None or anchor == source or not (0 <= anchor < channels
                                                                             and 0 <= source < channels):
-                raise ValueError(f"the v1 Stage-I pass needs an anchor and a different source modality in "
+                raise InputError(f"the v1 Stage-I pass needs an anchor and a different source modality in "
                                  f"0..{channels - 1}, got anchor={anchor!r}, source={source!r}")
             codes, quantizer_loss = self.encode_modality(x_full[:, anchor:anchor + 1])
             common_features = self.common_features(x_masked[:, source:source + 1])

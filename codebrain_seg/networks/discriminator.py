@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
+
 
 def _down(in_channels: int, out_channels: int, normalise: bool) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1)]
@@ -32,7 +34,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int, base_width: int = 64) -> None:
         super().__init__()
         if in_channels < 1 or base_width < 1:
-            raise ValueError(f"PatchDiscriminator needs in_channels, base_width >= 1; got {in_channels}, {base_width}")
+            raise InputError(f"PatchDiscriminator needs in_channels, base_width >= 1; got {in_channels}, {base_width}")
         self.in_channels = in_channels
         self.model = nn.Sequential(
             *_down(2 * in_channels, base_width, normalise=False),
@@ -54,7 +56,7 @@ class PatchDiscriminator(nn.Module):
             Per-modality patch scores ``(B, C, H/16, W/16)`` (LSGAN targets: 1 real, 0 fake).
         """
         if candidate.shape != condition.shape or candidate.dim() != 4 or candidate.shape[1] != self.in_channels:
-            raise ValueError(
+            raise InputError(
                 f"candidate and condition must both be (B, {self.in_channels}, H, W); got "
                 f"{tuple(candidate.shape)} and {tuple(condition.shape)}"
             )

@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
+
 PAPER_LEVELS: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
 
 
@@ -53,7 +55,7 @@ class FSQ(nn.Module):
         super().__init__()
         levels = tuple(int(level) for level in levels)
         if not levels or any(level < 2 for level in levels):
-            raise ValueError(f"FSQ levels must be a non-empty sequence of integers >= 2, got {levels}")
+            raise InputError(f"FSQ levels must be a non-empty sequence of integers >= 2, got {levels}")
         self.levels: tuple[int, ...] = levels
         self.eps = float(eps)
         counts = torch.tensor(levels, dtype=torch.float64)
@@ -90,7 +92,7 @@ class FSQ(nn.Module):
 
     def _check_channels(self, tensor: Tensor, name: str) -> None:
         if tensor.dim() < 2 or tensor.shape[1] != self.num_channels:
-            raise ValueError(
+            raise InputError(
                 f"{name} must have {self.num_channels} channels in dim 1 (levels {list(self.levels)}), "
                 f"got shape {tuple(tensor.shape)}"
             )

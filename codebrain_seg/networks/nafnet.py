@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
+
 DOWNSAMPLING_FACTOR = 8  # three stride-2 stages in every encoder
 
 
@@ -97,7 +99,7 @@ class Encoder(nn.Module):
     def __init__(self, in_channels: int, width: int, depth: int = 6, out_channels: int | None = None) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 0:
-            raise ValueError(
+            raise InputError(
                 f"Encoder needs in_channels >= 1, width >= 1, depth >= 0; got {in_channels}, {width}, {depth}"
             )
         self.stem = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
@@ -149,7 +151,7 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         if code_channels < 1 or out_channels < 1 or width < 1 or depth < 0 or fc_channels < 0:
-            raise ValueError(
+            raise InputError(
                 "Decoder needs code_channels, out_channels, width >= 1 and depth, fc_channels >= 0; got "
                 f"{code_channels}, {out_channels}, {width}, {depth}, {fc_channels}"
             )
@@ -177,18 +179,18 @@ class Decoder(nn.Module):
             Reconstruction ``(B, C, 8h, 8w)`` (unbounded).
         """
         if codes.shape[1] != self.code_channels:
-            raise ValueError(f"codes must have {self.code_channels} channels, got shape {tuple(codes.shape)}")
+            raise InputError(f"codes must have {self.code_channels} channels, got shape {tuple(codes.shape)}")
         if self.fc_channels:
             if common_features is None:
-                raise ValueError(f"this decoder fuses F_c ({self.fc_channels} channels) but none was given")
+                raise InputError(f"this decoder fuses F_c ({self.fc_channels} channels) but none was given")
             if common_features.shape[1] != self.fc_channels or common_features.shape[2:] != codes.shape[2:]:
-                raise ValueError(
+                raise InputError(
                     f"F_c must be (B, {self.fc_channels}, {codes.shape[2]}, {codes.shape[3]}), "
                     f"got {tuple(common_features.shape)}"
                 )
             fused = torch.cat([codes.to(common_features.dtype), common_features], dim=1)
         else:
             if common_features is not None:
-                raise ValueError("this decoder was built without F_c (fc_channels=0) but F_c was given")
+                raise InputError("this decoder was built without F_c (fc_channels=0) but F_c was given")
             fused = codes
         return self.head(self.up(self.body(self.fuse(fused))))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.losses import vector_quantization_loss
 
 # 2^10 entries: a usual VQ-VAE/VQGAN codebook size, at which a plain VQ codebook is still well used (large ones
@@ -39,7 +40,7 @@ DEFAULT_COMMITMENT_WEIGHT = 0.25
 
 def _check_channels(tensor: Tensor, channels: int, name: str) -> None:
     if tensor.dim() < 2 or tensor.shape[1] != channels:
-        raise ValueError(f"{name} must have {channels} channels in dim 1, got shape {tuple(tensor.shape)}")
+        raise InputError(f"{name} must have {channels} channels in dim 1, got shape {tuple(tensor.shape)}")
 
 
 class VectorQuantizer(nn.Module):
@@ -57,7 +58,7 @@ class VectorQuantizer(nn.Module):
                  commitment_weight: float = DEFAULT_COMMITMENT_WEIGHT) -> None:
         super().__init__()
         if codebook_size < 2 or dim < 1 or commitment_weight < 0:
-            raise ValueError(f"VectorQuantizer needs codebook_size >= 2, dim >= 1, commitment_weight >= 0; got "
+            raise InputError(f"VectorQuantizer needs codebook_size >= 2, dim >= 1, commitment_weight >= 0; got "
                              f"{codebook_size}, {dim}, {commitment_weight}")
         self.codebook_size, self.dim, self.commitment_weight = int(codebook_size), int(dim), float(commitment_weight)
         self.codebook = nn.Parameter(torch.empty(self.codebook_size, self.dim).uniform_(-1.0, 1.0))
@@ -94,7 +95,7 @@ class VectorQuantizer(nn.Module):
         """Codebook entries ``(B, d, *spatial)`` (differentiable w.r.t. the codebook) of indices ``(B, *spatial)``."""
         if indices.dtype.is_floating_point or (indices.numel() and (int(indices.min()) < 0 or
                                                                     int(indices.max()) >= self.codebook_size)):
-            raise ValueError(f"codebook indices must be integers in 0 .. {self.codebook_size - 1}")
+            raise InputError(f"codebook indices must be integers in 0 .. {self.codebook_size - 1}")
         return self._entries(indices)
 
     def _entries(self, indices: Tensor) -> Tensor:
@@ -139,7 +140,7 @@ class ContinuousCode(nn.Module):
     def __init__(self, dim: int = 6) -> None:
         super().__init__()
         if dim < 1:
-            raise ValueError(f"ContinuousCode needs dim >= 1, got {dim}")
+            raise InputError(f"ContinuousCode needs dim >= 1, got {dim}")
         self.dim = int(dim)
 
     @property

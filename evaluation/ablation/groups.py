@@ -1,7 +1,7 @@
 """The ablation groups of the CodeBrain papers, as data: which trained variants each table compares, and how.
 
 A **group** is one of the papers' ablation tables or figures; its **rows** are settings, each a trained
-:class:`Variant` (the ``trainers.run_training`` keyword arguments that select it) scored on one or both
+:class:`Variant` (the ``codebrain_seg.run.training.run_training`` keyword arguments that select it) scored on one or both
 **stages**:
 
 * ``rec`` — Stage I reconstruction from the *oracle* code of the complete stack plus F_c of the masked stack
@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from codebrain_seg.errors import InputError, UnknownNameError
+
 STAGES = ("rec", "imp")
 STAGE_LABELS = {"rec": "Rec.", "imp": "Imp."}
 # Trained stages each evaluation needs: reconstruction decodes oracle codes (Stage I); imputation needs both.
@@ -35,8 +37,8 @@ class Variant:
     """One trained model: the ``run_training`` switches that select it (defaults = the CVPR method as planned).
 
     ``loss_weights`` is an absolute ``(lambda_m, lambda_a)`` pair; a pair equal to the plans' shares the plain
-    method's folder (``trainers.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches (v1's own
-    d = 7 is its plain run, ``trainers.check_variant``).
+    method's folder (``codebrain_seg.variants.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches (v1's own
+    d = 7 is its plain run, ``codebrain_seg.variants.check_variant``).
     """
 
     ablation: str = "none"
@@ -45,7 +47,7 @@ class Variant:
     code_dim: int | None = None
 
     def training_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainers.run_training`` (and of ``evaluate_imputation``) selecting this variant."""
+        """Keyword arguments of ``codebrain_seg.run.training.run_training`` (and of ``evaluate_imputation``) selecting this variant."""
         return {"ablation": self.ablation, "loss_weights": self.loss_weights, "variant": self.variant,
                 "code_dim": self.code_dim}
 
@@ -90,7 +92,7 @@ class Group:
         for row in self.rows:
             if row.label == label:
                 return row
-        raise KeyError(f"group {self.name!r} has no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
+        raise UnknownNameError(f"group {self.name!r} has no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
 
 
 PLAIN = Variant()
@@ -179,10 +181,10 @@ def parse_groups(which: str | Sequence[str] | None) -> list[Group]:
         if names == ["all"]:
             names = list(GROUPS)
     if not names:
-        raise ValueError(f"no ablation group selected; known groups: {', '.join(GROUPS)} (or all)")
+        raise InputError(f"no ablation group selected; known groups: {', '.join(GROUPS)} (or all)")
     unknown = [name for name in names if name not in GROUPS]
     if unknown:
-        raise ValueError(f"unknown ablation group(s) {', '.join(repr(n) for n in unknown)}; known groups: "
+        raise InputError(f"unknown ablation group(s) {', '.join(repr(n) for n in unknown)}; known groups: "
                          f"{', '.join(GROUPS)} (or all)")
     return [GROUPS[name] for name in dict.fromkeys(names)]
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from codebrain_seg import paths
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import atomic_path, write_json
-from codebrain_seg.networks import CodeBrainConfig, StageOneModel
-from codebrain_seg.predictor import middle_slices, prepare_case
+from codebrain_seg.metrics import slice_metrics
+from codebrain_seg.networks import StageOneModel
 from evaluation.imputation.aggregate import (
     all_patterns,
     markdown_table,
@@ -34,9 +35,10 @@ from evaluation.imputation.aggregate import (
     write_csv,
 )
 from evaluation.imputation.evaluate import find_cases, load_case
-from evaluation.imputation.metrics import slice_metrics
 from planners.experiment_planner import get_configuration
 from planners.plan_and_preprocess import load_plans
+from planners.slice_preprocessing import middle_slices, prepare_case
+from trainers.stage2 import load_stage_one as load_generator
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +55,12 @@ def load_stage_one(stage1_dir: Path, device: str = "cpu") -> tuple[StageOneModel
     """
     path = Path(stage1_dir) / "checkpoint_final.pth"
     if not path.is_file():
-        raise FileNotFoundError(f"no finished Stage I in {stage1_dir} ({path.name} is missing): train it with "
+        raise MissingFileError(f"no finished Stage I in {stage1_dir} ({path.name} is missing): train it with "
                                 "codebrain_train --stage 1")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("stage") != 1 or "generator" not in state.get("networks", {}) or "network_config" not in state:
-        raise ValueError(f"{path} is not a CodeBrain Stage I checkpoint (stage {state.get('stage')!r}, method "
-                         f"{state.get('method')!r})")
-    model = StageOneModel(CodeBrainConfig.from_dict(state["network_config"]))
-    model.load_state_dict(state["networks"]["generator"])
+    model, state = load_generator(path, torch.device(device))
     info = {"checkpoint": str(path), "stage1_iteration": state.get("iteration"),
             "configuration": state.get("configuration_name"), "network_config": state["network_config"]}
-    return model.to(torch.device(device)).eval(), info
+    return model, info
 
 
 @torch.no_grad()
@@ -122,12 +119,12 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
     config = get_configuration(plans, configuration)
     count = int(evaluation_slices if evaluation_slices is not None else config["evaluation_slices"])
     if count < 1:
-        raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
+        raise InputError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
     names = list(plans["channel_names"])
     patterns = list(patterns) if patterns else all_patterns(len(names))
     model, info = load_stage_one(stage1_dir, device)
     if model.config.in_channels != len(names):
-        raise ValueError(f"{stage1_dir} was trained on {model.config.in_channels} sequences, the dataset has "
+        raise InputError(f"{stage1_dir} was trained on {model.config.in_channels} sequences, the dataset has "
                          f"{len(names)}")
     case_files = find_cases(dataset_name, fold, cases, len(names))
     logger.info("oracle reconstruction of %s on %d case(s) x %d pattern(s)", stage1_dir, len(case_files),

@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import atomic_path, write_json  # noqa: E402
 from evaluation.ablation.groups import STAGE_LABELS, Group  # noqa: E402
 
@@ -57,7 +58,7 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any]]) ->
     absent = [f"{label} ({stage})" for label in (r.label for r in group.rows) for stage in group.stages
               if (label, stage) not in results]
     if absent:
-        raise ValueError(f"group {group.name!r}: no evaluation for {', '.join(absent)}")
+        raise InputError(f"group {group.name!r}: no evaluation for {', '.join(absent)}")
     rows = []
     for stage in group.stages:
         for row in group.rows:

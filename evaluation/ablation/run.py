@@ -1,6 +1,6 @@
 """Train, evaluate and tabulate the ablation groups (``evaluation.ablation.groups``): ``codebrain_ablate``'s twin.
 
-1. Every variant the selected groups need is trained through ``trainers.run_training``, only the stages it needs
+1. Every variant the selected groups need is trained through ``codebrain_seg.run.training.run_training``, only the stages it needs
    (Stage I for reconstruction rows, both for imputation rows). A stage whose ``checkpoint_final.pth`` exists is
    reused as it is, never retrained (its iteration count is reported in the tables); an interrupted one resumes
    from its latest checkpoint. Variants that resolve to the same results folder (the plain method in several
@@ -23,9 +23,20 @@ from typing import Any, Sequence
 import torch
 
 from codebrain_seg import paths
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
+from codebrain_seg.plans import Configuration
+from codebrain_seg.run.methods import get_method
+from codebrain_seg.run.training import results_folder, run_training
+from codebrain_seg.variants import resolve_loss_weights
 from evaluation.ablation import report
-from evaluation.ablation.groups import Group, Variant, evaluations, needed_stages, parse_groups
+from evaluation.ablation.groups import (
+    Group,
+    Variant,
+    evaluations,
+    needed_stages,
+    parse_groups,
+)
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
 from evaluation.ablation.reconstruction import evaluate_reconstruction
 from evaluation.imputation.aggregate import all_patterns
@@ -55,18 +66,16 @@ class TrainedModel:
 def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, Any], configuration: str,
                    fold: int) -> dict[Variant, TrainedModel]:
     """Every variant of the groups -> its model (variants resolving to one folder share one object)."""
-    import trainers
-
     config = get_configuration(plans, configuration)
-    spec = trainers.get_method(METHOD)
+    spec = get_method(METHOD)
     folders: dict[Variant, Path] = {}
     entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
     for variant, stages in needed_stages(groups).items():
-        _, override = trainers.resolve_loss_weights(variant.loss_weights, config)
+        _, override = resolve_loss_weights(variant.loss_weights, Configuration(config, configuration).loss.reconstruction)
         selection = {**variant.training_kwargs(), "loss_weights": override}
-        folder = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
+        folder = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
         # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.
-        shared = trainers.results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
+        shared = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
                                          **{**selection, "ablation": "none"})
         stage_dirs = {k: (shared if k in spec.shared_stages.get(variant.ablation, ()) else folder) / f"stage{k}"
                       for k in spec.stages}
@@ -86,8 +95,6 @@ def finished(stage_dir: Path) -> bool:
 def train_models(dataset: str | int, fold: int, configuration: str, models: Sequence[TrainedModel],
                  iterations: int | None = None, device: str = "auto", **training_options: Any) -> dict[str, list[int]]:
     """Train the missing stages of each model in order; returns ``{model name: stages trained now}``."""
-    from trainers import run_training
-
     if iterations is not None:
         # Only the final checkpoint is scored: validating twice per stage shows the curve without the trainer's
         # default of ten validations, which on real cases costs as much as the training itself.
@@ -191,7 +198,7 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     Args:
         dataset: id or name of a planned and preprocessed dataset.
         fold: fold (its training cases train, its validation cases evaluate with ``cases='val'``).
-        configuration: plans configuration (default: ``trainers.default_configuration(device)``).
+        configuration: plans configuration (default: the method's ``default_configuration(device)``).
         which: group names (``evaluation.ablation.groups.GROUPS``), comma-separated or a list; None = all.
         iterations: iterations per trained stage (default: the plans'); finished stages are reused as they are.
         device: ``auto``, ``cpu`` or ``cuda`` (training and evaluation).
@@ -204,16 +211,14 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     Raises:
         ValueError: unknown group or device, bad fold or number of slices.
     """
-    import trainers
-
     groups = parse_groups(which)
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if evaluation_slices is not None and int(evaluation_slices) < 1:
-        raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
+        raise InputError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
     dataset_name = paths.resolve_dataset(dataset)
     plans = load_plans(paths.preprocessed_root() / dataset_name)
-    configuration = configuration or trainers.default_configuration(device)
+    configuration = configuration or get_method(METHOD).default_configuration(device)
     get_configuration(plans, configuration)  # a clear error for an unknown configuration, before any training
     models = resolve_models(groups, dataset_name, plans, configuration, fold)
     unique = list({model.folder: model for model in models.values()}.values())

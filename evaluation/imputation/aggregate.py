@@ -25,8 +25,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import atomic_path
-from evaluation.imputation.metrics import METRIC_NAMES
+from codebrain_seg.metrics import METRIC_NAMES
 
 GROUP_KEYS = ("method", "protocol", "region")
 PAIR_KEYS = GROUP_KEYS + ("pattern", "missing")
@@ -41,7 +42,7 @@ def pattern_string(available: Sequence[bool]) -> str:
 def parse_pattern(pattern: str) -> list[bool]:
     """``"011"`` -> ``[False, True, True]``; raises on anything but 0/1 characters."""
     if not pattern or set(pattern) - {"0", "1"}:
-        raise ValueError(f"a pattern is a string of 0 (missing) and 1 (available), got {pattern!r}")
+        raise InputError(f"a pattern is a string of 0 (missing) and 1 (available), got {pattern!r}")
     return [bit == "1" for bit in pattern]
 
 
@@ -52,7 +53,7 @@ def all_patterns(num_channels: int) -> list[str]:
     then by the bits, highest first.
     """
     if num_channels < 2:
-        raise ValueError(f"imputation needs at least 2 sequences, got {num_channels}")
+        raise InputError(f"imputation needs at least 2 sequences, got {num_channels}")
     patterns = ["".join(bits) for bits in itertools.product("10", repeat=num_channels)]
     patterns = [p for p in patterns if 0 < p.count("1") < num_channels]
     return sorted(patterns, key=lambda p: (p.count("1"), [-int(b) for b in p]))
@@ -100,12 +101,12 @@ def summarise_pairs(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "num_pairs": int}``.
     """
     if not pairs:
-        raise ValueError("no pairs to summarise")
+        raise InputError("no pairs to summarise")
     seen = set()
     for pair in pairs:
         key = (pair["pattern"], pair["missing"])
         if key in seen:
-            raise ValueError(f"pair {key} appears twice: aggregate one (method, protocol, region) at a time")
+            raise InputError(f"pair {key} appears twice: aggregate one (method, protocol, region) at a time")
         seen.add(key)
     by_pattern: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for pair in pairs:

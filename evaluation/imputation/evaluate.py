@@ -1,7 +1,7 @@
 """The imputation evaluation harness: every case x every missing pattern x every method, scored and tabulated.
 
 For each complete case (all sequences present) and each of the ``2^C - 2`` patterns, the sequences the pattern
-drops are zeroed, every method fills them through the registry (``codebrain_seg.imputers.get_imputer``) and
+drops are zeroed, every method fills them through the registry (``codebrain_seg.run.methods.get_imputer``) and
 the filled sequences are scored against the originals:
 
 * **paper** protocol (``shared/design/codebrain-reference.md`` section 7): the case is preprocessed as in training
@@ -42,11 +42,23 @@ import numpy as np
 from tqdm import tqdm
 
 from codebrain_seg import paths
+from codebrain_seg.errors import InputError, MissingFileError, UnknownNameError
 from codebrain_seg.geometry import to_canonical
-from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
+from codebrain_seg.inference.model_folders import (
+    default_configuration,
+    model_folder_prefix,
+)
+from codebrain_seg.inference.request import ImputationContext, Imputer
 from codebrain_seg.io import atomic_path, read_json, read_nifti, write_json
-from codebrain_seg.predictor import default_configuration, middle_slices, prepare_case, to_preprocessed_space
+from codebrain_seg.metrics import slice_metrics, volume_metrics
+from codebrain_seg.plans import Plans
 from codebrain_seg.raw_dataset import FILE_ENDING, list_cases
+from codebrain_seg.results_layout import (
+    CODEBRAIN_FOLDER,
+    imputation_eval_folder,
+    model_folder_name,
+)
+from codebrain_seg.run.methods import METHODS, get_imputer
 from evaluation.imputation import figures
 from evaluation.imputation.aggregate import (
     all_patterns,
@@ -58,15 +70,19 @@ from evaluation.imputation.aggregate import (
     summary_rows,
     write_csv,
 )
-from evaluation.imputation.metrics import slice_metrics, volume_metrics
-from planners.experiment_planner import PLANS_NAME, get_configuration
+from planners.experiment_planner import get_configuration
 from planners.plan_and_preprocess import load_plans
+from planners.slice_preprocessing import (
+    middle_slices,
+    prepare_case,
+    to_preprocessed_space,
+)
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("paper", "volume")
 DEFAULT_METHODS = ("codebrain", "zero", "mean")
-TRAINER_NAME = "CodeBrain"
+TRAINER_NAME = CODEBRAIN_FOLDER
 
 
 @dataclass
@@ -78,20 +94,11 @@ class CaseFiles:
     label: Path | None
 
 
-def model_folder_name(configuration: str, plans_name: str = PLANS_NAME, trainer: str = TRAINER_NAME) -> str:
-    """``CodeBrain[-tags]__codebrainPlans__<configuration>`` (nnU-Net's ``Trainer__Plans__configuration``)."""
-    return f"{trainer}__{plans_name}__{configuration}"
-
-
 def evaluation_folder(dataset: str | int, fold: int | str, configuration: str, cases: str,
                       trainer: str = TRAINER_NAME, source_rule: str = "random") -> Path:
     """Default output folder (module docstring); ``cases`` = val, test or a folder (its name is used); ``trainer``
-    the model folder prefix of a variant (``CodeBrain-v1``, :func:`codebrain_seg.predictor.model_folder_prefix`)."""
-    tag = cases if cases in ("val", "test") else Path(cases).name
-    if source_rule != "random":
-        tag += f"-source_{source_rule}"
-    return (paths.results_dataset_dir(dataset) / model_folder_name(configuration, trainer=trainer) / f"fold_{fold}"
-            / "imputation_eval" / tag)
+    the model folder prefix of a variant (``CodeBrain-v1``, :func:`model_folder_prefix`)."""
+    return imputation_eval_folder(dataset, fold, configuration, cases, trainer, source_rule)
 
 
 def _folder_cases(images_dir: Path, labels_dir: Path | None, num_channels: int) -> list[CaseFiles]:
@@ -123,10 +130,10 @@ def find_cases(dataset: str | int, fold: int | str, cases: str, num_channels: in
         raw_dir = paths.raw_dataset_dir(dataset)
         splits_path = paths.preprocessed_root() / raw_dir.name / "splits_final.json"
         if not splits_path.is_file():
-            raise FileNotFoundError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess first")
+            raise MissingFileError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess first")
         splits = read_json(splits_path)
         if not 0 <= int(fold) < len(splits):
-            raise ValueError(f"fold {fold} is not in {splits_path} ({len(splits)} folds)")
+            raise InputError(f"fold {fold} is not in {splits_path} ({len(splits)} folds)")
         wanted = set(splits[int(fold)]["val"])
         found = _folder_cases(raw_dir / "imagesTr", raw_dir / "labelsTr", num_channels)
         selected = [case for case in found if case.case_id in wanted]
@@ -139,10 +146,10 @@ def find_cases(dataset: str | int, fold: int | str, cases: str, num_channels: in
             labels_dir = (images_dir.parent / ("labels" + images_dir.name[len("images"):])
                           if images_dir.name.startswith("images") else None)
         if not images_dir.is_dir():
-            raise FileNotFoundError(f"{images_dir} is not a folder of cases")
+            raise MissingFileError(f"{images_dir} is not a folder of cases")
         selected = _folder_cases(images_dir, labels_dir, num_channels)
     if not selected:
-        raise ValueError(f"no complete case to evaluate for --cases {cases}")
+        raise InputError(f"no complete case to evaluate for --cases {cases}")
     return selected
 
 
@@ -152,7 +159,7 @@ def load_case(case: CaseFiles) -> tuple[np.ndarray, np.ndarray | None]:
     reference = volumes[0]
     for path, volume in zip(case.images[1:], volumes[1:]):
         if volume.data.shape != reference.data.shape or not np.allclose(volume.affine, reference.affine, atol=1e-3):
-            raise ValueError(f"case {case.case_id}: {path.name} is not on the grid of {case.images[0].name}")
+            raise InputError(f"case {case.case_id}: {path.name} is not on the grid of {case.images[0].name}")
     images = to_canonical(np.stack([v.data for v in volumes]), reference.affine)
     label = None
     if case.label is not None:
@@ -164,9 +171,10 @@ def build_methods(names: Sequence[str], plans: dict[str, Any], dataset: str, fol
                   device: str = "cpu", options: dict[str, Any] | None = None, **variant: Any) -> dict[str, Imputer]:
     """Build every requested method through the registry (unknown names fail before any work); ``variant`` holds
     the :class:`ImputationContext` fields ``ablation``, ``loss_weights``, ``variant``, ``code_dim``."""
-    unknown = [name for name in names if name not in IMPUTERS]
+    unknown = [name for name in names if name not in METHODS]
     if unknown:
-        raise KeyError(f"unknown imputation method(s) {', '.join(unknown)}; known: {', '.join(sorted(IMPUTERS))}")
+        raise UnknownNameError(f"unknown imputation method(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(sorted(METHODS))}")
     context = ImputationContext(plans=plans, dataset=dataset, fold=fold, configuration=configuration, device=device,
                                 options=dict(options or {}), **variant)
     return {name: get_imputer(name, context) for name in names}
@@ -177,8 +185,7 @@ def _reference_upper(imputer: Imputer, plans: dict[str, Any]) -> np.ndarray:
     own = getattr(imputer, "reference_upper", None)
     if own is not None:
         return np.asarray(own, dtype=np.float32)
-    reference = plans["intensity_reference"]
-    return np.array([reference[name]["median_p99_5"] for name in plans["channel_names"]], dtype=np.float32)
+    return np.array(Plans(plans).reference_uppers, dtype=np.float32)
 
 
 def evaluate_case(case_id: str, images: np.ndarray, label: np.ndarray | None, plans: dict[str, Any],
@@ -310,7 +317,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         dataset: dataset id or name (plans from ``$codebrain_preprocessed``).
         fold: cross-validation fold (its validation cases for ``cases='val'``, its model for learned methods).
         configuration: plans configuration (crop, slices scored, the model's configuration); default
-            :func:`codebrain_seg.predictor.default_configuration`.
+            :func:`codebrain_seg.inference.model_folders.default_configuration`.
         cases: ``val``, ``test`` or a folder (see :func:`find_cases`).
         protocols: any of ``paper``, ``volume``.
         methods: registered imputation methods.
@@ -326,14 +333,12 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
             ``codebrain_train``'s options): its model is loaded from, and the outputs written to, its own folder.
         source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
     """
-    from codebrain_seg.predictor import model_folder_prefix
-
     protocols = list(dict.fromkeys(protocols))
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
-        raise ValueError(f"protocols must be among {PROTOCOLS}, got {protocols}")
+        raise InputError(f"protocols must be among {PROTOCOLS}, got {protocols}")
     if not methods:
-        raise ValueError("no method to evaluate")
+        raise InputError("no method to evaluate")
     dataset_name = paths.resolve_dataset(dataset)
     trainer = model_folder_prefix(ablation, None, variant, code_dim)
     configuration = configuration or default_configuration(dataset_name, fold, device, trainer)
@@ -343,14 +348,14 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     config = get_configuration(plans, configuration)
     if evaluation_slices is not None:
         if int(evaluation_slices) < 1:
-            raise ValueError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
+            raise InputError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
         config = dict(config, evaluation_slices=int(evaluation_slices))
     names = list(plans["channel_names"])
     all_of_them = all_patterns(len(names))
     patterns = list(patterns) if patterns else all_of_them
     unknown = [p for p in patterns if p not in all_of_them]
     if unknown:
-        raise ValueError(f"patterns {unknown} are not valid for {len(names)} sequences")
+        raise InputError(f"patterns {unknown} are not valid for {len(names)} sequences")
     case_files = find_cases(dataset_name, fold, cases, len(names))
     imputers = build_methods(list(dict.fromkeys(methods)), plans, dataset_name, fold, configuration, device,
                              {"checkpoint": checkpoint, "batch_size": batch_size, "source_rule": source_rule},

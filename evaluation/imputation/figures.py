@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import atomic_path  # noqa: E402
 from evaluation.imputation.aggregate import describe_pattern, parse_pattern  # noqa: E402
 
@@ -111,15 +112,15 @@ def code_map_figure(path: str | Path, image: np.ndarray, predicted: np.ndarray, 
         shown_groups: the groups to draw (default all), e.g. the missing sequences of a v1 model.
     """
     if quantizer not in ("fsq", "vq", "continuous"):
-        raise ValueError(f"quantizer must be fsq, vq or continuous, got {quantizer!r}")
+        raise InputError(f"quantizer must be fsq, vq or continuous, got {quantizer!r}")
     predicted = np.asarray(predicted)
     groups = dict(groups) if groups else {"codes": list(range(predicted.shape[0]))}
     names = [name for name in (shown_groups if shown_groups is not None else groups) if name in groups]
     if not names:
-        raise ValueError(f"no code group to show among {list(groups)}")
+        raise InputError(f"no code group to show among {list(groups)}")
     counts = list(class_counts) if quantizer != "continuous" else [None] * predicted.shape[0]
     if len(counts) != predicted.shape[0]:
-        raise ValueError(f"{len(counts)} class counts for {predicted.shape[0]} code channels")
+        raise InputError(f"{len(counts)} class counts for {predicted.shape[0]} code channels")
     rows_per_group = 3 if oracle is not None else 1
     columns = 1 + max(len(groups[name]) for name in names)
     rows = max(rows_per_group * len(names), 3)

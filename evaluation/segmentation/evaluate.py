@@ -11,7 +11,7 @@ missing pattern: by default the four "3 -> 1" ones, optionally all ``2^C - 2``),
   so it becomes exactly 0 everywhere after normalisation — the value that stands for the brain's mean intensity
   of that sequence in a real case, i.e. a flat, contrast-free "average brain" channel, while the mask itself is
   unchanged as long as the other sequences cover the brain;
-* ``<method>``: the missing sequences filled by each method of :mod:`codebrain_seg.imputers`.
+* ``<method>``: the missing sequences filled by each method of :mod:`codebrain_seg.run.methods`.
 
 Everything is cached as files written atomically, keyed by (method, scenario, case), so a rerun reuses them and
 an interrupted run resumes where it stopped::
@@ -43,11 +43,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from codebrain_seg import paths
+from codebrain_seg.errors import InputError, MissingFileError, UnknownNameError
 from codebrain_seg.geometry import from_canonical, to_canonical
-from codebrain_seg.imputers import IMPUTERS, ImputationContext, Imputer, get_imputer
+from codebrain_seg.inference.model_folders import model_folder_prefix
+from codebrain_seg.inference.request import ImputationContext, Imputer
 from codebrain_seg.io import read_json, read_nifti, write_json, write_nifti
-from codebrain_seg.raw_dataset import (FILE_ENDING, channel_names, image_path, label_values, list_cases,
-                                       load_dataset_json)
+from codebrain_seg.raw_dataset import (
+    FILE_ENDING,
+    channel_names,
+    image_path,
+    label_values,
+    list_cases,
+    load_dataset_json,
+)
+from codebrain_seg.results_layout import segmentation_model_tag
+from codebrain_seg.run.methods import METHODS, get_imputer
 from evaluation.imputation.aggregate import all_patterns, pattern_string
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation import report
@@ -107,10 +117,10 @@ class SegmentationEvaluation:
 def make_scenarios(names: Sequence[str], which: str = "3to1") -> list[Scenario]:
     """The scenarios of a channel list: ``3to1`` (one sequence missing) or ``all`` (every ``2^C - 2`` pattern)."""
     if which not in SCENARIO_SETS:
-        raise ValueError(f"unknown scenario set {which!r}; choose one of {', '.join(SCENARIO_SETS)}")
+        raise InputError(f"unknown scenario set {which!r}; choose one of {', '.join(SCENARIO_SETS)}")
     count = len(names)
     if count < 2:
-        raise ValueError(f"scenarios need at least 2 sequences, got {list(names)}")
+        raise InputError(f"scenarios need at least 2 sequences, got {list(names)}")
     if which == "3to1":
         order = [names.index(n) for n in PAPER_ORDER] if sorted(names) == sorted(PAPER_ORDER) else range(count)
         patterns = [pattern_string([i != missing for i in range(count)]) for missing in order]
@@ -127,10 +137,10 @@ DEFAULT_METHODS = ("codebrain", "mean")
 def resolve_methods(methods: Sequence[str] | None) -> list[str]:
     """Imputation methods to run, zero-fill first; default CodeBrain and the mean baseline. Unknown names raise."""
     requested = list(DEFAULT_METHODS) if methods is None else [m.strip() for m in methods if m.strip()]
-    unknown = [m for m in requested if m not in IMPUTERS]
+    unknown = [m for m in requested if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown imputation method(s) {', '.join(unknown)}; registered methods: "
-                         f"{', '.join(IMPUTERS)}")
+        raise UnknownNameError(f"unknown imputation method(s) {', '.join(unknown)}; registered methods: "
+                               f"{', '.join(METHODS)}")
     return [ZERO_METHOD] + [m for m in dict.fromkeys(requested) if m != ZERO_METHOD]
 
 
@@ -156,12 +166,12 @@ def folder_cases(folder: Path, num_channels: int) -> list[EvaluationCase]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"cases folder {folder} does not exist")
+        raise MissingFileError(f"cases folder {folder} does not exist")
     for images_name, labels_name in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")):
         if (folder / images_name).is_dir():
             break
     else:
-        raise FileNotFoundError(f"{folder} holds neither imagesTs/ nor imagesTr/ (nnU-Net raw layout: "
+        raise MissingFileError(f"{folder} holds neither imagesTs/ nor imagesTr/ (nnU-Net raw layout: "
                                 f"imagesTs/CASE_0000{FILE_ENDING} ..., labelsTs/CASE{FILE_ENDING})")
     problems, cases = [], []
     for case_id in list_cases(folder, images_name):
@@ -173,10 +183,10 @@ def folder_cases(folder: Path, num_channels: int) -> list[EvaluationCase]:
         else:
             cases.append(EvaluationCase(case_id, images, label))
     if problems:
-        raise FileNotFoundError(f"{folder}: segmentation evaluation needs every channel and a label map per case:\n  "
+        raise MissingFileError(f"{folder}: segmentation evaluation needs every channel and a label map per case:\n  "
                                 + "\n  ".join(problems))
     if not cases:
-        raise FileNotFoundError(f"{folder}/{images_name} holds no case (CASE_0000{FILE_ENDING} files)")
+        raise MissingFileError(f"{folder}/{images_name} holds no case (CASE_0000{FILE_ENDING} files)")
     return cases
 
 
@@ -255,7 +265,7 @@ class _CaseRunner:
         truth = self.ground_truth()
         predicted = read_nifti(segmentation, dtype=np.int16).data
         if predicted.shape != truth.data.shape:
-            raise ValueError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
+            raise InputError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
                              f"{truth.data.shape} ({self.case.label})")
         scores = region_scores(predicted, truth.data, truth.spacing)
         write_json(cache, {"segmentation_mtime_ns": stamp, "scores": scores})
@@ -293,8 +303,8 @@ def build_imputers(method_names: Sequence[str], context: ImputationContext) -> d
         try:
             imputers[name] = get_imputer(name, context)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"imputation method {name!r} cannot be built: {error} (choose methods with "
-                                    f"--methods; registered: {', '.join(IMPUTERS)})") from error
+            raise MissingFileError(f"imputation method {name!r} cannot be built: {error} (choose methods with "
+                                   f"--methods; registered: {', '.join(METHODS)})") from error
     return imputers
 
 
@@ -368,9 +378,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         A SegmentationEvaluation naming the output folder, the table and the written files.
     """
     if segmenter is not None and train_segmenter:
-        raise ValueError("give either --segmenter (an existing nnU-Net model) or --train-segmenter, not both")
+        raise InputError("give either --segmenter (an existing nnU-Net model) or --train-segmenter, not both")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+        raise InputError(f"device must be cpu or cuda, got {device!r}")
     precision = bridge.resolve_precision(precision, device)
     raw_dir = paths.raw_dataset_dir(dataset)
     dataset_name = raw_dir.name
@@ -378,10 +388,10 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     names = channel_names(dataset_json)
     labelled = _labelled_cases(raw_dir)
     if not labelled:
-        raise ValueError(f"{raw_dir} has no label maps: segmentation evaluation needs labelsTr/CASE{FILE_ENDING} "
+        raise InputError(f"{raw_dir} has no label maps: segmentation evaluation needs labelsTr/CASE{FILE_ENDING} "
                          f"(the segmenter is trained and scored on labelled cases)")
     if not {1, 2, 3} <= label_values(dataset_json) <= {0, 1, 2, 3}:
-        raise ValueError(f"{raw_dir}/dataset.json declares labels {sorted(label_values(dataset_json))}: "
+        raise InputError(f"{raw_dir}/dataset.json declares labels {sorted(label_values(dataset_json))}: "
                          f"segmentation evaluation scores the BraTS regions and needs labels 1 NCR, 2 ED, 3 ET")
     method_names = resolve_methods(methods)
     scenario_list = make_scenarios(names, scenarios)
@@ -389,28 +399,24 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     plans = load_plans(preprocessed_dir)
     splits_path = preprocessed_dir / "splits_final.json"
     if not splits_path.is_file():
-        raise FileNotFoundError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d {dataset_name}")
+        raise MissingFileError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d {dataset_name}")
     splits = read_json(splits_path)
     if not 0 <= int(fold) < len(splits):
-        raise ValueError(f"fold {fold} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
+        raise InputError(f"fold {fold} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
     split = splits[int(fold)]
 
     if cases is None:
         evaluation_cases, cases_tag = validation_cases(raw_dir, split), "val"
         if not evaluation_cases:
-            raise ValueError(f"fold {fold} of {dataset_name} has no labelled validation case to evaluate; pass "
+            raise InputError(f"fold {fold} of {dataset_name} has no labelled validation case to evaluate; pass "
                              f"--cases FOLDER")
     else:
         evaluation_cases = folder_cases(Path(cases), len(names))
         cases_tag = f"cases__{Path(cases).resolve().name}__{_short_hash(Path(cases))}"
 
-    from codebrain_seg.predictor import model_folder_prefix
-
     trainer = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
     # The plain method keeps the plain folder name, so results of earlier runs stay where they are.
-    model_tag = configuration if trainer == model_folder_prefix() else f"{configuration}__{trainer}"
-    if source_rule != "random":
-        model_tag += f"-source_{source_rule}"
+    model_tag = segmentation_model_tag(configuration, trainer, source_rule)
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=int(fold), configuration=configuration,
                                 device=device, options={"source_rule": source_rule}, ablation=ablation,
                                 loss_weights=loss_weights, variant=variant, code_dim=code_dim)

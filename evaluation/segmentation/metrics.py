@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
+from codebrain_seg.errors import InputError
+
 REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 REGION_NAMES = tuple(REGIONS)
 # Diagonal of the 240 x 240 x 155 mm BraTS box: sqrt(240^2 + 240^2 + 155^2).
@@ -50,7 +52,7 @@ def brats_regions(label: np.ndarray) -> np.ndarray:
     """
     label = np.asarray(label)
     if label.ndim != 3:
-        raise ValueError(f"expected a 3D label map, got shape {label.shape}")
+        raise InputError(f"expected a 3D label map, got shape {label.shape}")
     return np.stack([np.isin(label, values) for values in REGIONS.values()])
 
 
@@ -68,9 +70,9 @@ def region_scores(prediction: np.ndarray, ground_truth: np.ndarray,
     """
     prediction, ground_truth = np.asarray(prediction), np.asarray(ground_truth)
     if prediction.shape != ground_truth.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from ground truth shape {ground_truth.shape}")
+        raise InputError(f"prediction shape {prediction.shape} differs from ground truth shape {ground_truth.shape}")
     if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
+        raise InputError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
     predicted_regions, true_regions = brats_regions(prediction), brats_regions(ground_truth)
     scores: dict[str, dict[str, float]] = {}
     for index, name in enumerate(REGION_NAMES):

@@ -31,10 +31,20 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from codebrain_seg import paths
+from codebrain_seg.device import native_bf16
+from codebrain_seg.errors import InputError, UserError
 from codebrain_seg.io import atomic_path, read_json, write_json
-from codebrain_seg.raw_dataset import FILE_ENDING, channel_names, image_path, label_path, label_values
+from codebrain_seg.raw_dataset import (
+    FILE_ENDING,
+    channel_names,
+    image_path,
+    label_path,
+    label_values,
+)
+from codebrain_seg.results_layout import segmentation_root
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +56,7 @@ TRAINER_FOLDER = Path(__file__).resolve().parent
 _DONE_MARKER = ".codebrain_preprocessed_{plans}"
 
 
-class SegmenterError(ValueError):
+class SegmenterError(UserError, ValueError):
     """Raised when a segmenter cannot be used for the requested dataset (wrong channels, labels, missing files)."""
 
 
@@ -74,7 +84,7 @@ class NnunetFolders:
 
 def segmentation_folders(dataset_name: str, fold: int) -> NnunetFolders:
     """Private nnU-Net tree of a dataset (``DatasetXXX_Name``) and fold under the results folder."""
-    return NnunetFolders(paths.results_root() / dataset_name / "segmentation" / f"fold_{fold}")
+    return NnunetFolders(segmentation_root(dataset_name, fold))
 
 
 def plans_identifier(gpu_memory_gb: float | None) -> str:
@@ -82,7 +92,7 @@ def plans_identifier(gpu_memory_gb: float | None) -> str:
     if gpu_memory_gb is None:
         return DEFAULT_PLANS
     if gpu_memory_gb <= 0:
-        raise ValueError(f"the GPU memory target must be positive, got {gpu_memory_gb}")
+        raise InputError(f"the GPU memory target must be positive, got {gpu_memory_gb}")
     return f"{DEFAULT_PLANS}_{gpu_memory_gb:g}GB"
 
 
@@ -159,7 +169,7 @@ def export_training_cases(raw_dir: Path, case_ids: Sequence[str], folders: Nnune
 def _dataset_id(dataset_name: str) -> int:
     parsed = paths.parse_dataset_folder_name(dataset_name)
     if parsed is None:
-        raise ValueError(f"not a DatasetXXX_Name folder name: {dataset_name!r}")
+        raise InputError(f"not a DatasetXXX_Name folder name: {dataset_name!r}")
     return parsed[0]
 
 
@@ -170,9 +180,15 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_name: str, gpu_memory_gb
     Each step is skipped when its result exists. nnU-Net starts its workers with ``spawn``: a script calling this
     needs an ``if __name__ == "__main__":`` guard.
     """
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
-                                                                      plan_experiment_dataset, preprocess_dataset)
+    # lazy: nnunetv2 is heavy to import and needed only here
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
+        ExperimentPlanner,
+    )
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
 
     plans_name = plans_identifier(gpu_memory_gb)
     out = folders.preprocessed / dataset_name
@@ -197,14 +213,17 @@ def plan_and_preprocess(folders: NnunetFolders, dataset_name: str, gpu_memory_gb
 
 def trainer_class(name: str) -> type:
     """The nnU-Net trainer class of a name: this project's short trainers, nnU-Net's default, or nnU-Net's search."""
+    # lazy: nnunetv2 is heavy to import and needed only here
     from evaluation.segmentation.short_trainer import TRAINERS
 
     if name in TRAINERS:
         return TRAINERS[name]
+    # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     if name == nnUNetTrainer.__name__:
         return nnUNetTrainer
+    # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     with nnunet_environment():
@@ -218,8 +237,6 @@ def trainer_class(name: str) -> type:
 
 def train(folders: NnunetFolders, dataset_name: str, trainer: str, plans_name: str, device: str = "cpu") -> Path:
     """Train (or resume, or reuse) a 3d_fullres segmenter on nnU-Net fold ``all``; returns the model folder."""
-    import torch
-
     model_folder = folders.results / dataset_name / model_folder_name(trainer, plans_name)
     fold_folder = model_folder / f"fold_{NNUNET_FOLD}"
     if (fold_folder / "checkpoint_final.pth").is_file():
@@ -305,15 +322,11 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
     (fp16), so ``auto`` and ``fp32`` leave it alone there.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and device != "cpu":
-        raise ValueError("bf16 autocast of the segmenter is for CPUs; on a GPU nnU-Net autocasts by itself")
+        raise InputError("bf16 autocast of the segmenter is for CPUs; on a GPU nnU-Net autocasts by itself")
     if precision != "auto":
         return precision
-    import torch
-
-    from trainers.base_trainer import native_bf16
-
     return "bf16" if device == "cpu" and native_bf16(torch.device("cpu")) else "fp32"
 
 
@@ -326,13 +339,15 @@ class Segmenter:
 
     def __init__(self, model: ModelInfo, device: str = "cpu", tile_step_size: float = 0.5,
                  use_mirroring: bool = True, precision: str = "auto") -> None:
-        import torch
+        # lazy: nnunetv2 is heavy to import and needed only here
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.label_handling.label_handling import (
+            determine_num_input_channels,
+        )
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         if not 0 < tile_step_size <= 1:
-            raise ValueError(f"tile_step_size must lie in (0, 1], got {tile_step_size}")
+            raise InputError(f"tile_step_size must lie in (0, 1], got {tile_step_size}")
         self.precision = resolve_precision(precision, torch.device(device).type)
         self.model = model
         checkpoints = [torch.load(model.folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
@@ -363,8 +378,10 @@ class Segmenter:
 
     def predict(self, images: np.ndarray, properties: dict[str, Any], output: Path) -> None:
         """Segment one case (arrays from ``read_images``) and write the label map atomically to ``output``."""
-        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-        import torch
+        # lazy: nnunetv2 is heavy to import and needed only here
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
 
         predictor = self.predictor
         properties = copy.deepcopy(properties)

@@ -18,44 +18,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from codebrain_seg.errors import InputError
+from codebrain_seg.metrics import volume_psnr, volume_ssim  # noqa: F401 (the stages' validation metrics)
 from codebrain_seg.networks.copedit import CoPeDiTConfig, sample_missing_masks
+from codebrain_seg.variants import (  # noqa: F401 (re-exported: the CoPeDiT options of the trainers)
+    COPEDIT_ABLATIONS,
+    LAYOUT_CHOICES,
+    PROMPT_CHOICES,
+    ablation_switches,
+    copedit_ablation,
+)
 
-PROMPT_CHOICES = ("learned", "mask")
-LAYOUT_CHOICES = ("shared", "per_count")
-COPEDIT_ABLATIONS: dict[str, str] = {
-    "none": "learned completeness prompts, one MDiT3D for every missing pattern",
-    "mask": "binary mask codes instead of the learned prompts (the paper's ablation)",
-    "per_count": "one MDiT3D per missing count with the available sequences first (the paper's layout)",
-    "mask-per_count": "mask codes and one MDiT3D per missing count",
-}
 MASK_STREAM = 3  # random stream of the per-case missing masks (data: 0, CodeBrain's patterns: 1, anchors: 2)
-
-
-def copedit_ablation(prompts: str = "learned", layout: str = "shared") -> str:
-    """The option name (:data:`COPEDIT_ABLATIONS`) of a prompt source and a model layout."""
-    if prompts not in PROMPT_CHOICES:
-        raise ValueError(f"prompts must be one of {PROMPT_CHOICES}, got {prompts!r}")
-    if layout not in LAYOUT_CHOICES:
-        raise ValueError(f"layout must be one of {LAYOUT_CHOICES}, got {layout!r}")
-    parts = (["mask"] if prompts == "mask" else []) + (["per_count"] if layout == "per_count" else [])
-    return "-".join(parts) or "none"
-
-
-def ablation_switches(ablation: str) -> tuple[str, str]:
-    """``(prompts, layout)`` of an option name; ValueError for an unknown one."""
-    if ablation not in COPEDIT_ABLATIONS:
-        raise ValueError(f"CoPeDiT option must be one of {tuple(COPEDIT_ABLATIONS)}, got {ablation!r}")
-    return ("mask" if "mask" in ablation else "learned"), ("per_count" if "per_count" in ablation else "shared")
 
 
 def copedit_config(configuration: dict[str, Any], ablation: str = "none") -> CoPeDiTConfig:
     """The networks of a ``3d_volume`` plans configuration, with mask-code prompts for the mask options."""
     if configuration.get("kind") != "3d_volume":
-        raise ValueError("CoPeDiT trains on a 3D-volume configuration of the plans (3d_copedit or 3d_copedit_cpu; "
+        raise InputError("CoPeDiT trains on a 3D-volume configuration of the plans (3d_copedit or 3d_copedit_cpu; "
                          f"codebrain_plan_and_preprocess -c 3d_copedit_cpu), got kind {configuration.get('kind')!r}")
     config = CoPeDiTConfig.from_dict(configuration["network"])
     if list(config.volume_shape) != [int(s) for s in configuration["target_size"]]:
-        raise ValueError(f"network volume_shape {list(config.volume_shape)} differs from the configuration's "
+        raise InputError(f"network volume_shape {list(config.volume_shape)} differs from the configuration's "
                          f"target_size {configuration['target_size']}")
     prompts, _ = ablation_switches(ablation)
     return config.with_mask_prompts() if prompts == "mask" else config
@@ -132,23 +116,10 @@ def clipped_step(trainer: Any, name: str, loss: Tensor, max_norm: float) -> floa
     return float(norm)
 
 
-def volume_psnr(prediction: Tensor, target: Tensor) -> Tensor:
-    """PSNR (dB, data range 1) per volume of ``(..., X, Y, Z)`` tensors, capped at 100."""
-    mse = (prediction.float() - target.float()).pow(2).flatten(-3).mean(-1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=100.0)
-
-
-def volume_ssim(prediction: Tensor, target: Tensor) -> float:
-    """Mean 3D SSIM (Gaussian 11^3, the evaluation's) of one ``(X, Y, Z)`` pair."""
-    from evaluation.imputation.metrics import ssim_map_3d
-
-    return float(ssim_map_3d(prediction.float().cpu().numpy(), target.float().cpu().numpy()).mean())
-
-
 def check_copedit_options(trainer: Any) -> None:
     """Refuse options that do not apply to CoPeDiT (before anything is written)."""
     copedit_config(trainer.configuration, trainer.options.ablation)
     weights = trainer.options.loss_weights
     if weights is not None and tuple(float(w) for w in weights) != (1.0, 1.0):
-        raise ValueError(f"--loss-weights {weights} does not apply to CoPeDiT: CoPeVAE reconstructs every sequence "
+        raise InputError(f"--loss-weights {weights} does not apply to CoPeDiT: CoPeVAE reconstructs every sequence "
                          "with the same L1 weight")

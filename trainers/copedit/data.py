@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json, write_json, write_npy
 from trainers.data_loading import iteration_rng
 
@@ -38,11 +39,11 @@ def load_volumes(folder: Path, case_ids: Sequence[str]) -> list[np.ndarray]:
     for case_id in case_ids:
         path = Path(folder) / f"{case_id}.npy"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run codebrain_plan_and_preprocess -c <the CoPeDiT "
+            raise MissingFileError(f"{path} is missing: run codebrain_plan_and_preprocess -c <the CoPeDiT "
                                     "configuration> for this dataset")
         volumes.append(np.load(path, mmap_mode="r"))
     if not volumes:
-        raise ValueError(f"no cases to train on in {folder}")
+        raise InputError(f"no cases to train on in {folder}")
     return volumes
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.networks.copedit import (
     CoPeDiTConfig,
     CoPeVAE,
@@ -53,7 +54,7 @@ NOISE_STREAM = 4  # random stream of the diffusion timesteps and noise
 VALIDATION_SEED = 0
 
 
-class CoPeDiTStageOneNotFinishedError(FileNotFoundError):
+class CoPeDiTStageOneNotFinishedError(MissingFileError):
     """Raised when Stage II is started before Stage I wrote its final checkpoint."""
 
 
@@ -61,7 +62,7 @@ def load_copevae(path: Path, device: torch.device) -> tuple[CoPeVAE, CoPeDiTConf
     """The frozen CoPeVAE of a Stage-I checkpoint (eval mode, no gradients), its config and the checkpoint."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("method") != "copedit" or state.get("stage") != 1:
-        raise ValueError(f"{path} is not a CoPeDiT Stage-I checkpoint (method {state.get('method')!r}, stage "
+        raise InputError(f"{path} is not a CoPeDiT Stage-I checkpoint (method {state.get('method')!r}, stage "
                          f"{state.get('stage')!r})")
     config = CoPeDiTConfig.from_dict(state["copedit_config"])
     vae = CoPeVAE(config.vae)
@@ -82,7 +83,7 @@ class PerCountMDiT3D(nn.Module):
     def forward(self, latents: Tensor, timesteps: Tensor, prompts: Tensor, count: int) -> Tensor:
         """x0 prediction by the model of ``count`` missing sequences (latents in available-first order)."""
         if not 1 <= count <= len(self.models):
-            raise ValueError(f"missing count must be in 1..{len(self.models)}, got {count}")
+            raise InputError(f"missing count must be in 1..{len(self.models)}, got {count}")
         return self.models[count - 1](latents, timesteps, prompts)
 
 
@@ -109,7 +110,7 @@ class MissingSlotModel:
             return self.network, None
         counts = missing.sum(dim=1).unique()
         if len(counts) != 1:
-            raise ValueError(f"the per-count layout needs one missing count per batch, got {counts.tolist()}")
+            raise InputError(f"the per-count layout needs one missing count per batch, got {counts.tolist()}")
         count = int(counts[0])
         return (lambda z, t, p: self.network(z, t, p, count)), available_first_order(missing)
 
@@ -142,7 +143,7 @@ class MDiT3DTrainer(BaseTrainer):
         self.prompt_source, self.layout = ablation_switches(self.options.ablation)
         planned = copedit_config(self.configuration, self.options.ablation)
         if stage1_config.vae != planned.vae:
-            raise ValueError(f"{self.stage1_checkpoint} holds a CoPeVAE other than the plans' for "
+            raise InputError(f"{self.stage1_checkpoint} holds a CoPeVAE other than the plans' for "
                              f"{self.configuration_name}: retrain Stage I")
         self.stage1_info = {"checkpoint": str(self.stage1_checkpoint), "iteration": int(stage1_state["iteration"])}
         cases = list(self.split["train"]) + [c for c in self.split["val"] if c not in self.split["train"]]

@@ -1,7 +1,12 @@
 """CoPeDiT networks (Liu et al., arXiv 2602.18400): CoPeVAE tokenizer, MDiT3D, missing-slot diffusion, configs."""
 from __future__ import annotations
 
-from codebrain_seg.networks.copedit.config import CoPeDiTConfig, CoPeVAEConfig, DiffusionConfig, MDiT3DConfig
+from codebrain_seg.networks.copedit.config import (
+    CoPeDiTConfig,
+    CoPeVAEConfig,
+    DiffusionConfig,
+    MDiT3DConfig,
+)
 from codebrain_seg.networks.copedit.copevae import (
     CoPeVAE,
     CoPeVAEOutput,

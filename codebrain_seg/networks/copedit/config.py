@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, TypeVar
 
+from codebrain_seg.errors import InputError
+
 COUNT_LOSSES = ("ce", "bce")
 PROMPT_POOLINGS = ("mean", "sum")
 PROMPT_SOURCES = ("learned", "mask")
@@ -21,7 +23,7 @@ _Config = TypeVar("_Config")
 
 def _positive_int(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
 def _int_tuple(owner: str, name: str, value: Any) -> tuple[int, ...]:
@@ -29,7 +31,7 @@ def _int_tuple(owner: str, name: str, value: Any) -> tuple[int, ...]:
     for item in values:
         _positive_int(owner, name, item)
     if not values:
-        raise ValueError(f"{owner}.{name} must not be empty")
+        raise InputError(f"{owner}.{name} must not be empty")
     return values
 
 
@@ -37,7 +39,7 @@ def _from_dict(cls: type[_Config], values: Mapping[str, Any]) -> _Config:
     known = {item.name for item in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; expected a subset of {sorted(known)}")
+        raise InputError(f"unknown {cls.__name__} keys {unknown}; expected a subset of {sorted(known)}")
     return cls(**dict(values))
 
 
@@ -109,25 +111,25 @@ class CoPeVAEConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         if self.prompt_pooling not in PROMPT_POOLINGS:
-            raise ValueError(f"{name}.prompt_pooling must be one of {PROMPT_POOLINGS}, got {self.prompt_pooling!r}")
+            raise InputError(f"{name}.prompt_pooling must be one of {PROMPT_POOLINGS}, got {self.prompt_pooling!r}")
         for key in ("channels", "num_res_channels", "prompt_conv_widths"):
             object.__setattr__(self, key, _int_tuple(name, key, getattr(self, key)))
         if len(self.num_res_channels) != len(self.channels):
-            raise ValueError(f"{name}.num_res_channels {self.num_res_channels} needs one width per level "
+            raise InputError(f"{name}.num_res_channels {self.num_res_channels} needs one width per level "
                              f"of channels {self.channels}")
         if len(self.prompt_conv_widths) != 2:
-            raise ValueError(f"{name}.prompt_conv_widths must have two widths, got {self.prompt_conv_widths}")
+            raise InputError(f"{name}.prompt_conv_widths must have two widths, got {self.prompt_conv_widths}")
         for key in ("num_res_layers", "num_embeddings", "embedding_dim", "prompt_hidden", "prompt_dim",
                     "contrastive_dim", "discriminator_channels", "discriminator_layers"):
             _positive_int(name, key, getattr(self, key))
         if not isinstance(self.num_modalities, int) or self.num_modalities < 2:
-            raise ValueError(f"{name}.num_modalities must be an integer >= 2, got {self.num_modalities!r}")
+            raise InputError(f"{name}.num_modalities must be an integer >= 2, got {self.num_modalities!r}")
         if self.count_loss not in COUNT_LOSSES:
-            raise ValueError(f"{name}.count_loss must be one of {COUNT_LOSSES}, got {self.count_loss!r}")
+            raise InputError(f"{name}.count_loss must be one of {COUNT_LOSSES}, got {self.count_loss!r}")
         if not self.temperature > 0:
-            raise ValueError(f"{name}.temperature must be > 0, got {self.temperature!r}")
+            raise InputError(f"{name}.temperature must be > 0, got {self.temperature!r}")
         if not 0 < self.perceptual_slice_fraction <= 1:
-            raise ValueError(f"{name}.perceptual_slice_fraction must be in (0, 1], got "
+            raise InputError(f"{name}.perceptual_slice_fraction must be in (0, 1], got "
                              f"{self.perceptual_slice_fraction!r}")
 
     @property
@@ -186,17 +188,17 @@ class MDiT3DConfig:
             _positive_int(name, key, getattr(self, key))
         object.__setattr__(self, "rope_dims", _int_tuple(name, "rope_dims", self.rope_dims))
         if self.depth % 2:
-            raise ValueError(f"{name}.depth must be even (spatial, modal pairs), got {self.depth}")
+            raise InputError(f"{name}.depth must be even (spatial, modal pairs), got {self.depth}")
         if self.width % self.num_heads:
-            raise ValueError(f"{name}.width {self.width} is not divisible by num_heads {self.num_heads}")
+            raise InputError(f"{name}.width {self.width} is not divisible by num_heads {self.num_heads}")
         if self.width % 6:
-            raise ValueError(f"{name}.width must be divisible by 6 for 3D sine-cosine positions, got {self.width}")
+            raise InputError(f"{name}.width must be divisible by 6 for 3D sine-cosine positions, got {self.width}")
         if self.frequency_dim % 2:
-            raise ValueError(f"{name}.frequency_dim must be even, got {self.frequency_dim}")
+            raise InputError(f"{name}.frequency_dim must be even, got {self.frequency_dim}")
         if len(self.rope_dims) != 3 or any(dim % 2 for dim in self.rope_dims):
-            raise ValueError(f"{name}.rope_dims must be three even numbers, got {self.rope_dims}")
+            raise InputError(f"{name}.rope_dims must be three even numbers, got {self.rope_dims}")
         if sum(self.rope_dims) != self.head_dim:
-            raise ValueError(f"{name}.rope_dims {self.rope_dims} must sum to the head width {self.head_dim}")
+            raise InputError(f"{name}.rope_dims {self.rope_dims} must sum to the head width {self.head_dim}")
 
     @property
     def head_dim(self) -> int:
@@ -239,14 +241,14 @@ class DiffusionConfig:
         _positive_int(name, "num_train_timesteps", self.num_train_timesteps)
         _positive_int(name, "sampling_steps", self.sampling_steps)
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"{name}.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise InputError(f"{name}.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.sampling_steps > self.num_train_timesteps:
-            raise ValueError(f"{name}.sampling_steps {self.sampling_steps} exceeds num_train_timesteps "
+            raise InputError(f"{name}.sampling_steps {self.sampling_steps} exceeds num_train_timesteps "
                              f"{self.num_train_timesteps}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"{name}.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+            raise InputError(f"{name}.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not self.latent_scale > 0:
-            raise ValueError(f"{name}.latent_scale must be > 0, got {self.latent_scale!r}")
+            raise InputError(f"{name}.latent_scale must be > 0, got {self.latent_scale!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -279,21 +281,21 @@ class CoPeDiTConfig:
         name = type(self).__name__
         object.__setattr__(self, "volume_shape", _int_tuple(name, "volume_shape", self.volume_shape))
         if len(self.volume_shape) != 3:
-            raise ValueError(f"{name}.volume_shape must have three sizes, got {self.volume_shape}")
+            raise InputError(f"{name}.volume_shape must have three sizes, got {self.volume_shape}")
         multiple = self.vae.compression * self.dit.patch_size
         if any(size % multiple for size in self.volume_shape):
-            raise ValueError(f"{name}.volume_shape {self.volume_shape} must be divisible by {multiple} "
+            raise InputError(f"{name}.volume_shape {self.volume_shape} must be divisible by {multiple} "
                              f"(compression {self.vae.compression} x patch {self.dit.patch_size})")
         if self.vae.num_modalities != self.dit.num_modalities:
-            raise ValueError(f"{name}: vae has {self.vae.num_modalities} modalities, dit {self.dit.num_modalities}")
+            raise InputError(f"{name}: vae has {self.vae.num_modalities} modalities, dit {self.dit.num_modalities}")
         if self.vae.embedding_dim != self.dit.latent_channels:
-            raise ValueError(f"{name}: vae latents have {self.vae.embedding_dim} channels, dit expects "
+            raise InputError(f"{name}: vae latents have {self.vae.embedding_dim} channels, dit expects "
                              f"{self.dit.latent_channels}")
         if self.prompt_source not in PROMPT_SOURCES:
-            raise ValueError(f"{name}.prompt_source must be one of {PROMPT_SOURCES}, got {self.prompt_source!r}")
+            raise InputError(f"{name}.prompt_source must be one of {PROMPT_SOURCES}, got {self.prompt_source!r}")
         expected = (3, self.vae.prompt_dim) if self.prompt_source == "learned" else (1, self.vae.num_modalities)
         if (self.dit.num_prompts, self.dit.prompt_dim) != expected:
-            raise ValueError(f"{name}: dit prompts ({self.dit.num_prompts}, {self.dit.prompt_dim}) do not match "
+            raise InputError(f"{name}: dit prompts ({self.dit.num_prompts}, {self.dit.prompt_dim}) do not match "
                              f"the {self.prompt_source!r} prompts {expected}")
 
     @property
@@ -372,7 +374,7 @@ class CoPeDiTConfig:
         known = {"volume_shape", "vae", "dit", "diffusion", "prompt_source"}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown CoPeDiTConfig keys {unknown}; expected a subset of {sorted(known)}")
+            raise InputError(f"unknown CoPeDiTConfig keys {unknown}; expected a subset of {sorted(known)}")
         return cls(
             volume_shape=tuple(values.get("volume_shape", (192, 192, 64))),  # type: ignore[arg-type]
             vae=CoPeVAEConfig.from_dict(values.get("vae", {})),

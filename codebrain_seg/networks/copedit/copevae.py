@@ -22,6 +22,7 @@ import torch
 from monai.networks.nets import VQVAE
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.config import CoPeVAEConfig
 
 
@@ -62,11 +63,11 @@ def _head(in_features: int, out_features: int) -> nn.Sequential:
 def check_missing_mask(missing: Tensor, batch: int, num_modalities: int) -> Tensor:
     """Validate a missing mask ``(B, m)`` (bool or 0/1) with 1..m-1 missing per row; returns it as bool."""
     if missing.shape != (batch, num_modalities):
-        raise ValueError(f"missing mask must be ({batch}, {num_modalities}), got {tuple(missing.shape)}")
+        raise InputError(f"missing mask must be ({batch}, {num_modalities}), got {tuple(missing.shape)}")
     missing = missing.bool()
     counts = missing.sum(dim=1)
     if bool(((counts < 1) | (counts > num_modalities - 1)).any()):
-        raise ValueError(f"every case needs 1..{num_modalities - 1} missing modalities, got counts {counts.tolist()}")
+        raise InputError(f"every case needs 1..{num_modalities - 1} missing modalities, got counts {counts.tolist()}")
     return missing
 
 
@@ -141,9 +142,9 @@ class CoPeVAE(nn.Module):
     def _check_volumes(self, volumes: Tensor) -> None:
         m, factor = self.config.num_modalities, self.config.compression
         if volumes.dim() != 5 or volumes.shape[1] != m:
-            raise ValueError(f"CoPeVAE volumes must be (B, {m}, X, Y, Z), got {tuple(volumes.shape)}")
+            raise InputError(f"CoPeVAE volumes must be (B, {m}, X, Y, Z), got {tuple(volumes.shape)}")
         if any(size % factor for size in volumes.shape[2:]):
-            raise ValueError(f"CoPeVAE volume size {tuple(volumes.shape[2:])} is not divisible by {factor}")
+            raise InputError(f"CoPeVAE volume size {tuple(volumes.shape[2:])} is not divisible by {factor}")
 
     def encode(self, volumes: Tensor) -> Tensor:
         """Continuous (pre-quantisation) latents ``(B, m, e, x, y, z)`` of volumes ``(B, m, X, Y, Z)``."""
@@ -171,7 +172,7 @@ class CoPeVAE(nn.Module):
         # only the selected modalities go through F_k (so BatchNorm sees exactly them); mean (or sum) per case
         batch = latents.shape[0]
         if bool((selected.sum(dim=1) == 0).any()):
-            raise ValueError("every case needs at least one selected modality to form a prompt")
+            raise InputError("every case needs at least one selected modality to form a prompt")
         tokens = encoder(latents[selected])  # (n_selected, prompt_dim), rows in (case, modality) order
         case_index = selected.nonzero()[:, 0]
         sums = torch.zeros(batch, tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
@@ -188,7 +189,7 @@ class CoPeVAE(nn.Module):
             available: ``(B, m)`` bool, True where a modality was given.
         """
         if available.shape != latents.shape[:2]:
-            raise ValueError(f"available mask {tuple(available.shape)} does not match latents "
+            raise InputError(f"available mask {tuple(available.shape)} does not match latents "
                              f"{tuple(latents.shape[:2])}")
         available = available.bool()
         return torch.stack([self._subset_prompt(encoder, latents, available) for encoder in self.prompt_encoders], 1)
@@ -234,7 +235,7 @@ def sample_missing_masks(batch: int, num_modalities: int, generator: torch.Gener
         same_count: draw c once for the whole batch (the official code) instead of once per case.
     """
     if num_modalities < 2 or batch < 1:
-        raise ValueError(f"sample_missing_masks needs batch >= 1 and num_modalities >= 2, got {batch}, "
+        raise InputError(f"sample_missing_masks needs batch >= 1 and num_modalities >= 2, got {batch}, "
                          f"{num_modalities}")
     counts = torch.randint(1, num_modalities, (1 if same_count else batch,), generator=generator).expand(batch)
     # a random permutation gives every modality a distinct random label 0..m-1: labels below c are missing

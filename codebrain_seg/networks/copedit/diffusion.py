@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.config import DiffusionConfig
 
 
 def _slot_mask(missing: Tensor, like: Tensor) -> Tensor:
     # (B, m) -> (B, m, 1, 1, 1, 1) so that it selects whole modality slots of (B, m, e, x, y, z)
     if missing.shape != like.shape[:2]:
-        raise ValueError(f"missing mask {tuple(missing.shape)} does not match latents {tuple(like.shape[:2])}")
+        raise InputError(f"missing mask {tuple(missing.shape)} does not match latents {tuple(like.shape[:2])}")
     return missing.bool().to(like.device).reshape(*missing.shape, *(1,) * (like.dim() - 2))
 
 
@@ -66,7 +67,7 @@ class MissingSlotDiffusion:
             noise: same shape as ``latents``.
         """
         if noise.shape != latents.shape:
-            raise ValueError(f"noise {tuple(noise.shape)} does not match latents {tuple(latents.shape)}")
+            raise InputError(f"noise {tuple(noise.shape)} does not match latents {tuple(latents.shape)}")
         noised = self.scheduler.add_noise(latents, noise, timesteps.to(latents.device))
         return torch.where(_slot_mask(missing, latents), noised, latents)
 
@@ -94,7 +95,7 @@ class MissingSlotDiffusion:
         """Descending DDIM timesteps ``(steps,)`` spread evenly over ``[0, T - 1]`` of the training schedule."""
         steps = self.config.sampling_steps if steps is None else int(steps)
         if not 1 <= steps <= self.num_train_timesteps:
-            raise ValueError(f"DDIM steps must be in 1..{self.num_train_timesteps}, got {steps}")
+            raise InputError(f"DDIM steps must be in 1..{self.num_train_timesteps}, got {steps}")
         # rounding an evenly spaced grid works for any step count (MONAI's DDIM steps by T // n, which does not
         # reach the end of the schedule when n does not divide T, e.g. 200 steps of T = 500)
         return torch.linspace(self.num_train_timesteps - 1, 0, steps, dtype=torch.float64).round().long()
@@ -149,7 +150,7 @@ class ExponentialMovingAverage(nn.Module):
     def __init__(self, model: nn.Module, decay: float = 0.9999) -> None:
         super().__init__()
         if not 0 <= decay < 1:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay!r}")
+            raise InputError(f"EMA decay must be in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
@@ -175,7 +176,7 @@ def available_first_order(missing: Tensor) -> Tensor:
     scatter back with :func:`restore_slot_order`.
     """
     if missing.dim() != 2:
-        raise ValueError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
+        raise InputError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
     return torch.argsort(missing.long(), dim=1, stable=True)
 
 

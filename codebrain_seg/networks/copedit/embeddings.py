@@ -19,6 +19,8 @@ import torch
 from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
+
 
 def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """``[cos(p * f_i), sin(p * f_i)]`` with ``f_i = max_period ** (-i / (dim / 2))``: ``(N,) -> (N, dim)`` float32.
@@ -29,7 +31,7 @@ def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10000.
         max_period: lowest frequency's period.
     """
     if dim % 2:
-        raise ValueError(f"sinusoidal_embedding needs an even dim, got {dim}")
+        raise InputError(f"sinusoidal_embedding needs an even dim, got {dim}")
     half = dim // 2
     frequencies = torch.exp(
         -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device) / half
@@ -54,9 +56,9 @@ def sincos_position_embedding_3d(grid: tuple[int, int, int], dim: int) -> Tensor
     10^4. ``dim`` must be divisible by 6.
     """
     if len(grid) != 3 or any(int(size) < 1 for size in grid):
-        raise ValueError(f"sincos_position_embedding_3d needs a 3D grid of positive sizes, got {grid}")
+        raise InputError(f"sincos_position_embedding_3d needs a 3D grid of positive sizes, got {grid}")
     if dim % 6:
-        raise ValueError(f"sincos_position_embedding_3d needs dim divisible by 6, got {dim}")
+        raise InputError(f"sincos_position_embedding_3d needs dim divisible by 6, got {dim}")
     return _sincos_table(tuple(int(size) for size in grid), int(dim))
 
 
@@ -80,7 +82,7 @@ class RotaryEmbedding3D(nn.Module):
     def __init__(self, axis_dims: tuple[int, int, int], theta: float = 10000.0) -> None:
         super().__init__()
         if len(axis_dims) != 3 or any(dim < 2 or dim % 2 for dim in axis_dims):
-            raise ValueError(f"RotaryEmbedding3D needs three even axis widths >= 2, got {axis_dims}")
+            raise InputError(f"RotaryEmbedding3D needs three even axis widths >= 2, got {axis_dims}")
         self.axis_dims = tuple(int(dim) for dim in axis_dims)
         self.head_dim = sum(self.axis_dims)
         inverse = [theta ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim) for dim in self.axis_dims]
@@ -95,7 +97,7 @@ class RotaryEmbedding3D(nn.Module):
     def angles(self, grid: tuple[int, int, int]) -> Tensor:
         """Rotation angles ``(gx * gy * gz, head_dim / 2)`` float32 for the token grid ``grid``."""
         if len(grid) != 3:
-            raise ValueError(f"RotaryEmbedding3D.angles needs a 3D grid, got {grid}")
+            raise InputError(f"RotaryEmbedding3D.angles needs a 3D grid, got {grid}")
         coordinates = grid_coordinates(grid, self.inverse_frequencies.device)
         return coordinates[:, self.pair_axis] * self.inverse_frequencies
 
@@ -103,7 +105,7 @@ class RotaryEmbedding3D(nn.Module):
     def apply(x: Tensor, angles: Tensor) -> Tensor:
         """Rotate ``x`` ``(..., N, head_dim)`` by ``angles`` ``(N, head_dim / 2)``; same shape and dtype."""
         if x.shape[-2:] != (angles.shape[0], 2 * angles.shape[1]):
-            raise ValueError(f"RoPE: x {tuple(x.shape)} does not match angles {tuple(angles.shape)}")
+            raise InputError(f"RoPE: x {tuple(x.shape)} does not match angles {tuple(angles.shape)}")
         pairs = x.float().reshape(*x.shape[:-1], -1, 2)
         cos, sin = torch.cos(angles), torch.sin(angles)
         first, second = pairs[..., 0], pairs[..., 1]

@@ -23,6 +23,7 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.config import CoPeVAEConfig
 from codebrain_seg.networks.copedit.copevae import CoPeVAEOutput
 
@@ -38,19 +39,19 @@ def missing_count_loss(logits: Tensor, missing: Tensor, kind: str = "ce") -> Ten
         kind: ``'ce'`` cross-entropy or ``'bce'`` BCE against the one-hot target.
     """
     if logits.shape != (missing.shape[0], missing.shape[1] - 1):
-        raise ValueError(f"count logits {tuple(logits.shape)} do not match a missing mask {tuple(missing.shape)}")
+        raise InputError(f"count logits {tuple(logits.shape)} do not match a missing mask {tuple(missing.shape)}")
     target = missing.sum(dim=1).long() - 1
     if kind == "ce":
         return F.cross_entropy(logits.float(), target)
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits.float(), F.one_hot(target, logits.shape[1]).float())
-    raise ValueError(f"missing_count_loss kind must be 'ce' or 'bce', got {kind!r}")
+    raise InputError(f"missing_count_loss kind must be 'ce' or 'bce', got {kind!r}")
 
 
 def missing_position_loss(logits: Tensor, missing: Tensor) -> Tensor:
     """Task 2: multi-label BCE of ``(B, m)`` logits against the missing mask ``(B, m)``."""
     if logits.shape != missing.shape:
-        raise ValueError(f"position logits {tuple(logits.shape)} do not match the mask {tuple(missing.shape)}")
+        raise InputError(f"position logits {tuple(logits.shape)} do not match the mask {tuple(missing.shape)}")
     return F.binary_cross_entropy_with_logits(logits.float(), missing.float())
 
 
@@ -61,10 +62,10 @@ def contrastive_assessment_loss(anchor: Tensor, positive: Tensor, temperature: f
     symmetric). With B = 1 the loss is 0 (one candidate).
     """
     if anchor.shape != positive.shape or anchor.dim() != 2:
-        raise ValueError(f"anchor and positive must both be (B, k), got {tuple(anchor.shape)}, "
+        raise InputError(f"anchor and positive must both be (B, k), got {tuple(anchor.shape)}, "
                          f"{tuple(positive.shape)}")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        raise InputError(f"temperature must be > 0, got {temperature!r}")
     logits = F.normalize(anchor.float(), dim=1) @ F.normalize(positive.float(), dim=1).T / temperature
     return F.cross_entropy(logits, torch.arange(anchor.shape[0], device=anchor.device))
 
@@ -147,7 +148,7 @@ class CoPeVAELoss(nn.Module):
         """
         config = self.config
         if output.reconstruction.shape != volumes.shape:
-            raise ValueError(f"reconstruction {tuple(output.reconstruction.shape)} does not match the volumes "
+            raise InputError(f"reconstruction {tuple(output.reconstruction.shape)} does not match the volumes "
                              f"{tuple(volumes.shape)}")
         parts = {"l1": F.l1_loss(output.reconstruction.float(), volumes.float()), "vq": output.vq_loss.float()}
         parts.update(pretext_losses(output, missing, config))

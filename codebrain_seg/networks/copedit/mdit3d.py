@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.config import MDiT3DConfig
 from codebrain_seg.networks.copedit.embeddings import (
     RotaryEmbedding3D,
@@ -40,7 +41,7 @@ def _gate(gate: Tensor, x: Tensor) -> Tensor:
 def mask_code_prompts(missing: Tensor) -> Tensor:
     """Binary mask codes ``(B, 1, m)`` (1 = missing) that replace the learned prompts in the paper's ablation."""
     if missing.dim() != 2:
-        raise ValueError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
+        raise InputError(f"missing mask must be (B, m), got {tuple(missing.shape)}")
     return missing.float()[:, None, :]
 
 
@@ -64,7 +65,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, num_heads: int) -> None:
         super().__init__()
         if width % num_heads:
-            raise ValueError(f"Attention width {width} is not divisible by num_heads {num_heads}")
+            raise InputError(f"Attention width {width} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -202,15 +203,15 @@ class MDiT3D(nn.Module):
     def _check_inputs(self, latents: Tensor, timesteps: Tensor, prompts: Tensor) -> None:
         config = self.config
         if latents.dim() != 6 or latents.shape[1:3] != (config.num_modalities, config.latent_channels):
-            raise ValueError(f"MDiT3D latents must be (B, {config.num_modalities}, {config.latent_channels}, x, y, z), "
+            raise InputError(f"MDiT3D latents must be (B, {config.num_modalities}, {config.latent_channels}, x, y, z), "
                              f"got {tuple(latents.shape)}")
         if any(size % config.patch_size for size in latents.shape[3:]):
-            raise ValueError(f"MDiT3D latent grid {tuple(latents.shape[3:])} is not divisible by the patch size "
+            raise InputError(f"MDiT3D latent grid {tuple(latents.shape[3:])} is not divisible by the patch size "
                              f"{config.patch_size}")
         if timesteps.shape != (latents.shape[0],):
-            raise ValueError(f"MDiT3D timesteps must be ({latents.shape[0]},), got {tuple(timesteps.shape)}")
+            raise InputError(f"MDiT3D timesteps must be ({latents.shape[0]},), got {tuple(timesteps.shape)}")
         if prompts.shape != (latents.shape[0], config.num_prompts, config.prompt_dim):
-            raise ValueError(f"MDiT3D prompts must be ({latents.shape[0]}, {config.num_prompts}, {config.prompt_dim}),"
+            raise InputError(f"MDiT3D prompts must be ({latents.shape[0]}, {config.num_prompts}, {config.prompt_dim}),"
                              f" got {tuple(prompts.shape)}")
 
     def forward(self, latents: Tensor, timesteps: Tensor, prompts: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The CoPeDiT predictor and the ``copedit`` entry of the imputation registry.
+"""The CoPeDiT predictor and the ``copedit`` adapter of the method registry.
 
 CoPeDiT (Liu et al., arXiv 2602.18400) imputes a whole case at once. What happens to a case
 (:meth:`CoPeDiTPredictor.impute_arrays`):
@@ -30,7 +30,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codebrain_seg.imputers import ImputationContext, check_request
+from codebrain_seg.checkpoints import (
+    check_checkpoint_name,
+    check_trained_configuration,
+    load_checkpoint,
+)
+from codebrain_seg.device import uses_gpu
+from codebrain_seg.errors import MissingFileError
+from codebrain_seg.inference.request import (
+    ImputationContext,
+    check_request,
+    model_fingerprint,
+)
 from codebrain_seg.networks.copedit import (
     CoPeDiTConfig,
     CoPeVAE,
@@ -41,11 +52,18 @@ from codebrain_seg.networks.copedit import (
     reorder_slots,
     restore_slot_order,
 )
+from codebrain_seg.plans import Plans
+from codebrain_seg.results_layout import (
+    COPEDIT_FOLDER,
+    copedit_folder_name,
+    finished_configurations,
+    model_fold_dir,
+    stage_dir,
+)
+from planners.volume_preprocessing import prepare_volume, restore_volume
 
 logger = logging.getLogger(__name__)
 
-TRAINER_FOLDER = "CoPeDiT"
-CHECKPOINT_NAMES = ("final", "best", "latest")
 INTENSITY_SCALE = ("decoded volume clamped to [0, 1] times the training set's median 99.5th brain percentile of the "
                    "sequence (plans intensity_reference median_p99_5)")
 
@@ -68,12 +86,10 @@ class CoPeDiTPredictor:
     def __init__(self, vae: CoPeVAE, dit: MDiT3D | Sequence[MDiT3D], config: CoPeDiTConfig, plans: dict[str, Any],
                  configuration: str, device: str | torch.device = "cpu", steps: int | None = None, seed: int = 0,
                  model_info: dict[str, Any] | None = None) -> None:
-        if configuration not in plans["configurations"]:
-            raise KeyError(f"configuration {configuration!r} is not in the plans; available: "
-                           f"{', '.join(plans['configurations'])}")
-        self.plans, self.configuration_name = plans, configuration
+        view = Plans(plans)
+        self.plans, self.configuration_name = plans, view.configuration(configuration).name
         self.configuration = plans["configurations"][configuration]
-        self.channel_names = list(plans["channel_names"])
+        self.channel_names = view.channel_names
         self.device = torch.device(device)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         self.per_count = isinstance(dit, (list, tuple))
@@ -82,9 +98,7 @@ class CoPeDiTPredictor:
         self.config = config
         self.diffusion = MissingSlotDiffusion(config.diffusion)
         self.steps, self.seed = steps, int(seed)
-        reference = plans["intensity_reference"]
-        self.reference_upper = np.array([reference[name]["median_p99_5"] for name in self.channel_names],
-                                        dtype=np.float32)
+        self.reference_upper = np.array(view.reference_uppers, dtype=np.float32)
         self.model_info = dict(model_info or {})
         self.intensity_scale = INTENSITY_SCALE
 
@@ -145,8 +159,6 @@ class CoPeDiTPredictor:
             ``(C, X, Y, Z)`` float32 on the input grid: given channels unchanged, missing ones imputed in the
             documented intensity scale, zero outside the brain and the field of view.
         """
-        from planners.volume_preprocessing import prepare_volume, restore_volume
-
         available = check_request(np.asarray(images), available, self.num_channels)
         images = np.asarray(images, dtype=np.float32)
         affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
@@ -180,12 +192,12 @@ def _frozen_vae(state: dict[str, Any], fold_dir: Path) -> dict[str, Any]:
     if "vae" in frozen:
         return frozen["vae"]
     candidates = [Path(state["stage1_checkpoint"])] if state.get("stage1_checkpoint") else []
-    candidates.append(fold_dir.parent.parent / f"{TRAINER_FOLDER}__{fold_dir.parent.name.split('__', 1)[1]}"
-                      / fold_dir.name / "stage1" / "checkpoint_final.pth")
+    candidates.append(stage_dir(fold_dir.parent.parent / f"{COPEDIT_FOLDER}__{fold_dir.parent.name.split('__', 1)[1]}"
+                                / fold_dir.name, 1) / "checkpoint_final.pth")
     for path in candidates:
         if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)["networks"]["vae"]
-    raise FileNotFoundError(f"the CoPeDiT Stage I checkpoint of {fold_dir} is missing (looked for "
+            return load_checkpoint(path, keys=("networks.vae",), what="CoPeDiT Stage I checkpoint")["networks"]["vae"]
+    raise MissingFileError(f"the CoPeDiT Stage I checkpoint of {fold_dir} is missing (looked for "
                             f"{', '.join(str(p) for p in candidates)})")
 
 
@@ -197,23 +209,18 @@ def load_copedit_from_folder(fold_dir: Path, configuration: str | None = None, d
         ValueError: unknown checkpoint name, a checkpoint of another method, stage or configuration.
         FileNotFoundError: no such folder, or no finished Stage II in it.
     """
-    if checkpoint not in CHECKPOINT_NAMES:
-        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+    check_checkpoint_name(checkpoint)
     fold_dir = Path(fold_dir)
     path = fold_dir / "stage2" / f"checkpoint_{checkpoint}.pth"
     if not path.is_file():
         stage1_done = (fold_dir / "stage1" / "checkpoint_final.pth").is_file()
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no trained CoPeDiT model: {path} is missing (Stage I is "
             f"{'finished' if stage1_done else 'not finished either'}); train it with codebrain_train --method "
             f"copedit --stage {'2' if stage1_done else 'all'}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("method") != "copedit" or state.get("stage") != 2 or "ema" not in state:
-        raise ValueError(f"{path} is not a CoPeDiT Stage II checkpoint (method {state.get('method')!r}, stage "
-                         f"{state.get('stage')!r})")
-    trained = state.get("configuration_name")
-    if configuration is not None and trained not in (None, configuration):
-        raise ValueError(f"{path} was trained with configuration {trained!r}, not {configuration!r}")
+    state = load_checkpoint(path, expect={"method": "copedit", "stage": 2}, keys=("ema", "copedit_config"),
+                            what="CoPeDiT Stage II checkpoint")
+    trained = check_trained_configuration(state, path, configuration)
     config = CoPeDiTConfig.from_dict(state["copedit_config"])
     vae = CoPeVAE(config.vae)
     vae.load_state_dict(_frozen_vae(state, fold_dir))
@@ -222,32 +229,20 @@ def load_copedit_from_folder(fold_dir: Path, configuration: str | None = None, d
             "stage2_best_score": state.get("best_metric"), "prompts": config.prompt_source,
             "layout": state.get("layout", "shared"), "ddim_steps": steps or config.diffusion.sampling_steps,
             "seed": seed}
-    return CoPeDiTPredictor(vae, _ema_models(state, config), config, state["plans"], trained or configuration,
+    return CoPeDiTPredictor(vae, _ema_models(state, config), config, state["plans"], trained,
                             device, steps, seed, info)
-
-
-def copedit_folder_name(prompts: str = "learned", layout: str = "shared") -> str:
-    """``CoPeDiT`` plus the option tag ``codebrain_train`` gives ``--prompts`` / ``--layout``."""
-    from trainers import variant_name
-    from trainers.copedit.common import copedit_ablation
-
-    return TRAINER_FOLDER + variant_name(copedit_ablation(prompts, layout))
 
 
 def resolve_configuration(dataset: str | int, fold: int | str, device: str = "cpu",
                           options: dict[str, Any] | None = None) -> str:
     """The CoPeDiT configuration to use: the one with a finished Stage II for this fold and option, if exactly one;
     else ``3d_copedit`` with a CUDA device and ``3d_copedit_cpu`` without (``codebrain_train``'s default)."""
-    from codebrain_seg import paths
-
     options = dict(options or {})
-    prefix = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared")) + "__"
-    root = paths.results_dataset_dir(dataset)
-    found = sorted(folder.name.split("__")[-1] for folder in root.glob(f"{prefix}*")
-                   if (folder / f"fold_{fold}" / "stage2" / "checkpoint_final.pth").is_file()) if root.is_dir() else []
+    found = finished_configurations(dataset, fold, copedit_folder_name(options.get("prompts", "learned"),
+                                                                       options.get("layout", "shared")))
     if len(found) == 1:
         return found[0]
-    return "3d_copedit" if str(device).startswith("cuda") and torch.cuda.is_available() else "3d_copedit_cpu"
+    return "3d_copedit" if str(device).startswith("cuda") and uses_gpu(device) else "3d_copedit_cpu"
 
 
 class CoPeDiTImputer:
@@ -275,8 +270,6 @@ class CoPeDiTImputer:
         if context.model_dir is not None:
             fold_dir = Path(context.model_dir)
         else:
-            from codebrain_seg.predictor import model_fold_dir
-
             folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
             fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
         checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
@@ -286,9 +279,7 @@ class CoPeDiTImputer:
         self._model = (fold_dir, checkpoint, {"ddim_steps": options.get("ddim_steps"), "seed": seed})
 
     def fingerprint(self) -> dict[str, Any]:
-        """See :func:`codebrain_seg.predictor.model_fingerprint` (keys the segmentation evaluation's caches)."""
-        from codebrain_seg.predictor import model_fingerprint
-
+        """See :func:`codebrain_seg.inference.request.model_fingerprint` (keys the segmentation evaluation's caches)."""
         return model_fingerprint(*self._model)
 
     def impute(self, images: np.ndarray, available: Sequence[bool], affine: np.ndarray | None = None) -> np.ndarray:

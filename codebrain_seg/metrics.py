@@ -1,6 +1,9 @@
-"""Image-quality metrics of imputed sequences, computed with MONAI's implementations.
+"""Image-quality metrics (PSNR, SSIM, MAE) of imputed sequences, computed with MONAI's implementations.
 
-Two protocols (see ``shared/design/codebrain-reference.md`` section 7 and the BraSyn challenge):
+The one place where these metrics are computed: training validation (``trainers``) and the evaluations
+(``evaluation``) both call this module, so their figures cannot drift apart.
+
+Two protocols (the CodeBrain reference implementation's evaluation and the BraSyn challenge):
 
 * **paper** — per 2D slice, whole image, data range 1: PSNR (dB), SSIM x 100 (Gaussian window 11, sigma 1.5,
   k1 0.01, k2 0.03, valid window = no padding, as torchmetrics' default after its border crop), MAE x 1000.
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 from monai.metrics import MAEMetric, PSNRMetric, SSIMMetric
 from monai.metrics.regression import compute_ssim_and_cs
 
+from codebrain_seg.errors import InputError
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -42,7 +47,7 @@ def _as_batch(images: np.ndarray | torch.Tensor, spatial_dims: int) -> torch.Ten
     if tensor.dim() == spatial_dims:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != spatial_dims + 1:
-        raise ValueError(f"expected (N, {', '.join('HWD'[:spatial_dims])}) images, got shape {tuple(tensor.shape)}")
+        raise InputError(f"expected (N, {', '.join('HWD'[:spatial_dims])}) images, got shape {tuple(tensor.shape)}")
     return tensor.unsqueeze(1)
 
 
@@ -62,18 +67,41 @@ def slice_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, np.nd
     """
     pred, true = _as_batch(prediction, 2), _as_batch(target, 2)
     if pred.shape != true.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape")
+        raise InputError(f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape")
     if min(pred.shape[2:]) < SSIM_WINDOW:
-        raise ValueError(f"slices must be at least {SSIM_WINDOW} pixels wide for SSIM, got {tuple(pred.shape[2:])}")
-    psnr = PSNRMetric(max_val=DATA_RANGE, reduction="none")(pred, true)
-    ssim = SSIMMetric(spatial_dims=2, data_range=DATA_RANGE, kernel_type="gaussian", win_size=SSIM_WINDOW,
-                      kernel_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, reduction="none")(pred, true)
+        raise InputError(f"slices must be at least {SSIM_WINDOW} pixels wide for SSIM, got {tuple(pred.shape[2:])}")
+    psnr, ssim = slice_psnr_ssim(pred, true)
     mae = MAEMetric(reduction="none")(pred, true)
     return {
-        "psnr": _cap_psnr(psnr),
-        "ssim": ssim.detach().cpu().numpy().astype(np.float64).reshape(-1) * SSIM_SCALE,
+        "psnr": psnr.detach().cpu().numpy().astype(np.float64),
+        "ssim": ssim.detach().cpu().numpy().astype(np.float64) * SSIM_SCALE,
         "mae": mae.detach().cpu().numpy().astype(np.float64).reshape(-1) * MAE_SCALE,
     }
+
+
+def slice_psnr_ssim(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PSNR (dB, capped at :data:`PSNR_CAP`) and SSIM (0..1) per slice of ``(N, 1, H, W)`` tensors, data range 1.
+
+    The paper protocol's window (Gaussian 11, sigma 1.5); the caller clamps the prediction. Returns two ``(N,)``
+    float32 tensors (training validation averages them; :func:`slice_metrics` scales them for the tables).
+    """
+    prediction, target = prediction.float().contiguous(), target.float().contiguous()
+    psnr = PSNRMetric(max_val=DATA_RANGE, reduction="none")(prediction, target).flatten()
+    ssim = SSIMMetric(spatial_dims=2, data_range=DATA_RANGE, kernel_type="gaussian", win_size=SSIM_WINDOW,
+                      kernel_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, reduction="none")(prediction, target).flatten()
+    # Identical images give an infinite PSNR; the cap keeps the means finite.
+    return torch.nan_to_num(psnr, posinf=PSNR_CAP).clamp(max=PSNR_CAP), ssim
+
+
+def volume_psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, data range 1) per volume of ``(..., X, Y, Z)`` tensors, capped at :data:`PSNR_CAP`."""
+    mse = (prediction.float() - target.float()).pow(2).flatten(-3).mean(-1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=PSNR_CAP)
+
+
+def volume_ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean 3D SSIM (Gaussian 11^3, :func:`ssim_map_3d`) of one ``(X, Y, Z)`` pair."""
+    return float(ssim_map_3d(prediction.float().cpu().numpy(), target.float().cpu().numpy()).mean())
 
 
 def percentile_normalise(volume: np.ndarray, mask: np.ndarray,
@@ -85,7 +113,7 @@ def percentile_normalise(volume: np.ndarray, mask: np.ndarray,
     volume = np.asarray(volume, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     if volume.shape != mask.shape:
-        raise ValueError(f"volume {volume.shape} and mask {mask.shape} differ in shape")
+        raise InputError(f"volume {volume.shape} and mask {mask.shape} differ in shape")
     out = np.zeros_like(volume)
     if not mask.any():
         return out
@@ -113,7 +141,7 @@ def ssim_map_3d(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     """
     half = SSIM_WINDOW // 2
     if min(prediction.shape) <= half:
-        raise ValueError(f"3D SSIM needs every axis longer than {half} voxels, got {prediction.shape}")
+        raise InputError(f"3D SSIM needs every axis longer than {half} voxels, got {prediction.shape}")
     pad = (half,) * 6
     pred = F.pad(torch.as_tensor(prediction, dtype=torch.float32)[None, None], pad, mode="reflect")
     true = F.pad(torch.as_tensor(target, dtype=torch.float32)[None, None], pad, mode="reflect")
@@ -137,7 +165,7 @@ def region_metrics(prediction: np.ndarray, target: np.ndarray,
         name -> ``{"psnr", "ssim" (x100), "mae" (x1000), "voxels"}``.
     """
     if prediction.shape != target.shape:
-        raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
+        raise InputError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
     union = np.zeros(target.shape, dtype=bool)
     for mask in regions.values():
         union |= mask

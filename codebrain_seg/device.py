@@ -1,0 +1,38 @@
+"""Devices and numeric precision: which device a run uses and whether it computes bf16 natively."""
+from __future__ import annotations
+
+import torch
+
+from codebrain_seg.errors import EnvironmentSetupError, InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` computes in bf16 natively (a recent CUDA GPU; a CPU with AMX or AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # Without hardware support bf16 is emulated and slower than fp32; these probes are private but stable
+        # since torch 2.1, hence the getattr guard.
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """CUDA when requested or available ('auto'), else CPU; ``cuda`` without a GPU is a clear error."""
+    if requested not in DEVICES:
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentSetupError("--device cuda was requested but PyTorch sees no CUDA GPU "
+                                    "(torch.cuda.is_available() is False); use --device cpu")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether a run asked for ``device`` (auto|cpu|cuda...) will use a CUDA GPU."""
+    return str(device) != "cpu" and torch.cuda.is_available()

@@ -1,0 +1,201 @@
+"""Read-only views of the plans file (``codebrainPlans.json``): code reads the plans through named properties.
+
+The JSON stays the format and the source of truth (nnU-Net's ``PlansManager`` / ``ConfigurationManager`` do the
+same): :class:`Plans` and :class:`Configuration` wrap the loaded dicts without copying, so renaming a key touches
+this file only. Checkpoints and written files keep the plain dicts (``.data``), which load with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from codebrain_seg.errors import InputError, UnknownNameError
+
+PLANS_NAME = "codebrainPlans"
+PLANS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The Stage I loss weights of a configuration (CodeBrain: lambda_m 20, lambda_a 5, adversarial 0.1)."""
+
+    lambda_missing: float
+    lambda_available: float
+    adversarial_weight: float
+    adversarial_start_fraction: float
+
+    @property
+    def reconstruction(self) -> tuple[float, float]:
+        """``(lambda_missing, lambda_available)``."""
+        return self.lambda_missing, self.lambda_available
+
+
+class Configuration:
+    """One named configuration of the plans (``plans["configurations"][name]``), read through properties."""
+
+    def __init__(self, data: Mapping[str, Any], name: str = "") -> None:
+        self._data = data
+        self.name = name
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The configuration as written in the plans (read-only)."""
+        return MappingProxyType(self._data) if isinstance(self._data, dict) else self._data
+
+    def _field(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise InputError(f"plans configuration {self.name!r} has no {key!r} field: the plans are older than "
+                             f"this code or were edited; rerun codebrain_plan_and_preprocess --replan") from None
+
+    @property
+    def kind(self) -> str:
+        """``2d_slices`` (CodeBrain) or ``3d_volume`` (CoPeDiT)."""
+        return str(self._data.get("kind", "2d_slices"))
+
+    @property
+    def data_identifier(self) -> str:
+        """Folder of the preprocessed arrays under the preprocessed dataset."""
+        return str(self._field("data_identifier"))
+
+    @property
+    def network(self) -> Mapping[str, Any]:
+        """Network sizes (widths, depth; CoPeDiT: the ``vae`` / ``dit`` blocks)."""
+        return self._field("network")
+
+    @property
+    def crop_size(self) -> list[int]:
+        """In-plane crop (2D) or box (3D) in voxels."""
+        return [int(s) for s in self._field("crop_size")]
+
+    @property
+    def slicing_axis(self) -> int:
+        """Axis (RAS voxel order) along which 2D slices are taken."""
+        return int(self._field("slicing_axis"))
+
+    @property
+    def fsq_levels(self) -> list[int]:
+        """FSQ levels of the planned code (CodeBrain)."""
+        return [int(level) for level in self._field("fsq_levels")]
+
+    @property
+    def target_size(self) -> list[int]:
+        """Volume size the 3D configuration resizes to (CoPeDiT)."""
+        return [int(s) for s in self._field("target_size")]
+
+    @property
+    def evaluation_slices(self) -> Any:
+        """Slices scored by validation and evaluation (count or rule)."""
+        return self._field("evaluation_slices")
+
+    @property
+    def batch_size(self) -> int:
+        """Planned batch size."""
+        return int(self._field("batch_size"))
+
+    @property
+    def vq_codebook_size(self) -> int | None:
+        """Codebook size of the VQ ablation (plans written before it existed: None)."""
+        value = self._data.get("vq_codebook_size")
+        return None if value is None else int(value)
+
+    @property
+    def optimisation(self) -> Mapping[str, Any]:
+        """The optimisation block (stages, optimisers, loss, schedule)."""
+        return self._field("optimisation")
+
+    def stage(self, number: int) -> Mapping[str, Any]:
+        """``{"iterations", "batch_size", ...}`` of a training stage."""
+        try:
+            return self.optimisation[f"stage{number}"]
+        except KeyError:
+            raise InputError(f"plans configuration {self.name!r} plans no stage {number}") from None
+
+    def optimizer(self, name: str) -> Mapping[str, Any]:
+        """An optimiser spec (``generator_optimizer``, ``discriminator_optimizer``, ``dit_optimizer``, ...)."""
+        try:
+            return self.optimisation[name]
+        except KeyError:
+            raise InputError(f"plans configuration {self.name!r} has no optimiser {name!r}") from None
+
+    @property
+    def loss(self) -> LossWeights:
+        """The Stage I loss weights."""
+        loss = self.optimisation["loss"]
+        return LossWeights(float(loss["lambda_missing"]), float(loss["lambda_available"]),
+                           float(loss.get("adversarial_weight", 0.0)), float(loss.get("adversarial_start_fraction",
+                                                                                      0.0)))
+
+    @property
+    def min_brain_fraction(self) -> float:
+        """Training slices need at least this fraction of brain pixels."""
+        return float(self._data.get("training_slices", {}).get("min_brain_fraction", 0.0))
+
+
+class Plans:
+    """The whole plans file, read through properties; ``configuration(name)`` gives a :class:`Configuration`."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The plans as written (read-only)."""
+        return MappingProxyType(self._data) if isinstance(self._data, dict) else self._data
+
+    @property
+    def plans_name(self) -> str:
+        """``codebrainPlans`` (part of every results-folder name)."""
+        return str(self._data.get("plans_name", PLANS_NAME))
+
+    @property
+    def version(self) -> int:
+        """Plans format version (1 so far)."""
+        return int(self._data.get("plans_version", 1))
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The sequences in channel order."""
+        return list(self._data["channel_names"])
+
+    @property
+    def num_channels(self) -> int:
+        """Number of sequences."""
+        return len(self._data["channel_names"])
+
+    @property
+    def upper_percentile(self) -> float:
+        """Brain percentile each sequence is divided by (99.5)."""
+        return float(self._data["normalization"]["upper_percentile"])
+
+    def reference_upper(self, channel: str) -> float:
+        """The training set's median upper brain percentile of a sequence (an imputed sequence's scale)."""
+        try:
+            return float(self._data["intensity_reference"][channel]["median_p99_5"])
+        except KeyError:
+            raise InputError(f"the plans have no intensity reference for sequence {channel!r}") from None
+
+    @property
+    def reference_uppers(self) -> list[float]:
+        """:meth:`reference_upper` of every channel, in channel order."""
+        return [self.reference_upper(name) for name in self.channel_names]
+
+    @property
+    def configuration_names(self) -> list[str]:
+        """Names of the planned configurations."""
+        return sorted(self._data.get("configurations", {}))
+
+    def has_configuration(self, name: str) -> bool:
+        """Whether a configuration of this name is planned."""
+        return name in self._data.get("configurations", {})
+
+    def configuration(self, name: str) -> Configuration:
+        """A configuration by name; the error lists the planned ones."""
+        if not self.has_configuration(name):
+            raise UnknownNameError(f"configuration {name!r} is not in the plans; planned: "
+                                   f"{', '.join(self.configuration_names)} (plan it with codebrain_plan_and_preprocess "
+                                   f"-c {name})")
+        return Configuration(self._data["configurations"][name], name)

@@ -1,0 +1,225 @@
+"""``impute_folder``, the API of ``codebrain_impute``: NIfTI cases with any subset of sequences in, the missing sequences out.
+
+Input folder in nnU-Net naming: ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... in the dataset's channel order. A
+sequence is missing when its file is absent or all zero. For each case, only the missing sequences are written to
+the output folder (``CASE_XXXX.nii.gz``, float32, the input's affine and header), with a JSON sidecar
+``CASE_imputation.json`` (what was imputed from what, by which model, in which intensity scale) and, with
+``--save-confidence``, ``confidence/CASE.nii.gz`` (a subfolder, so the output stays a valid nnU-Net input
+folder). Given sequences are never written.
+
+Every case is checked before anything is written: an unreadable file, a channel the model does not know, sequences
+on different grids or a case with every sequence missing stop the run with one message listing all problems.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r imputes cases r, r + WORLD_SIZE, ... of the sorted list.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from codebrain_seg import paths
+from codebrain_seg.case_checks import check_case as check_case_files
+from codebrain_seg.errors import InputError, MissingFileError
+from codebrain_seg.geometry import from_canonical, to_canonical
+from codebrain_seg.inference.confidence import CONFIDENCE_DEFINITION
+from codebrain_seg.inference.model_folders import (
+    default_configuration,
+    load_predictor_plans,
+    model_folder_prefix,
+)
+from codebrain_seg.inference.request import ImputationContext
+from codebrain_seg.io import read_nifti, write_json, write_nifti
+from codebrain_seg.plans import Plans
+from codebrain_seg.run.methods import get_method
+from planners.experiment_planner import get_configuration
+
+logger = logging.getLogger(__name__)
+
+FILE_PATTERN = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii\.gz$")
+
+
+@dataclass
+class InputCase:
+    """One case of the input folder: file per known channel (absent ones None) and which are given."""
+
+    case_id: str
+    files: list[Path | None]
+    available: list[bool] = field(default_factory=list)
+    zero_files: list[int] = field(default_factory=list)  # channels present as an all-zero volume
+
+
+def scan_input_folder(folder: Path, channel_names: Sequence[str]) -> tuple[list[InputCase], list[str]]:
+    """Group ``CASE_XXXX.nii.gz`` files by case; returns the cases and the problems found by name alone."""
+    if not folder.is_dir():
+        raise MissingFileError(f"input folder {folder} does not exist")
+    grouped: dict[str, dict[int, Path]] = {}
+    problems = []
+    for path in sorted(folder.iterdir()):
+        match = FILE_PATTERN.match(path.name)
+        if not match:
+            if path.name.endswith((".nii.gz", ".nii")):
+                logger.warning("%s ignored: not named CASE_XXXX.nii.gz", path.name)
+            continue
+        channel = int(match.group("channel"))
+        if channel >= len(channel_names):
+            known = ", ".join(f"{i:04d} {name}" for i, name in enumerate(channel_names))
+            problems.append(f"{path.name}: channel {channel:04d} is not known by the model (channels {known})")
+            continue
+        grouped.setdefault(match.group("case"), {})[channel] = path
+    cases = [InputCase(case_id, [files.get(c) for c in range(len(channel_names))])
+             for case_id, files in sorted(grouped.items())]
+    if not cases and not problems:
+        raise MissingFileError(f"{folder} holds no CASE_XXXX.nii.gz file")
+    return cases, problems
+
+
+def check_case(case: InputCase, channel_names: Sequence[str]) -> list[str]:
+    """Fill ``case.available`` (a present, all-zero file is a missing sequence); returns the case's problems
+    (``codebrain_seg.case_checks.check_case``: unreadable, not 3D, different grids, NaN/inf; or nothing given)."""
+    present = {f"{path.name}": path for path in case.files if path is not None}
+    blank: list[str] = []
+    problems = check_case_files(case.case_id, present, None, blank=blank)
+    case.available = [path is not None and path.name not in blank for path in case.files]
+    case.zero_files = [channel for channel, path in enumerate(case.files) if path is not None and path.name in blank]
+    unreadable = {problem.split(":", 1)[0] for problem in problems}
+    case.available = [flag and case.files[c].name not in unreadable  # type: ignore[union-attr]
+                      for c, flag in enumerate(case.available)]
+    if not any(case.available) and not problems:
+        problems.append(f"case {case.case_id}: every sequence is missing (absent or all zero); at least one of "
+                        f"{', '.join(channel_names)} must be given")
+    return [f"case {case.case_id}: {problem}" for problem in problems]
+
+
+def _rank_share(cases: list[InputCase]) -> list[InputCase]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    if world > 1:
+        logger.info("rank %d of %d: %d of %d case(s)", rank, world, len(cases[rank::world]), len(cases))
+        return cases[rank::world]
+    return cases
+
+
+def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path, output_folder: str | Path,
+                  configuration: str | None = None, method: str = "codebrain", device: str = "cpu",
+                  batch_size: int | None = None, save_confidence: bool = False,
+                  checkpoint: str = "final", *, ablation: str = "none",
+                  loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
+                  code_dim: int | None = None, source_rule: str = "random", prompts: str = "learned",
+                  layout: str = "shared") -> list[Path]:
+    """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
+
+    Args:
+        dataset: dataset id or name the model was trained on (its channel order and plans).
+        fold: the model's fold.
+        input_folder: ``CASE_XXXX.nii.gz`` files.
+        output_folder: where the imputed sequences, sidecars and confidence maps go (may be the input folder).
+        configuration: plans configuration of the model (default: see
+            :func:`codebrain_seg.inference.model_folders.default_configuration`).
+        method: a method of the imputation registry: ``codebrain``, ``copedit``, ``regression`` or a baseline
+            (``mean``, ``zero``).
+        device: torch device for CodeBrain.
+        batch_size: slices per forward pass (default: the configuration's Stage II batch).
+        save_confidence: also write ``confidence/CASE.nii.gz`` (CodeBrain only).
+        checkpoint: ``final``, ``best`` or ``latest``.
+        ablation, loss_weights, variant, code_dim: the CodeBrain variant to load, as given to ``codebrain_train``
+            (its results folder ``CodeBrain[-v1][-dD][-ablation][-lmM-laA]__...``).
+        source_rule: v1 models: ``random`` (default) or ``relevant`` source of the common features.
+        prompts, layout: copedit models: ``learned`` (default) or ``mask`` prompts, ``shared`` (default) or
+            ``per_count`` MDiT3D layout, as given to ``codebrain_train`` (they select the model folder).
+    """
+    spec = get_method(method)
+    if save_confidence and method != "codebrain":
+        raise InputError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
+                         f"not {method!r}")
+    dataset_name = paths.resolve_dataset(dataset)
+    variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
+    # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
+    prefix = model_folder_prefix(ablation, None, variant, code_dim)
+    method_options = {"prompts": prompts, "layout": layout}
+    if configuration is None:  # a method with a configuration of its own (CoPeDiT) says which
+        configuration = spec.configuration_for(dataset_name, fold, device, method_options)
+    configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
+    if loss_weights is not None:
+        prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    plans = load_predictor_plans(dataset_name, fold, configuration, method, prefix)
+    get_configuration(plans, configuration)
+    names = Plans(plans).channel_names
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
+
+    cases, problems = scan_input_folder(input_folder, names)
+    for case in cases:
+        problems += check_case(case, names)
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in {input_folder}, nothing was written:\n  "
+                         + "\n  ".join(problems))
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
+    # The model is loaded (and a missing Stage II reported) before anything is written.
+    context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
+                                device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
+                                                        "source_rule": source_rule, **method_options},
+                                **variant_options)
+    imputer = spec.build_imputer(context)
+    predictor = getattr(imputer, "predictor", None)
+    model_info = dict(predictor.model_info) if predictor is not None else {"method": method}
+    reference_upper = {name: Plans(plans).reference_upper(name) for name in names}
+
+    written: list[Path] = []
+    for case in _rank_share(cases):
+        missing = [c for c, flag in enumerate(case.available) if not flag]
+        if not missing:
+            logger.info("%s: every sequence is given, nothing to impute", case.case_id)
+            continue
+        given = [c for c, flag in enumerate(case.available) if flag]
+        reference = read_nifti(case.files[given[0]])
+        images = np.zeros((len(names),) + reference.data.shape, np.float32)
+        for channel in given:
+            images[channel] = reference.data if channel == given[0] else read_nifti(case.files[channel]).data
+        canonical = to_canonical(images, reference.affine)
+        available = np.array(case.available)
+        confidence = None
+        if save_confidence:
+            output, confidence = predictor.impute_with_confidence(canonical, available)
+        else:
+            output = imputer.impute(canonical, available)
+        output = from_canonical(output, reference.affine)
+        for channel in missing:
+            target = output_folder / f"{case.case_id}_{channel:04d}.nii.gz"
+            write_nifti(target, output[channel].astype(np.float32), reference.affine, reference.header)
+            written.append(target)
+        sidecar: dict[str, Any] = {
+            "case": case.case_id,
+            "method": method,
+            "given": {names[c]: case.files[c].name for c in given},
+            "imputed": {names[c]: f"{case.case_id}_{c:04d}.nii.gz" for c in missing},
+            "missing_because": {names[c]: "all-zero volume" if c in case.zero_files else "absent file"
+                                for c in missing},
+            "imputed_from": [names[c] for c in given],
+            "model": {"dataset": dataset_name, "fold": fold, "configuration": configuration, **model_info},
+            "intensity_scale": getattr(imputer, "intensity_scale", ""),
+            "reference_upper": {names[c]: reference_upper[names[c]] for c in missing},
+            "geometry": {"affine_and_header_from": case.files[given[0]].name,
+                         "shape": list(reference.data.shape)},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if confidence is not None:
+            target = output_folder / "confidence" / f"{case.case_id}.nii.gz"
+            write_nifti(target, from_canonical(confidence, reference.affine).astype(np.float32), reference.affine,
+                        reference.header)
+            written.append(target)
+            sidecar["confidence"] = {"file": f"confidence/{case.case_id}.nii.gz", "definition": CONFIDENCE_DEFINITION}
+        target = output_folder / f"{case.case_id}_imputation.json"
+        write_json(target, sidecar)
+        written.append(target)
+        logger.info("%s: imputed %s from %s", case.case_id, ", ".join(names[c] for c in missing),
+                    ", ".join(names[c] for c in given))
+    return written
+
+
