@@ -37,6 +37,7 @@ from codebrain_seg.networks.copedit import (
     build_discriminator,
     sample_missing_masks,
 )
+from trainers.base_trainer import native_bf16
 
 
 def _median_seconds(step, steps: int, warmup: int) -> float:
@@ -174,7 +175,6 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto = bf16 autocast where the CPU computes bf16 natively, as the trainers do")
     args = parser.parse_args()
-    from trainers.base_trainer import native_bf16
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

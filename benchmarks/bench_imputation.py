@@ -22,20 +22,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np
+import torch
+
+from codebrain_seg import paths
+from codebrain_seg.converters.brats import convert_brats
+from codebrain_seg.inference.codebrain import CodeBrainPredictor
+from codebrain_seg.io import read_json, read_nifti
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
+from codebrain_seg.raw_dataset import image_path, list_cases
+from planners.plan_and_preprocess import plan_and_preprocess
+
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _untrained_predictor(work: Path, real: Path, configuration: str, device: str, batch_size: int | None):
-    import torch
-    from codebrain_seg.predictor import CodeBrainPredictor
-
-    from codebrain_seg.converters.brats import convert_brats
-    from codebrain_seg.io import read_json
-    from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-    from planners.plan_and_preprocess import plan_and_preprocess
-
     for kind in ("raw", "preprocessed", "results"):
         os.environ[f"codebrain_{kind}"] = str(work / kind)
     source = work / "source"
@@ -65,19 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--real-data", default=str(REPO.parent / "shared" / "data" / "real"))
     args = parser.parse_args(argv)
-
-    import numpy as np
-    import torch
-
-    from codebrain_seg import paths
-    from codebrain_seg.io import read_nifti
-    from codebrain_seg.raw_dataset import image_path, list_cases
-
     real = Path(args.real_data)
     with tempfile.TemporaryDirectory() as work:
         if args.dataset:
-            from codebrain_seg.predictor import CodeBrainPredictor
-
             predictor = CodeBrainPredictor.from_results(args.dataset, args.fold, args.configuration, args.device,
                                                         batch_size=args.batch_size)
             raw, model = paths.raw_dataset_dir(args.dataset), f"trained model {predictor.model_info}"

@@ -12,6 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from codebrain_seg.converters.brats import convert_brats
+from codebrain_seg.raw_dataset import load_dataset_json
+from planners.experiment_planner import plan_experiment
+from planners.fingerprint import extract_fingerprint
+from planners.preprocessing import preprocess_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,11 +30,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for kind in ("raw", "preprocessed", "results"):
             os.environ[f"codebrain_{kind}"] = str(Path(work) / kind)
-        from codebrain_seg.converters.brats import convert_brats
-        from codebrain_seg.raw_dataset import load_dataset_json
-        from planners.experiment_planner import plan_experiment
-        from planners.fingerprint import extract_fingerprint
-        from planners.preprocessing import preprocess_dataset
 
         start = time.perf_counter()
         raw_dir = convert_brats(source, 990, name="BenchBraTS").dataset_dir

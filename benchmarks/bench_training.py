@@ -26,22 +26,31 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder
+from planners.budget import PAPER_SIZE
+from planners.experiment_planner import (
+    CPU_BATCH_SIZE,
+    PAPER_FSQ_LEVELS,
+    _optimisation,
+    decide_cpu_network,
+)
+from trainers.base_trainer import TrainingOptions
+from trainers.stage1 import CodeBrainStageOneTrainer
+from trainers.stage2 import impute
+
 CHANNELS = ["T1", "T1Gd", "T2", "FLAIR"]
 CROP = [240, 240]
 
 
 def _plans(network: dict[str, int], batch_size: int) -> dict:
-    from planners.experiment_planner import PAPER_FSQ_LEVELS, _optimisation
-
     configuration = {"crop_size": CROP, "fsq_levels": PAPER_FSQ_LEVELS, "network": network,
                      "batch_size": batch_size, "optimisation": _optimisation(1000, batch_size)}
     return {"channel_names": CHANNELS, "configurations": {"bench": configuration}}
 
 
 def _network(kind: str) -> dict[str, int]:
-    from planners.budget import PAPER_SIZE
-    from planners.experiment_planner import decide_cpu_network
-
     return PAPER_SIZE.as_dict() if kind == "paper" else decide_cpu_network(CROP, len(CHANNELS))[0].as_dict()
 
 
@@ -59,13 +68,6 @@ def _timed(function, repeats: int) -> tuple[list[float], list[float]]:
 def measure(kind: str, batch_size: int, iterations: int, device: str, precision: str,
             compiled: bool = False) -> dict[str, float]:
     """Slices per second of Stage-I training and seconds per slice of Stage-II inference, in this process."""
-    import torch
-
-    from codebrain_seg.networks import CodeBrainConfig, PriorEncoder
-    from trainers.base_trainer import TrainingOptions
-    from trainers.stage1 import CodeBrainStageOneTrainer
-    from trainers.stage2 import impute
-
     plans = _plans(_network(kind), batch_size)
     with tempfile.TemporaryDirectory() as work:
         options = TrainingOptions(iterations=1000, batch_size=batch_size, device=device, precision=precision,
@@ -118,7 +120,6 @@ def main() -> None:
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
     print(f"cpu_count: {os.cpu_count()}")
-    from planners.experiment_planner import CPU_BATCH_SIZE
 
     cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), ("paper", 1, "bf16"), ("paper", 2, "bf16"),
              ("cpu", CPU_BATCH_SIZE, "fp32"), ("cpu", CPU_BATCH_SIZE, "bf16")]

@@ -40,6 +40,7 @@ from evaluation.ablation.groups import (
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
 from evaluation.ablation.reconstruction import evaluate_reconstruction
 from evaluation.imputation.aggregate import all_patterns
+from evaluation.imputation.evaluate import evaluate_imputation
 from planners.experiment_planner import get_configuration
 from planners.plan_and_preprocess import load_plans
 
@@ -154,8 +155,6 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
         evaluate_reconstruction(dataset_name, fold, configuration, model.stage_dirs[1], folder, cases, device,
                                 batch_size, count)
     else:
-        from evaluation.imputation.evaluate import evaluate_imputation
-
         # The model folder is selected by the same switches that trained it.
         evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
                             device=device, batch_size=batch_size, output_dir=folder, figure_cases=0,

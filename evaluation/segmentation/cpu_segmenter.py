@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import numpy as np
@@ -69,9 +70,47 @@ class nnUNetPlannerCPU(ExperimentPlanner):  # noqa: N801 (nnU-Net's naming)
         return plan
 
 
+class _TrainingBudgetReached(Exception):
+    """Raised at an epoch's end when the training's time budget leaves no room for another epoch."""
+
+
 class nnUNetTrainerCPU(nnUNetTrainerShort):  # noqa: N801 (nnU-Net's trainer naming)
-    """nnU-Net's trainer for the CPU plans: EPOCHS x ITERATIONS_PER_EPOCH, bf16 autocast, no test-time mirroring."""
+    """nnU-Net's trainer for the CPU plans: ``EPOCHS`` x ``ITERATIONS_PER_EPOCH`` under bf16 autocast (where the CPU
+    computes it natively), checkpoints every epoch, no test-time mirroring (all from ``nnUNetTrainerShort``), and a
+    wall-clock guard: when the epochs measured so far say the schedule would end after
+    ``TRAINING_BUDGET_MINUTES`` (counted from the first epoch's start in this process), the schedule is cut to
+    the epochs that fit and the poly learning rate is re-spread over them, so a slow or busy machine still ends
+    in time with a fully decayed learning rate. ``TRAINING_BUDGET_MINUTES = None`` trains the fixed schedule.
+    """
 
     EPOCHS = 32
     ITERATIONS_PER_EPOCH = 50
     VALIDATION_ITERATIONS_PER_EPOCH = 1
+    TRAINING_BUDGET_MINUTES: float | None = 58.0
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._budget_start = (time.monotonic(), self.current_epoch)
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.TRAINING_BUDGET_MINUTES is None:
+            return
+        started, first_epoch = self._budget_start
+        elapsed = time.monotonic() - started
+        per_epoch = elapsed / max(self.current_epoch - first_epoch, 1)
+        fitting = self.current_epoch + int((self.TRAINING_BUDGET_MINUTES * 60 - elapsed) // per_epoch)
+        if fitting < self.num_epochs:
+            self.num_epochs = max(fitting, self.current_epoch)
+            self.lr_scheduler.max_steps = max(self.num_epochs, 1)
+            self.print_to_log_file(f"time budget of {self.TRAINING_BUDGET_MINUTES:g} min ({per_epoch:.0f} s per "
+                                   f"epoch so far): schedule cut to {self.num_epochs} epochs")
+        if self.current_epoch >= self.num_epochs:
+            raise _TrainingBudgetReached
+
+    def run_training(self) -> None:
+        """nnU-Net's training loop; when the time budget ends it early, nnU-Net's own end of training follows."""
+        try:
+            super().run_training()
+        except _TrainingBudgetReached:
+            self.on_train_end()

@@ -12,6 +12,10 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
 from codebrain_seg.io import atomic_path, write_json
@@ -119,11 +123,6 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def bar_chart(table: dict[str, Any], path: Path) -> None:
     """Dice (%) per scenario as grouped bars (zero-fill and methods), full as a dashed line; one panel per region."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     columns = table["columns"]
     bar_rows = [r for r in table["rows"] if r != display_name("full")]
     regions = [REGION_AVERAGE, *REGION_NAMES]

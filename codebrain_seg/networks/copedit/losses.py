@@ -102,7 +102,7 @@ def build_perceptual_loss(config: CoPeVAEConfig) -> nn.Module | None:
     if not path.is_file():
         logger.warning("perceptual loss disabled: weights file %s does not exist (nothing is downloaded)", path)
         return None
-    from monai.losses import PerceptualLoss  # only here: its backbone needs torchvision
+    from monai.losses import PerceptualLoss  # lazy: its backbone needs torchvision, only with local weights
 
     loss = PerceptualLoss(
         spatial_dims=3,
