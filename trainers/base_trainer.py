@@ -13,13 +13,11 @@ dicts, written atomically and always read back with ``torch.load(..., weights_on
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -30,7 +28,7 @@ from tqdm import tqdm
 
 from codebrain_seg.device import PRECISIONS, native_bf16, select_device  # noqa: F401 (part of the loop's API)
 from codebrain_seg.errors import InputError
-from codebrain_seg.io import atomic_path
+from trainers.checkpointing import CHECKPOINT_FORMAT, CheckpointingMixin  # noqa: F401 (the loop's API)
 from trainers.data_loading import (
     VolumeCache,
     close_batches,
@@ -45,6 +43,7 @@ from trainers.distributed import (  # noqa: F401 (part of the loop's API)
     rng_state,
     set_rng_state,
 )
+from trainers.options import TrainingOptions  # noqa: F401 (the loop's API)
 from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
     append_metrics,
     attach_log_file,
@@ -57,35 +56,7 @@ from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainingOptions:
-    """Run options that are not in the plans (``None`` = derived from the plans or the machine)."""
-
-    iterations: int | None = None
-    batch_size: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 1337
-    num_workers: int | None = None
-    val_every: int | None = None
-    save_every: int | None = None
-    log_every: int = 10
-    max_val_slices_per_case: int = 32
-    compile: bool = False
-    continue_training: bool = False
-    validate_at_start: bool = False
-    ablation: str = "none"
-    loss_weights: tuple[float, float] | None = None  # (lambda_m, lambda_a); None = the plans'
-    variant: str = "cvpr"  # CodeBrain code layout: 'cvpr' (full-stack code) or 'v1' (per-modality codes)
-    code_dim: int | None = None  # FSQ channels of a code, 5 levels each; None = the plans' levels (v1: 7 x 5)
-    num_threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class BaseTrainer:
+class BaseTrainer(CheckpointingMixin):
     """Iteration-based training of one stage of one method (subclass and fill in the hooks).
 
     Args:
@@ -267,79 +238,6 @@ class BaseTrainer:
         self.train_modules = {}
         for name, module in self.networks.items():
             self.prepare_module(name, module)
-
-    def _checkpoint_payload(self, name: str) -> dict[str, Any]:
-        options = asdict(self.options)
-        return {
-            "format_version": CHECKPOINT_FORMAT, "method": self.method, "stage": self.stage,
-            "trainer": type(self).__name__, "checkpoint": name, "iteration": self.iteration,
-            "total_iterations": self.total_iterations, "best_metric": self.best_metric,
-            "best_iteration": self.best_iteration, "plans": self.plans,
-            "configuration_name": self.configuration_name, "identity": self.identity,
-            "options": json.loads(json.dumps(options, default=str)), "world_size": self.context.world_size,
-            "precision": self.precision, "batch_size": self.batch_size,
-            "networks": {k: m.state_dict() for k, m in self.networks.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(), "rng": rng_state(self.device),
-            "log_window": {k: list(v) for k, v in self._window.items()},
-            **self.extra_checkpoint(name),
-        }
-
-    def save_checkpoint(self, name: str) -> None:
-        """Write ``name`` (e.g. ``checkpoint_latest.pth``) atomically; only global rank 0 writes."""
-        if not self.is_main:
-            return
-        with atomic_path(self.output_dir / name) as temp:
-            torch.save(self._checkpoint_payload(name), temp)
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore the complete training state (weights, optimisers, schedulers, RNG, iteration, log window)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("method") != self.method or state.get("stage") != self.stage:
-            raise InputError(f"{path} holds {state.get('method')!r} stage {state.get('stage')}, "
-                             f"not {self.method!r} stage {self.stage}")
-        for key, module in self.networks.items():
-            module.load_state_dict(state["networks"][key])
-        for key, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][key])
-        for key, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][key])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], self.device)
-        self.iteration = int(state["iteration"])
-        self.best_metric, self.best_iteration = state["best_metric"], int(state["best_iteration"])
-        self._window = {k: [float(v[0]), float(v[1])] for k, v in state["log_window"].items()}
-
-    def _resume(self) -> bool:
-        """Returns False when the stage is already finished."""
-        latest, final = self.output_dir / "checkpoint_latest.pth", self.output_dir / "checkpoint_final.pth"
-        if self.is_main:
-            for leftover in self.output_dir.glob(".checkpoint_*.tmp*"):
-                leftover.unlink()  # a write interrupted by a kill; the checkpoint it was replacing is intact
-        if not self.options.continue_training:
-            stale = sorted(self.output_dir.glob("checkpoint_*.pth"))
-            if stale and self.is_main:
-                logger.warning("starting over: removing %s (pass --continue to resume instead)",
-                               ", ".join(p.name for p in stale))
-                for path in stale:
-                    path.unlink()
-            truncate_metrics(self.output_dir, 0, self.is_main)
-            return True
-        if not latest.is_file():
-            if final.is_file():
-                logger.info("stage %d is already finished (%s); nothing to do", self.stage, final)
-                return False
-            logger.info("--continue: no %s yet, starting from iteration 0", latest.name)
-            truncate_metrics(self.output_dir, 0, self.is_main)
-            return True
-        self.load_checkpoint(latest)
-        if self.iteration >= self.total_iterations and final.is_file():
-            logger.info("stage %d is already finished at iteration %d; nothing to do", self.stage, self.iteration)
-            return False
-        logger.info("resuming from %s at iteration %d of %d", latest, self.iteration, self.total_iterations)
-        self.history = truncate_metrics(self.output_dir, self.iteration, self.is_main)
-        return True
 
     def _record_window(self, losses: dict[str, float]) -> None:
         for key, value in losses.items():
