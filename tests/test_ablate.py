@@ -42,7 +42,7 @@ CHANNELS = ["T1", "T1Gd", "T2", "FLAIR"]
 
 def test_groups_map_to_the_papers_rows_and_training_options() -> None:
     assert list(GROUPS) == ["rec_fc", "grading", "loss", "quantiser", "condition", "weights", "variant", "dim"]
-    options = {name: [(row.label, row.variant.training_kwargs()) for row in group.rows]
+    options = {name: [(row.label, row.variant.as_options()) for row in group.rows]
                for name, group in GROUPS.items()}
     none = {"ablation": "none", "loss_weights": None, "variant": "cvpr", "code_dim": None}
     assert options["rec_fc"] == [("w/o F_c", {**none, "ablation": "no_fc"}), ("w/ F_c", none)]

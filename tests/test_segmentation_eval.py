@@ -139,7 +139,8 @@ def test_a_codebrain_variant_is_evaluated_in_a_folder_of_its_own(tiny, monkeypat
 
     def recording(context):
         """Zero-fill that records the variant options it was built with."""
-        seen.append((context.ablation, context.variant, context.code_dim, context.options.get("source_rule")))
+        seen.append((context.codebrain.ablation, context.codebrain.variant, context.codebrain.code_dim,
+                     context.options.get("source_rule")))
         return ZeroFill(context)
 
     monkeypatch.setitem(METHODS, "recording", Method("recording", recording))

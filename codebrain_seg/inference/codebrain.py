@@ -49,6 +49,7 @@ from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.inference.slice_predictor import SlicePredictor, channels_last
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import SOURCE_RULES
+from codebrain_seg.variants import CodeBrainVariant
 
 
 class CodeBrainPredictor(SlicePredictor):
@@ -108,8 +109,8 @@ class CodeBrainPredictor(SlicePredictor):
         Raises:
             FileNotFoundError: the model folder has no finished Stage II (or no Stage I) checkpoint.
         """
-        fold_dir = variant_fold_dir(dataset, fold, configuration, ablation=ablation, loss_weights=loss_weights,
-                                    variant=variant, code_dim=code_dim)
+        fold_dir = variant_fold_dir(dataset, fold, configuration,
+                                    CodeBrainVariant(ablation, loss_weights, variant, code_dim))  # type: ignore[arg-type]
         return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size, source_rule)
 
     # -- slices --------------------------------------------------------------------------------------------
@@ -254,9 +255,7 @@ class CodeBrainImputer(LearnedImputer):
 
     def fold_dir(self, context: ImputationContext) -> Path:
         """The folder of the context's variant (``CodeBrain[-v1][-dD][-ablation][-lmM-laA]__...``)."""
-        return variant_fold_dir(context.dataset, context.fold, context.configuration, ablation=context.ablation,
-                                loss_weights=context.loss_weights, variant=context.variant,
-                                code_dim=context.code_dim)
+        return variant_fold_dir(context.dataset, context.fold, context.configuration, context.codebrain)
 
     @staticmethod
     def load(fold_dir: Path, configuration: str, device: str, checkpoint: str,

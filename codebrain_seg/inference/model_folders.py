@@ -3,7 +3,7 @@ none is given, and the plans a model was trained with."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from codebrain_seg import paths
 from codebrain_seg.device import uses_gpu
@@ -20,8 +20,7 @@ from planners.experiment_planner import get_configuration
 from planners.plan_and_preprocess import load_plans
 
 
-def model_folder_prefix(ablation: str = "none", loss_weights: Sequence[float] | str | None = None,
-                        variant: str = "cvpr", code_dim: int | None = None, dataset: str | int | None = None,
+def model_folder_prefix(codebrain: CodeBrainVariant | None = None, dataset: str | int | None = None,
                         configuration: str | None = None) -> str:
     """``CodeBrain`` plus the variant tags ``codebrain_train`` gives the same options
     (:meth:`codebrain_seg.variants.CodeBrainVariant.tag`).
@@ -29,7 +28,7 @@ def model_folder_prefix(ablation: str = "none", loss_weights: Sequence[float] | 
     A ``loss_weights`` pair is a tag only when it differs from the plans' (read from the dataset's preprocessed
     plans, configuration ``configuration``), exactly as in training.
     """
-    chosen = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
+    chosen = codebrain or CodeBrainVariant()
     planned = None
     if chosen.loss_weights is not None:
         if dataset is None or configuration is None:
@@ -39,11 +38,10 @@ def model_folder_prefix(ablation: str = "none", loss_weights: Sequence[float] | 
     return CODEBRAIN_FOLDER + chosen.tag(planned)
 
 
-def variant_fold_dir(dataset: str | int, fold: int | str, configuration: str, *, ablation: str = "none",
-                     loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
-                     code_dim: int | None = None) -> Path:
+def variant_fold_dir(dataset: str | int, fold: int | str, configuration: str,
+                     codebrain: CodeBrainVariant | None = None) -> Path:
     """``fold_F`` folder of a CodeBrain variant, named as ``codebrain_train`` names it (:func:`model_folder_prefix`)."""
-    prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset, configuration)
+    prefix = model_folder_prefix(codebrain, dataset, configuration)
     return model_fold_dir(dataset, fold, configuration, prefix)
 
 

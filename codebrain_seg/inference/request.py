@@ -18,15 +18,15 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from codebrain_seg.errors import InputError
+from codebrain_seg.variants import CodeBrainVariant
 
 
 @dataclass
 class ImputationContext:
     """What a method may need to build itself: the plans of the dataset and, for learned ones, the model.
 
-    ``ablation``, ``loss_weights``, ``variant`` and ``code_dim`` name the CodeBrain variant whose results folder is
-    loaded (same meaning as ``codebrain_train``'s options; ignored when ``model_dir`` is given and by methods
-    without variants).
+    ``codebrain`` names the CodeBrain variant whose results folder is loaded (``codebrain_train``'s ``--variant
+    --code-dim --ablation --loss-weights``; ignored when ``model_dir`` is given and by methods without variants).
     """
 
     plans: dict[str, Any]
@@ -36,10 +36,7 @@ class ImputationContext:
     device: str = "cpu"
     model_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    ablation: str = "none"
-    loss_weights: Sequence[float] | str | None = None
-    variant: str = "cvpr"
-    code_dim: int | None = None
+    codebrain: CodeBrainVariant = field(default_factory=CodeBrainVariant)
 
 
 class Imputer(Protocol):

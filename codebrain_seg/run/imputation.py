@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +38,7 @@ from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.io import read_nifti, write_json, write_nifti
 from codebrain_seg.plans import Plans
 from codebrain_seg.run.methods import get_method
+from codebrain_seg.variants import CodeBrainVariant
 from planners.experiment_planner import get_configuration
 
 logger = logging.getLogger(__name__)
@@ -139,15 +140,15 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         raise InputError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
     dataset_name = paths.resolve_dataset(dataset)
-    variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
+    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
     # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
-    prefix = model_folder_prefix(ablation, None, variant, code_dim)
+    prefix = model_folder_prefix(replace(codebrain, loss_weights=None))
     method_options = {"prompts": prompts, "layout": layout}
     if configuration is None:  # a method with a configuration of its own (CoPeDiT) says which
         configuration = spec.configuration_for(dataset_name, fold, device, method_options)
     configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
     if loss_weights is not None:
-        prefix = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+        prefix = model_folder_prefix(codebrain, dataset_name, configuration)
     plans = load_predictor_plans(dataset_name, fold, configuration, method, prefix)
     get_configuration(plans, configuration)
     names = Plans(plans).channel_names
@@ -165,7 +166,7 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
                                 device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
                                                         "source_rule": source_rule, **method_options},
-                                **variant_options)
+                                codebrain=codebrain)
     imputer = spec.build_imputer(context)
     predictor = getattr(imputer, "predictor", None)
     model_info = dict(predictor.model_info) if predictor is not None else {"method": method}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from codebrain_seg.errors import InputError, UnknownNameError
+from codebrain_seg.variants import CodeBrainVariant
 
 STAGES = ("rec", "imp")
 STAGE_LABELS = {"rec": "Rec.", "imp": "Imp."}
@@ -32,24 +33,8 @@ LAYOUTS = ("metrics", "psnr")
 CODE_DIMS = (4, 5, 6, 7)
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One trained model: the ``run_training`` switches that select it (defaults = the CVPR method as planned).
-
-    ``loss_weights`` is an absolute ``(lambda_m, lambda_a)`` pair; a pair equal to the plans' shares the plain
-    method's folder (``codebrain_seg.variants.resolve_loss_weights``). ``variant`` / ``code_dim`` are the v1 switches (v1's own
-    d = 7 is its plain run, ``codebrain_seg.variants.check_variant``).
-    """
-
-    ablation: str = "none"
-    loss_weights: tuple[float, float] | None = None
-    variant: str = "cvpr"
-    code_dim: int | None = None
-
-    def training_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``codebrain_seg.run.training.run_training`` (and of ``evaluate_imputation``) selecting this variant."""
-        return {"ablation": self.ablation, "loss_weights": self.loss_weights, "variant": self.variant,
-                "code_dim": self.code_dim}
+# One trained model: the run_training switches that select it (defaults = the CVPR method as planned).
+Variant = CodeBrainVariant
 
 
 @dataclass(frozen=True)

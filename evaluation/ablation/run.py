@@ -73,7 +73,7 @@ def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, 
     entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
     for variant, stages in needed_stages(groups).items():
         _, override = resolve_loss_weights(variant.loss_weights, Configuration(config, configuration).loss.reconstruction)
-        selection = {**variant.training_kwargs(), "loss_weights": override}
+        selection = {**variant.as_options(), "loss_weights": override}
         folder = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
         # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.
         shared = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
@@ -109,7 +109,7 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
                 continue
             logger.info("ablation: training %s stage %d", model.name, stage)
             run_training(dataset, fold, configuration, stage=stage, method=METHOD, iterations=iterations,
-                         device=device, continue_training=True, **model.variant.training_kwargs(),
+                         device=device, continue_training=True, **model.variant.as_options(),
                          **training_options)
             trained.setdefault(model.name, []).append(stage)
     return trained
@@ -158,7 +158,7 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
         # The model folder is selected by the same switches that trained it.
         evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
                             device=device, batch_size=batch_size, output_dir=folder, figure_cases=0,
-                            evaluation_slices=count, **model.variant.training_kwargs())
+                            evaluation_slices=count, **model.variant.as_options())
     return read_json(folder / "summary.json")
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,6 +57,7 @@ from codebrain_seg.results_layout import (
     model_folder_name,
 )
 from codebrain_seg.run.methods import METHODS, get_imputer
+from codebrain_seg.variants import CodeBrainVariant
 from evaluation.imputation import figures
 from evaluation.imputation.aggregate import (
     all_patterns,
@@ -91,15 +93,16 @@ def evaluation_folder(dataset: str | int, fold: int | str, configuration: str, c
 
 
 def build_methods(names: Sequence[str], plans: dict[str, Any], dataset: str, fold: int | str, configuration: str,
-                  device: str = "cpu", options: dict[str, Any] | None = None, **variant: Any) -> dict[str, Imputer]:
-    """Build every requested method through the registry (unknown names fail before any work); ``variant`` holds
-    the :class:`ImputationContext` fields ``ablation``, ``loss_weights``, ``variant``, ``code_dim``."""
+                  device: str = "cpu", options: dict[str, Any] | None = None,
+                  codebrain: CodeBrainVariant | None = None) -> dict[str, Imputer]:
+    """Build every requested method through the registry (unknown names fail before any work); ``codebrain`` is
+    the CodeBrain variant whose folder learned CodeBrain methods load."""
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise UnknownNameError(f"unknown imputation method(s) {', '.join(unknown)}; known: "
                                f"{', '.join(sorted(METHODS))}")
     context = ImputationContext(plans=plans, dataset=dataset, fold=fold, configuration=configuration, device=device,
-                                options=dict(options or {}), **variant)
+                                options=dict(options or {}), codebrain=codebrain or CodeBrainVariant())
     return {name: get_imputer(name, context) for name in names}
 
 
@@ -263,9 +266,10 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     if not methods:
         raise InputError("no method to evaluate")
     dataset_name = paths.resolve_dataset(dataset)
-    trainer = model_folder_prefix(ablation, None, variant, code_dim)
+    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
+    trainer = model_folder_prefix(replace(codebrain, loss_weights=None))
     configuration = configuration or default_configuration(dataset_name, fold, device, trainer)
-    trainer = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    trainer = model_folder_prefix(codebrain, dataset_name, configuration)
     variant_options = {"ablation": ablation, "loss_weights": loss_weights, "variant": variant, "code_dim": code_dim}
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     config = get_configuration(plans, configuration)
@@ -282,7 +286,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     case_files = find_cases(dataset_name, fold, cases, len(names))
     imputers = build_methods(list(dict.fromkeys(methods)), plans, dataset_name, fold, configuration, device,
                              {"checkpoint": checkpoint, "batch_size": batch_size, "source_rule": source_rule},
-                             **variant_options)
+                             codebrain=codebrain)
     out_dir = (Path(output_dir) if output_dir
                else evaluation_folder(dataset_name, fold, configuration, cases, trainer, source_rule))
     logger.info("evaluating %s on %d case(s) x %d pattern(s), protocols %s -> %s", ", ".join(imputers),

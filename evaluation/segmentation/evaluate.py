@@ -55,6 +55,7 @@ from codebrain_seg.raw_dataset import (
 )
 from codebrain_seg.results_layout import segmentation_model_tag
 from codebrain_seg.run.methods import METHODS, get_imputer
+from codebrain_seg.variants import CodeBrainVariant
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation import report
 from evaluation.segmentation.cases import (  # noqa: F401 (part of this module's API)
@@ -323,12 +324,12 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         evaluation_cases = folder_cases(Path(cases), len(names))
         cases_tag = f"cases__{Path(cases).resolve().name}__{_short_hash(Path(cases))}"
 
-    trainer = model_folder_prefix(ablation, loss_weights, variant, code_dim, dataset_name, configuration)
+    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
+    trainer = model_folder_prefix(codebrain, dataset_name, configuration)
     # The plain method keeps the plain folder name, so results of earlier runs stay where they are.
     model_tag = segmentation_model_tag(configuration, trainer, source_rule)
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=int(fold), configuration=configuration,
-                                device=device, options={"source_rule": source_rule}, ablation=ablation,
-                                loss_weights=loss_weights, variant=variant, code_dim=code_dim)
+                                device=device, options={"source_rule": source_rule}, codebrain=codebrain)
     imputers = build_imputers(method_names, context)
 
     if segmenter is not None:
