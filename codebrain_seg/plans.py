@@ -121,6 +121,10 @@ class Configuration:
         except KeyError:
             raise InputError(f"plans configuration {self.name!r} has no optimiser {name!r}") from None
 
+    def optimisation_option(self, name: str, default: Any = None) -> Any:
+        """An optional entry of the optimisation block (``gradient_clip``, ``augmentation``, ...) or ``default``."""
+        return self.optimisation.get(name, default)
+
     @property
     def loss(self) -> LossWeights:
         """The Stage I loss weights."""

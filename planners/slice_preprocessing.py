@@ -26,6 +26,7 @@ import numpy as np
 from codebrain_seg.errors import InputError
 from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.io import read_nifti, write_json, write_npy
+from codebrain_seg.plans import Configuration, Plans
 from codebrain_seg.raw_dataset import label_path
 from planners.case_arrays import (
     crop_window,
@@ -86,7 +87,7 @@ def prepare_case(images: np.ndarray, available: Sequence[bool], affine: np.ndarr
         logger.warning("brain extent %s exceeds the planned crop %s: using %s (not seen in training)",
                        extent, planned, crop)
     starts = crop_window(box, crop, in_plane)
-    upper_percentile = plans["normalization"]["upper_percentile"]
+    upper_percentile = Plans(plans).upper_percentile
     normalised, uppers = normalised_stack(canonical, available, mask, upper_percentile)
     order = [axis] + in_plane  # (S, H, W) = slicing axis first
     s0, s1 = box[axis]
@@ -182,7 +183,7 @@ def preprocess_case(raw_dir: Path, case_id: str, out_dir: Path, plans: Mapping[s
         **properties,
         "original_shape": list(reference.data.shape),
         "original_spacing": list(reference.spacing),
-        "training_slices": training_slices(stack, configuration["training_slices"]["min_brain_fraction"]),
+        "training_slices": training_slices(stack, Configuration(configuration).min_brain_fraction),
         "has_label": has_label,
     }
     write_json(out_dir / f"{case_id}.json", properties)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from codebrain_seg.errors import InputError
 from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.io import write_json, write_npy
+from codebrain_seg.plans import Plans
 from planners.case_arrays import (
     crop_window,
     extract_window,
@@ -88,7 +89,8 @@ def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.nda
         raise InputError("the given sequences are zero everywhere: no brain to impute")
     compression = 2 ** len(configuration["network"]["vae"]["channels"])
     starts, sizes = volume_box(mask, configuration["box_size"], compression)
-    stack, uppers = normalised_stack(canonical, available, mask, plans["normalization"]["upper_percentile"])
+    upper_percentile = Plans(plans).upper_percentile
+    stack, uppers = normalised_stack(canonical, available, mask, upper_percentile)
     window = extract_window(stack, starts, sizes)
     volume = np.clip(resize_volume(window, configuration["target_size"]), 0.0, 1.0).astype(np.float32)
     volume[~available] = 0.0
@@ -100,7 +102,7 @@ def prepare_volume(images: np.ndarray, available: Sequence[bool], affine: np.nda
         "box_size": sizes,
         "target_size": [int(s) for s in configuration["target_size"]],
         "normalization_upper": uppers,
-        "upper_percentile": plans["normalization"]["upper_percentile"],
+        "upper_percentile": upper_percentile,
     }
     return volume, mask, properties
 

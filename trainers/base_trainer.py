@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from codebrain_seg.device import PRECISIONS, native_bf16, select_device  # noqa: F401 (part of the loop's API)
 from codebrain_seg.errors import InputError
+from codebrain_seg.plans import Configuration
 from trainers.checkpointing import CHECKPOINT_FORMAT, CheckpointingMixin  # noqa: F401 (the loop's API)
 from trainers.data_loading import (
     VolumeCache,
@@ -80,11 +81,12 @@ class BaseTrainer(CheckpointingMixin):
         self.plans = plans
         self.configuration_name = configuration_name
         self.configuration = plans["configurations"][configuration_name]
+        self.planned = Configuration(self.configuration, configuration_name)  # read through named properties
         self.data_folder, self.split, self.output_dir = Path(data_folder), split, Path(output_dir)
         self.options, self.identity = options, dict(identity or {})
         self.channel_names = list(plans["channel_names"])
         self.num_channels = len(self.channel_names)
-        stage_plan = self.configuration["optimisation"][f"stage{self.stage}"]
+        stage_plan = self.planned.stage(self.stage)
         self.total_iterations = int(options.iterations or stage_plan["iterations"])
         self.batch_size = int(options.batch_size or stage_plan["batch_size"])
         if self.total_iterations < 1 or self.batch_size < 1:
@@ -133,7 +135,7 @@ class BaseTrainer(CheckpointingMixin):
     def training_stream(self) -> Any:
         """Iterator of batches ``{'data', 'keys', 'iteration'}`` from ``self.iteration`` on (default: 2D slices)."""
         return training_batches(
-            self.data_folder, self.split["train"], self.batch_size, self.configuration["crop_size"],
+            self.data_folder, self.split["train"], self.batch_size, self.planned.crop_size,
             self.options.seed, self.context.rank, self.context.world_size, self.iteration,
             self._num_workers(), augment=not self.options.extra.get("no_augmentation", False),
             pin_memory=self.device.type == "cuda")
@@ -150,8 +152,7 @@ class BaseTrainer(CheckpointingMixin):
         if self.options.loss_weights is not None:
             missing, available = self.options.loss_weights
             return float(missing), float(available)
-        loss = self.configuration["optimisation"]["loss"]
-        return float(loss["lambda_missing"]), float(loss["lambda_available"])
+        return self.planned.loss.reconstruction
 
     @property
     def is_main(self) -> bool:

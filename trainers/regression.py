@@ -34,7 +34,7 @@ class RegressionTrainer(BaseTrainer):
 
     def configure_optimizers(self) -> None:
         """The CodeBrain generator's AdamW and cosine schedule."""
-        self.add_optimizer("generator", self.configuration["optimisation"]["generator_optimizer"], cosine=True)
+        self.add_optimizer("generator", self.planned.optimizer("generator_optimizer"), cosine=True)
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """The architecture, so inference rebuilds the network from the checkpoint alone."""

@@ -138,21 +138,20 @@ class CodeBrainStageOneTrainer(BaseTrainer):
                                              self.options.variant, self.options.code_dim)
         self.networks = {"generator": StageOneModel(self.network_config),
                          "discriminator": PatchDiscriminator(self.num_channels)}
-        loss = self.configuration["optimisation"]["loss"]
+        loss = self.planned.loss
         self.lambda_missing, self.lambda_available = self.reconstruction_weights()
         self.per_modality = self.network_config.variant == "v1"
         if self.per_modality:
             self.lambda_available = 0.0  # v1 rebuilds only the anchor; the other channels are copies
         self.source_relevance: dict[str, dict[str, float]] | None = None
-        self.adversarial_weight = float(loss["adversarial_weight"])
-        self.adversarial_start = int(float(loss["adversarial_start_fraction"]) * self.total_iterations)
+        self.adversarial_weight = loss.adversarial_weight
+        self.adversarial_start = int(loss.adversarial_start_fraction * self.total_iterations)
         self.reconstruction_kind = "l1" if self.options.ablation == "l1" else "psnr"
 
     def configure_optimizers(self) -> None:
         """AdamW for both; the generator's learning rate is cosine-annealed, the discriminator's constant."""
-        optimisation = self.configuration["optimisation"]
-        self.add_optimizer("generator", optimisation["generator_optimizer"], cosine=True)
-        self.add_optimizer("discriminator", optimisation["discriminator_optimizer"], cosine=False)
+        self.add_optimizer("generator", self.planned.optimizer("generator_optimizer"), cosine=True)
+        self.add_optimizer("discriminator", self.planned.optimizer("discriminator_optimizer"), cosine=False)
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """The architecture, so inference can rebuild the networks from the checkpoint alone, and the loss weights."""

@@ -84,7 +84,7 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
         """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
         self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
         trained = self.generator.config
-        expected = code_levels(self.options.variant, self.options.code_dim, self.configuration["fsq_levels"])
+        expected = code_levels(self.options.variant, self.options.code_dim, self.planned.fsq_levels)
         if trained.variant != self.options.variant or trained.fsq_levels != expected:
             raise InputError(f"{self.stage1_checkpoint} holds a {trained.variant!r} Stage I with code levels "
                              f"{list(trained.fsq_levels)}, but this run asks for variant {self.options.variant!r} "
@@ -102,7 +102,7 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
     def configure_optimizers(self) -> None:
         """AdamW with the generator's settings, cosine-annealed per iteration (reference section 6)."""
-        self.add_optimizer("prior_encoder", self.configuration["optimisation"]["generator_optimizer"], cosine=True)
+        self.add_optimizer("prior_encoder", self.planned.optimizer("generator_optimizer"), cosine=True)
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """Architecture and Stage-I provenance; best / final also hold the frozen generator for inference."""

@@ -118,16 +118,14 @@ class CoPeVAETrainer(BaseTrainer):
         self.config = copedit_config(self.configuration, "none")
         self.networks = {"vae": CoPeVAE(self.config.vae), "discriminator": build_discriminator(self.config.vae)}
         self.loss = CoPeVAELoss(self.config.vae).to(self.device)
-        optimisation = self.configuration["optimisation"]
-        self.max_grad_norm = float(optimisation.get("gradient_clip", 1.0))
-        self.restart = optimisation.get("codebook_restart") or {}
-        self.extra_patterns = int(optimisation.get("pretext_patterns_per_case", 0))
+        self.max_grad_norm = float(self.planned.optimisation_option("gradient_clip", 1.0))
+        self.restart = self.planned.optimisation_option("codebook_restart") or {}
+        self.extra_patterns = int(self.planned.optimisation_option("pretext_patterns_per_case", 0))
 
     def configure_optimizers(self) -> None:
         """Adam with warmup-cosine for both networks (plans ``vae_optimizer`` / ``discriminator_optimizer``)."""
-        optimisation = self.configuration["optimisation"]
-        add_warmup_cosine_optimizer(self, "vae", optimisation["vae_optimizer"])
-        add_warmup_cosine_optimizer(self, "discriminator", optimisation["discriminator_optimizer"])
+        add_warmup_cosine_optimizer(self, "vae", self.planned.optimizer("vae_optimizer"))
+        add_warmup_cosine_optimizer(self, "discriminator", self.planned.optimizer("discriminator_optimizer"))
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
         """The architecture, so that Stage II and inference rebuild CoPeVAE from the checkpoint alone."""
@@ -136,7 +134,7 @@ class CoPeVAETrainer(BaseTrainer):
     def training_stream(self) -> Iterator[dict[str, Any]]:
         """Augmented complete volumes ``(B, m, X, Y, Z)`` (``trainers.copedit.data.volume_batches``)."""
         augmentation = None if self.options.extra.get("no_augmentation") else \
-            self.configuration["optimisation"].get("augmentation")
+            self.planned.optimisation_option("augmentation")
         return volume_batches(self.data_folder, self.split["train"], self.batch_size, self.options.seed,
                               self.context.rank, self.context.world_size, self.iteration, augmentation)
 

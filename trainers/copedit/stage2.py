@@ -169,7 +169,7 @@ class MDiT3DTrainer(BaseTrainer):
         torch.manual_seed(self.options.seed + 2)  # MDiT3D's initial weights do not depend on Stage I's draws
         network: nn.Module = PerCountMDiT3D(self.config.dit) if self.layout == "per_count" else MDiT3D(self.config.dit)
         self.networks = {"dit": network}
-        self.max_grad_norm = float(self.configuration["optimisation"].get("gradient_clip", 1.0))
+        self.max_grad_norm = float(self.planned.optimisation_option("gradient_clip", 1.0))
 
     def prepare_module(self, name: str, module: nn.Module) -> nn.Module:
         """As the base, except that under DDP the per-count layout lets the unused models' weights be."""
@@ -184,7 +184,7 @@ class MDiT3DTrainer(BaseTrainer):
 
     def configure_optimizers(self) -> None:
         """AdamW with warmup-cosine (plans ``dit_optimizer``); the EMA copy starts from the initial weights."""
-        add_warmup_cosine_optimizer(self, "dit", self.configuration["optimisation"]["dit_optimizer"])
+        add_warmup_cosine_optimizer(self, "dit", self.planned.optimizer("dit_optimizer"))
         self.ema = ExponentialMovingAverage(self.networks["dit"], self.config.diffusion.ema_decay).to(self.device)
 
     def extra_checkpoint(self, name: str) -> dict[str, Any]:
