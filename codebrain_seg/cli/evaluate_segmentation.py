@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-gpu-memory-gb", type=float, default=None,
                         help="GPU memory target given to nnU-Net's planner (default nnU-Net's 8 GB); smaller "
                              "plans a smaller patch and network, e.g. 0.5 for CPU demos")
+    parser.add_argument("--seg-label-map", default=None, metavar="'WT=1,2,3;TC=2,3;ET=3'",
+                        help="the label values of the segmenter's output that make up WT, TC and ET (default: "
+                             "derived from the segmenter's dataset.json: region-based labels and "
+                             "regions_class_order, or the BraTS label names)")
     parser.add_argument("--scenarios", choices=["3to1", "all"], default="3to1",
                         help="3to1: the scenarios with one sequence missing (default); all: every pattern")
     parser.add_argument("--methods", default=None,
@@ -64,7 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods=methods, device=args.device, cases=args.cases, gpu_memory_gb=args.seg_gpu_memory_gb,
             tile_step_size=args.tile_step_size, use_mirroring=not args.disable_tta,
             num_processes=args.num_processes, ablation=args.ablation, loss_weights=args.loss_weights,
-            variant=args.variant, code_dim=args.code_dim, source_rule=args.source_rule)
+            variant=args.variant, code_dim=args.code_dim, source_rule=args.source_rule,
+            seg_label_map=args.seg_label_map)
+        mapping = result.table.get("mapping", {})
+        if mapping:
+            channels = ", ".join(f"{c['dataset']} -> {c['segmenter']}" for c in mapping["channels"])
+            regions = mapping["segmenter_regions"]
+            print(f"segmenter channels: {channels}; regions of its labels: WT {regions['WT']}, TC {regions['TC']}, "
+                  f"ET {regions['ET']} ({regions['source']})")
         print(f"segmented {result.predicted} inputs ({result.reused} reused from the cache)")
         for name, path in result.files.items():
             print(f"{name}: {path}")

@@ -50,7 +50,6 @@ from codebrain_seg.io import read_json, read_nifti, write_json, write_nifti
 from codebrain_seg.raw_dataset import (
     FILE_ENDING,
     channel_names,
-    label_values,
     load_dataset_json,
 )
 from codebrain_seg.results_layout import segmentation_model_tag
@@ -71,6 +70,7 @@ from evaluation.segmentation.cases import (  # noqa: F401 (part of this module's
     make_scenarios,
     validation_cases,
 )
+from evaluation.segmentation.label_mapping import PROJECT_REGIONS, RegionMap, truth_regions
 from evaluation.segmentation.metrics import REGION_NAMES, region_scores
 from planners.plan_and_preprocess import load_plans
 
@@ -168,17 +168,19 @@ class _CaseRunner:
         """Region scores of a segmentation file, cached beside it (recomputed when the file changed)."""
         cache = segmentation.with_name(segmentation.name[: -len(FILE_ENDING)] + ".scores.json")
         stamp = segmentation.stat().st_mtime_ns
+        regions = self.state.mapping_key()
         if cache.is_file():
             cached = read_json(cache)
-            if cached.get("segmentation_mtime_ns") == stamp:
+            if cached.get("segmentation_mtime_ns") == stamp and cached.get("regions") == regions:
                 return cached["scores"]
         truth = self.ground_truth()
         predicted = read_nifti(segmentation, dtype=np.int16).data
         if predicted.shape != truth.data.shape:
             raise InputError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
                              f"{truth.data.shape} ({self.case.label})")
-        scores = region_scores(predicted, truth.data, truth.spacing)
-        write_json(cache, {"segmentation_mtime_ns": stamp, "scores": scores})
+        mapping = self.state.mapping
+        scores = region_scores(predicted, truth.data, truth.spacing, mapping.prediction.regions, mapping.truth.regions)
+        write_json(cache, {"segmentation_mtime_ns": stamp, "regions": regions, "scores": scores})
         return scores
 
 
@@ -186,13 +188,20 @@ class _RunState:
     """What a run shares between cases: folders, lazily built segmenter and imputers, counters."""
 
     def __init__(self, model: bridge.ModelInfo, imputers: dict[str, Imputer], output_dir: Path, imputed_dir: Path,
-                 device: str, tile_step_size: float, use_mirroring: bool, precision: str = "auto") -> None:
+                 device: str, tile_step_size: float, use_mirroring: bool, precision: str = "auto",
+                 mapping: bridge.SegmenterMapping | None = None) -> None:
         self.model, self.imputers = model, imputers
+        self.mapping = mapping or bridge.SegmenterMapping([], RegionMap(PROJECT_REGIONS, "project"),
+                                                         RegionMap(PROJECT_REGIONS, "project"))
         self.output_dir, self.imputed_dir = output_dir, imputed_dir
         self.device, self.tile_step_size, self.use_mirroring = device, tile_step_size, use_mirroring
         self.precision = precision
         self._segmenter: bridge.Segmenter | None = None
         self.result = SegmentationEvaluation(output_dir, {}, {})
+
+    def mapping_key(self) -> dict[str, Any]:
+        """The region definitions scores depend on (a changed ``--seg-label-map`` rescores cached segmentations)."""
+        return {"segmenter": self.mapping.prediction.to_json(), "ground_truth": self.mapping.truth.to_json()}
 
     def segmenter(self) -> bridge.Segmenter:
         """The nnU-Net predictor, loaded on first use (a fully cached rerun never loads it)."""
@@ -258,7 +267,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                           use_mirroring: bool = True, num_processes: int = 2,
                           precision: str = "auto", ablation: str = "none",
                           loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
-                          code_dim: int | None = None, source_rule: str = "random") -> SegmentationEvaluation:
+                          code_dim: int | None = None, source_rule: str = "random",
+                          seg_label_map: str | None = None) -> SegmentationEvaluation:
     """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
 
     Args:
@@ -283,6 +293,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
             options); a variant's imputations, segmentations and tables go to a folder of its own,
             ``<configuration>__CodeBrain-<tags>``.
         source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
+        seg_label_map: ``'WT=1,2,3;TC=2,3;ET=3'``: the label values of the segmenter's output regions, when its
+            ``dataset.json`` does not say (default: derived from it, ``evaluation.segmentation.label_mapping``).
 
     Returns:
         A SegmentationEvaluation naming the output folder, the table and the written files.
@@ -300,9 +312,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     if not labelled:
         raise InputError(f"{raw_dir} has no label maps: segmentation evaluation needs labelsTr/CASE{FILE_ENDING} "
                          f"(the segmenter is trained and scored on labelled cases)")
-    if not {1, 2, 3} <= label_values(dataset_json) <= {0, 1, 2, 3}:
-        raise InputError(f"{raw_dir}/dataset.json declares labels {sorted(label_values(dataset_json))}: "
-                         f"segmentation evaluation scores the BraTS regions and needs labels 1 NCR, 2 ED, 3 ET")
+    truth_regions(dataset_json, f"{raw_dir}/dataset.json")  # the dataset's own WT/TC/ET, or a clear refusal
     method_names = resolve_methods(methods)
     scenario_list = make_scenarios(names, scenarios)
     preprocessed_dir = paths.preprocessed_root() / dataset_name
@@ -341,14 +351,15 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                                                   num_processes, train_if_missing=train_segmenter)
         model = bridge.read_model_folder(folder)
         segmenter_tag = folder.name
-    bridge.check_compatible(model, dataset_json)
+    mapping = bridge.check_compatible(model, dataset_json, seg_label_map)
+    logger.info("segmenter %s: %s", model.folder.name, mapping.describe())
 
     root = bridge.segmentation_folders(dataset_name, int(fold)).root
     output_dir = root / segmenter_tag / cases_tag / model_tag
     _invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
                                         "use_mirroring": use_mirroring, "precision": precision})
     state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / model_tag, device,
-                      tile_step_size, use_mirroring, precision)
+                      tile_step_size, use_mirroring, precision, mapping)
     for method in method_names:
         _drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
                                   imputers[method], method)
@@ -368,7 +379,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         "dataset": dataset_name, "fold": int(fold), "segmenter": str(model.folder), "segmenter_folds": model.folds,
         "cases": [c.case_id for c in evaluation_cases], "imputation_configuration": configuration,
         "codebrain_model": trainer, "source_rule": source_rule,
-        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision})
+        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision,
+        "mapping": mapping.to_json()})
     result.files = report.write_reports(output_dir, rows, result.table)
     logger.info("segmentation evaluation: %d predicted, %d reused; tables in %s", result.predicted, result.reused,
                 output_dir)

@@ -1,7 +1,8 @@
 """BraTS tumour regions and their Dice / HD95 scores (MONAI metrics, BraTS conventions for empty regions).
 
-Regions are built from the label maps (0 background, 1 NCR, 2 ED, 3 ET), as in the BraTS challenges and nnU-Net's
-region-based BraTS setup:
+Regions are built from the label maps, by default in the project's label meaning (0 background, 1 NCR, 2 ED,
+3 ET), as in the BraTS challenges and nnU-Net's region-based BraTS setup (a segmenter with another label meaning is
+scored through its own region definitions, ``evaluation.segmentation.label_mapping``):
 
 * WT (whole tumour) = labels {1, 2, 3}
 * TC (tumour core)  = labels {1, 3}
@@ -27,7 +28,7 @@ two region surfaces.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,11 +42,13 @@ REGION_NAMES = tuple(REGIONS)
 EMPTY_HD95_PENALTY_MM = 373.13
 
 
-def brats_regions(label: np.ndarray) -> np.ndarray:
+def brats_regions(label: np.ndarray, regions: Mapping[str, Sequence[int]] = REGIONS) -> np.ndarray:
     """Stack the WT, TC and ET masks of a label map.
 
     Args:
-        label: (X, Y, Z) integer label map with 0 background, 1 NCR, 2 ED, 3 ET.
+        label: (X, Y, Z) integer label map (default meaning: 0 background, 1 NCR, 2 ED, 3 ET).
+        regions: WT/TC/ET -> the label values of that label map that make up the region
+            (``evaluation.segmentation.label_mapping``: a segmenter's own label meaning).
 
     Returns:
         (3, X, Y, Z) bool array in ``REGION_NAMES`` order (WT, TC, ET).
@@ -53,17 +56,20 @@ def brats_regions(label: np.ndarray) -> np.ndarray:
     label = np.asarray(label)
     if label.ndim != 3:
         raise InputError(f"expected a 3D label map, got shape {label.shape}")
-    return np.stack([np.isin(label, values) for values in REGIONS.values()])
+    return np.stack([np.isin(label, regions[name]) for name in REGION_NAMES])
 
 
-def region_scores(prediction: np.ndarray, ground_truth: np.ndarray,
-                  spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, dict[str, float]]:
+def region_scores(prediction: np.ndarray, ground_truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                  prediction_regions: Mapping[str, Sequence[int]] = REGIONS,
+                  truth_regions: Mapping[str, Sequence[int]] = REGIONS) -> dict[str, dict[str, float]]:
     """Dice and HD95 (mm) of the WT, TC and ET regions of a predicted label map against the ground truth.
 
     Args:
-        prediction: (X, Y, Z) label map (0, 1 NCR, 2 ED, 3 ET).
+        prediction: (X, Y, Z) label map written by the segmenter.
         ground_truth: (X, Y, Z) label map on the same grid.
         spacing: voxel size in mm along the three array axes.
+        prediction_regions, truth_regions: the label values of each region in the two maps (default: the
+            project's 1 NCR, 2 ED, 3 ET for both).
 
     Returns:
         ``{"WT": {"dice": d, "hd95": h}, "TC": {...}, "ET": {...}}`` with the module's empty-region conventions.
@@ -73,11 +79,9 @@ def region_scores(prediction: np.ndarray, ground_truth: np.ndarray,
         raise InputError(f"prediction shape {prediction.shape} differs from ground truth shape {ground_truth.shape}")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise InputError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
-    predicted_regions, true_regions = brats_regions(prediction), brats_regions(ground_truth)
-    scores: dict[str, dict[str, float]] = {}
-    for index, name in enumerate(REGION_NAMES):
-        scores[name] = mask_scores(predicted_regions[index], true_regions[index], spacing)
-    return scores
+    predicted = brats_regions(prediction, prediction_regions)
+    true = brats_regions(ground_truth, truth_regions)
+    return {name: mask_scores(predicted[index], true[index], spacing) for index, name in enumerate(REGION_NAMES)}
 
 
 def mask_scores(prediction: np.ndarray, ground_truth: np.ndarray,

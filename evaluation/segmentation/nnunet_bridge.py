@@ -48,6 +48,7 @@ from evaluation.segmentation.segmenter import (  # noqa: F401 (the bridge's API)
     PRECISIONS,
     ModelInfo,
     Segmenter,
+    SegmenterMapping,
     check_compatible,
     external_tag,
     read_model_folder,

@@ -22,8 +22,8 @@ from codebrain_seg.errors import InputError
 from codebrain_seg.io import atomic_path, read_json
 from codebrain_seg.raw_dataset import (
     channel_names,
-    label_values,
 )
+from evaluation.segmentation.label_mapping import RegionMap, match_channels, prediction_regions, truth_regions
 from evaluation.segmentation.nnunet_setup import NNUNET_FOLD, SegmenterError, trainer_class
 
 logger = logging.getLogger(__name__)
@@ -72,15 +72,36 @@ def read_model_folder(folder: Path) -> ModelInfo:
     return ModelInfo(folder, read_json(folder / "dataset.json"), read_json(folder / "plans.json"), folds)
 
 
-def check_compatible(model: ModelInfo, dataset_json: dict[str, Any]) -> None:
-    """Raise SegmenterError unless the model takes the dataset's channels (same order) and predicts its labels."""
-    wanted = channel_names(dataset_json)
-    if [c.lower() for c in model.channel_names] != [c.lower() for c in wanted]:
-        raise SegmenterError(f"segmenter {model.folder} was trained on channels {model.channel_names}, but the "
-                             f"dataset has {wanted}: a segmenter must take the dataset's sequences in its order")
-    if label_values(model.dataset_json) != label_values(dataset_json):
-        raise SegmenterError(f"segmenter {model.folder} predicts labels {sorted(label_values(model.dataset_json))}"
-                             f", the dataset's labels are {sorted(label_values(dataset_json))}")
+@dataclass(frozen=True)
+class SegmenterMapping:
+    """How a segmenter meets a dataset: its channels paired with the dataset's, and WT/TC/ET in both label maps."""
+
+    channels: list[dict[str, str]]
+    prediction: RegionMap
+    truth: RegionMap
+
+    def to_json(self) -> dict[str, Any]:
+        """The mapping as recorded in the results (``table.json`` ``mapping``)."""
+        return {"channels": self.channels, "segmenter_regions": self.prediction.to_json(),
+                "ground_truth_regions": self.truth.to_json()}
+
+    def describe(self) -> str:
+        """One line for the log and the terminal."""
+        channels = ", ".join(f"{c['dataset']}->{c['segmenter']}" for c in self.channels)
+        regions = "; ".join(f"{r} = segmenter labels {list(self.prediction.regions[r])} vs ground truth "
+                            f"{list(self.truth.regions[r])}" for r in ("WT", "TC", "ET"))
+        return f"channels {channels}; {regions} ({self.prediction.source})"
+
+
+def check_compatible(model: ModelInfo, dataset_json: dict[str, Any], label_map: str | None = None
+                     ) -> SegmenterMapping:
+    """The mapping between a model and a dataset; SegmenterError (saying what was found and expected) unless the
+    model takes the dataset's channels in order (through the aliases) and its outputs map to WT, TC and ET
+    (``evaluation.segmentation.label_mapping``; ``label_map`` = ``--seg-label-map``)."""
+    what = f"segmenter {model.folder}"
+    channels = match_channels(model.channel_names, channel_names(dataset_json), what)
+    return SegmenterMapping(channels, prediction_regions(model.dataset_json, label_map, what),
+                            truth_regions(dataset_json, "the dataset"))
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
