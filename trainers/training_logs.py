@@ -6,6 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+
+from codebrain_seg.figure_style import styled
 from codebrain_seg.io import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
@@ -67,15 +70,9 @@ def format_metrics(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, (int, float)) and k != "score")
 
 
+@styled
 def plot_progress(output_dir: Path, history: list[dict[str, Any]], stage: int) -> None:
     """``progress.png``: one panel per training loss and one of validation PSNR / SSIM, against the iteration."""
-    # lazy: matplotlib is only needed for figures
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # lazy: matplotlib is only needed for figures
-    import matplotlib.pyplot as plt
-
     train = [r for r in history if r["kind"] == "train"]
     val = [r for r in history if r["kind"] == "val"]
     names = sorted({k for r in train for k in r["losses"]})

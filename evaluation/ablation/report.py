@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from codebrain_seg.errors import InputError
+from codebrain_seg.figure_style import styled
 from codebrain_seg.io import atomic_path, write_json  # noqa: E402
 from evaluation.ablation.groups import STAGE_LABELS, Group  # noqa: E402
 
@@ -193,6 +194,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             writer.writerows(rows)
 
 
+@styled
 def plot_psnr_against_dim(path: Path, table: dict[str, Any]) -> None:
     """PSNR (mean) against the code dimension d, one line per stage (v1 Fig. 6); written atomically."""
     figure, axis = plt.subplots(figsize=(4.5, 3.2))

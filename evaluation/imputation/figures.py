@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from codebrain_seg.errors import InputError
+from codebrain_seg.figure_style import styled
 from codebrain_seg.io import atomic_path  # noqa: E402
 from evaluation.imputation.aggregate import describe_pattern, parse_pattern  # noqa: E402
 
@@ -35,6 +36,7 @@ def _show(axis: plt.Axes, image: np.ndarray | None, title: str = "", cmap: str =
         axis.set_title(title, fontsize=8)
 
 
+@styled
 def pattern_figure(path: str | Path, channel_names: Sequence[str], pattern: str, target: np.ndarray,
                    predictions: dict[str, np.ndarray], title: str = "") -> None:
     """Example slice of one pattern.
@@ -88,6 +90,7 @@ def _code_panels(quantizer: str, classes: int | None) -> tuple[str, Callable, Ca
         (lambda a, b: np.abs(np.asarray(a, float) - b) / top), f"L={classes}"
 
 
+@styled
 def code_map_figure(path: str | Path, image: np.ndarray, predicted: np.ndarray, oracle: np.ndarray | None,
                     confidence: np.ndarray | None, class_counts: Sequence[int], title: str = "", *,
                     quantizer: str = "fsq", groups: dict[str, Sequence[int]] | None = None,
@@ -156,6 +159,7 @@ def code_map_figure(path: str | Path, image: np.ndarray, predicted: np.ndarray, 
     _save(figure, path)
 
 
+@styled
 def metric_per_pattern_figure(path: str | Path, summaries: dict[str, dict[str, Any]], channel_names: Sequence[str],
                               metric: str = "psnr", title: str = "") -> None:
     """Grouped bars: one group per pattern, one bar per method, plus the overall mean."""

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # figures are written to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
+from codebrain_seg.figure_style import styled
 from codebrain_seg.io import atomic_path, write_json
 from evaluation.segmentation.metrics import EMPTY_HD95_PENALTY_MM, REGION_NAMES
 
@@ -121,6 +122,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             writer.writerows(rows)
 
 
+@styled
 def bar_chart(table: dict[str, Any], path: Path) -> None:
     """Dice (%) per scenario as grouped bars (zero-fill and methods), full as a dashed line; one panel per region."""
     columns = table["columns"]
