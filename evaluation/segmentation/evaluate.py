@@ -34,26 +34,21 @@ are (``imputer.json`` in each method folder records the model they came from).
 from __future__ import annotations
 
 import logging
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from codebrain_seg import paths
 from codebrain_seg.errors import InputError, MissingFileError, UnknownNameError
-from codebrain_seg.geometry import from_canonical, to_canonical
 from codebrain_seg.inference.model_folders import model_folder_prefix
-from codebrain_seg.inference.request import ImputationContext, Imputer
-from codebrain_seg.io import read_json, read_nifti, write_json, write_nifti
+from codebrain_seg.inference.request import ImputationContext
+from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import (
     FILE_ENDING,
     channel_names,
     load_dataset_json,
 )
 from codebrain_seg.results_layout import segmentation_model_tag
-from codebrain_seg.run.methods import METHODS, get_imputer
+from codebrain_seg.run.methods import METHODS
 from codebrain_seg.variants import CodeBrainVariant
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation import report
@@ -70,26 +65,20 @@ from evaluation.segmentation.cases import (  # noqa: F401 (part of this module's
     make_scenarios,
     validation_cases,
 )
-from evaluation.segmentation.label_mapping import PROJECT_REGIONS, RegionMap, truth_regions
-from evaluation.segmentation.metrics import REGION_NAMES, region_scores
+from evaluation.segmentation.label_mapping import truth_regions
+from evaluation.segmentation.runner import (  # noqa: F401 (part of this module's API)
+    CaseRunner,
+    RunState,
+    SegmentationEvaluation,
+    build_imputers,
+    drop_stale_method_caches,
+    invalidate_if_changed,
+    score_row,
+)
 from planners.plan_and_preprocess import load_plans
 
 logger = logging.getLogger(__name__)
 
-
-
-@dataclass
-class SegmentationEvaluation:
-    """What a run produced and how much of it was reused from the cache."""
-
-    output_dir: Path
-    table: dict[str, Any]
-    files: dict[str, Path]
-    predicted: int = 0
-    reused: int = 0
-    imputed: int = 0
-    imputed_reused: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 # The same default as codebrain_evaluate_imputation: every registered method would demand a trained model of each
@@ -105,158 +94,6 @@ def resolve_methods(methods: Sequence[str] | None) -> list[str]:
         raise UnknownNameError(f"unknown imputation method(s) {', '.join(unknown)}; registered methods: "
                                f"{', '.join(METHODS)}")
     return [ZERO_METHOD] + [m for m in dict.fromkeys(requested) if m != ZERO_METHOD]
-
-
-class _CaseRunner:
-    """Imputes, segments and scores one evaluation case, reusing every cached file."""
-
-    def __init__(self, state: "_RunState", case: EvaluationCase) -> None:
-        self.state, self.case = state, case
-        self._images: tuple[np.ndarray, dict[str, Any]] | None = None
-        self._ground_truth: Any = None
-
-    def model_inputs(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The real channels read by the segmenter's reader (once per case)."""
-        if self._images is None:
-            self._images = self.state.segmenter().read_images(self.case.images)
-        return self._images
-
-    def ground_truth(self) -> Any:
-        """The case's label Volume (read once)."""
-        if self._ground_truth is None:
-            self._ground_truth = read_nifti(self.case.label, dtype=np.int16)
-        return self._ground_truth
-
-    def imputed_files(self, method: str, scenario: Scenario) -> list[Path]:
-        """Cached imputed channel files of (method, scenario, case); imputes them when missing."""
-        folder = self.state.imputed_dir / method / scenario.pattern
-        files = [folder / f"{self.case.case_id}_{c:04d}{FILE_ENDING}" for c in scenario.missing]
-        if all(f.is_file() for f in files):
-            self.state.result.imputed_reused += 1
-            return files
-        volumes = [read_nifti(path) for path in self.case.images]
-        reference = volumes[scenario.available.index(True)]
-        # Methods take arrays in RAS voxel order (the registry's convention for learned methods).
-        images = to_canonical(np.stack([v.data for v in volumes]).astype(np.float32), reference.affine)
-        images[scenario.missing] = 0.0
-        filled = from_canonical(self.state.imputer(method).impute(images, scenario.available), reference.affine)
-        for channel, path in zip(scenario.missing, files):
-            write_nifti(path, filled[channel].astype(np.float32), reference.affine, reference.header)
-        self.state.result.imputed += 1
-        return files
-
-    def segmentation(self, method: str | None, scenario: Scenario | None) -> Path:
-        """Cached segmentation of the case with all real inputs (method None) or with a scenario imputed."""
-        folder = self.state.output_dir / "segmentations"
-        folder = folder / FULL if method is None else folder / method / scenario.pattern
-        output = folder / f"{self.case.case_id}{FILE_ENDING}"
-        if output.is_file():
-            self.state.result.reused += 1
-            return output
-        images, properties = self.model_inputs()
-        if method is not None:
-            images = images.copy()
-            for channel, path in zip(scenario.missing, self.imputed_files(method, scenario)):
-                images[channel] = self.state.segmenter().read_images([path])[0][0]
-        logger.info("segmenting %s (%s)", self.case.case_id,
-                    FULL if method is None else f"{method}, missing {scenario.label}")
-        self.state.segmenter().predict(images, properties, output)
-        self.state.result.predicted += 1
-        return output
-
-    def scores(self, segmentation: Path) -> dict[str, dict[str, float]]:
-        """Region scores of a segmentation file, cached beside it (recomputed when the file changed)."""
-        cache = segmentation.with_name(segmentation.name[: -len(FILE_ENDING)] + ".scores.json")
-        stamp = segmentation.stat().st_mtime_ns
-        regions = self.state.mapping_key()
-        if cache.is_file():
-            cached = read_json(cache)
-            if cached.get("segmentation_mtime_ns") == stamp and cached.get("regions") == regions:
-                return cached["scores"]
-        truth = self.ground_truth()
-        predicted = read_nifti(segmentation, dtype=np.int16).data
-        if predicted.shape != truth.data.shape:
-            raise InputError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
-                             f"{truth.data.shape} ({self.case.label})")
-        mapping = self.state.mapping
-        scores = region_scores(predicted, truth.data, truth.spacing, mapping.prediction.regions, mapping.truth.regions)
-        write_json(cache, {"segmentation_mtime_ns": stamp, "regions": regions, "scores": scores})
-        return scores
-
-
-class _RunState:
-    """What a run shares between cases: folders, lazily built segmenter and imputers, counters."""
-
-    def __init__(self, model: bridge.ModelInfo, imputers: dict[str, Imputer], output_dir: Path, imputed_dir: Path,
-                 device: str, tile_step_size: float, use_mirroring: bool, precision: str = "auto",
-                 mapping: bridge.SegmenterMapping | None = None) -> None:
-        self.model, self.imputers = model, imputers
-        self.mapping = mapping or bridge.SegmenterMapping([], RegionMap(PROJECT_REGIONS, "project"),
-                                                         RegionMap(PROJECT_REGIONS, "project"))
-        self.output_dir, self.imputed_dir = output_dir, imputed_dir
-        self.device, self.tile_step_size, self.use_mirroring = device, tile_step_size, use_mirroring
-        self.precision = precision
-        self._segmenter: bridge.Segmenter | None = None
-        self.result = SegmentationEvaluation(output_dir, {}, {})
-
-    def mapping_key(self) -> dict[str, Any]:
-        """The region definitions scores depend on (a changed ``--seg-label-map`` rescores cached segmentations)."""
-        return {"segmenter": self.mapping.prediction.to_json(), "ground_truth": self.mapping.truth.to_json()}
-
-    def segmenter(self) -> bridge.Segmenter:
-        """The nnU-Net predictor, loaded on first use (a fully cached rerun never loads it)."""
-        if self._segmenter is None:
-            self._segmenter = bridge.Segmenter(self.model, self.device, self.tile_step_size, self.use_mirroring,
-                                               self.precision)
-        return self._segmenter
-
-    def imputer(self, method: str) -> Imputer:
-        """A built imputation method."""
-        return self.imputers[method]
-
-
-def build_imputers(method_names: Sequence[str], context: ImputationContext) -> dict[str, Imputer]:
-    """Build every requested method up front, so that a missing model fails before any segmenter work."""
-    imputers = {}
-    for name in method_names:
-        try:
-            imputers[name] = get_imputer(name, context)
-        except FileNotFoundError as error:
-            raise MissingFileError(f"imputation method {name!r} cannot be built: {error} (choose methods with "
-                                   f"--methods; registered: {', '.join(METHODS)})") from error
-    return imputers
-
-
-def _invalidate_if_changed(folder: Path, settings: dict[str, Any]) -> None:
-    record = folder / "segmenter.json"
-    if record.is_file() and read_json(record) != settings:
-        logger.warning("segmenter or prediction settings changed since the cached segmentations in %s were made: "
-                       "recomputing them", folder)
-        shutil.rmtree(folder / "segmentations", ignore_errors=True)
-    write_json(record, settings)
-
-
-def _drop_stale_method_caches(folders: Sequence[Path], imputer: Imputer, method: str) -> None:
-    """Delete a method's cached imputations / segmentations made by another model than the one now loaded.
-
-    Each folder keeps an ``imputer.json`` with the method's fingerprint (for a learned method its checkpoints'
-    sizes and modification times): a retrained model makes the old files stale, and reusing them would report
-    the old model's scores as the new one's. Files of a learned method without a record are of unknown origin and
-    are dropped too.
-    """
-    fingerprint_of = getattr(imputer, "fingerprint", None)
-    learned = callable(fingerprint_of)
-    fingerprint = {"method": method, **(fingerprint_of() if learned else {})}
-    for folder in folders:
-        record = folder / "imputer.json"
-        known = read_json(record) if record.is_file() else None
-        stale = known != fingerprint if known is not None else (learned and folder.is_dir() and any(folder.iterdir()))
-        if stale:
-            logger.warning("the %s model changed since the cached files in %s were made (or they have no record): "
-                           "recomputing them", method, folder)
-            shutil.rmtree(folder)
-        if known != fingerprint:
-            write_json(record, fingerprint)
 
 
 def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str = "2d_cpu",
@@ -356,23 +193,23 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
 
     root = bridge.segmentation_folders(dataset_name, int(fold)).root
     output_dir = root / segmenter_tag / cases_tag / model_tag
-    _invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
+    invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
                                         "use_mirroring": use_mirroring, "precision": precision})
-    state = _RunState(model, imputers, output_dir, root / "imputed" / cases_tag / model_tag, device,
+    state = RunState(model, imputers, output_dir, root / "imputed" / cases_tag / model_tag, device,
                       tile_step_size, use_mirroring, precision, mapping)
     for method in method_names:
-        _drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
+        drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
                                   imputers[method], method)
     rows = []
     for index, case in enumerate(evaluation_cases):
         logger.info("case %s (%d/%d)", case.case_id, index + 1, len(evaluation_cases))
-        runner = _CaseRunner(state, case)
+        runner = CaseRunner(state, case)
         full = runner.segmentation(None, None)
-        rows.append(_row(case.case_id, FULL, None, runner.scores(full), full, output_dir))
+        rows.append(score_row(case.case_id, FULL, None, runner.scores(full), full, output_dir))
         for scenario in scenario_list:
             for method in method_names:
                 path = runner.segmentation(method, scenario)
-                rows.append(_row(case.case_id, method, scenario, runner.scores(path), path, output_dir))
+                rows.append(score_row(case.case_id, method, scenario, runner.scores(path), path, output_dir))
     result = state.result
     result.rows = rows
     result.table = report.build_table(rows, scenario_list, method_names, {
@@ -387,17 +224,3 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     return result
 
 
-def _row(case_id: str, method: str, scenario: Scenario | None, scores: dict[str, dict[str, float]], path: Path,
-         output_dir: Path) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "case": case_id,
-        "input": report.display_name(method),
-        "pattern": "" if scenario is None else scenario.pattern,
-        "missing": "" if scenario is None else scenario.label,
-    }
-    for metric in ("dice", "hd95"):
-        for region in REGION_NAMES:
-            row[f"{metric}_{region}"] = scores[region][metric]
-        row[f"{metric}_mean"] = float(np.mean([scores[r][metric] for r in REGION_NAMES]))
-    row["segmentation"] = str(path.relative_to(output_dir))
-    return row
