@@ -13,24 +13,8 @@ import pytest
 import torch
 from conftest import TINY_DEMO_CONFIGURATION
 
-from codebrain_seg.cli.train import main as train_main
 from codebrain_seg.inference.codebrain import load_predictor_from_folder
-from codebrain_seg.networks import (
-    CodeBrainConfig,
-    ContinuousCode,
-    NAFBlock,
-    PriorEncoder,
-    StageOneModel,
-    VectorQuantizer,
-)
-from codebrain_seg.plans import Configuration
 from codebrain_seg.run.training import run_training
-from codebrain_seg.variants import (
-    CODEBRAIN_ABLATIONS,
-    parse_loss_weights,
-    resolve_loss_weights,
-    variant_name,
-)
 from evaluation.imputation import figures
 from trainers.base_trainer import read_metrics
 
@@ -51,163 +35,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _open_residuals(model: torch.nn.Module) -> None:
-    """New NAFBlocks are identities (beta = gamma = 0); open them so gradients reach every convolution."""
-    for block in model.modules():
-        if isinstance(block, NAFBlock):
-            torch.nn.init.constant_(block.beta, 0.1)
-            torch.nn.init.constant_(block.gamma, 0.1)
-
-
 # ---- VQ quantiser ----------------------------------------------------------------------------------------
-
-
-def test_vq_indices_are_in_range_and_codes_are_codebook_entries() -> None:
-    torch.manual_seed(0)
-    vq = VectorQuantizer(codebook_size=16, dim=6)
-    z = torch.randn(3, 6, 5, 4) * 3
-    codes, loss = vq.quantize_with_loss(z)
-    indices = vq.codes_to_levels(codes)
-    assert indices.shape == (3, 1, 5, 4) and indices.dtype == torch.int64
-    assert int(indices.min()) >= 0 and int(indices.max()) < 16
-    assert codes.shape == z.shape and codes.dtype == torch.float32
-    # every code vector is exactly one codebook row, the one nearest to tanh(z)
-    vectors = codes.movedim(1, -1).reshape(-1, 6)
-    assert torch.equal(vectors, vq.codebook.detach()[indices.flatten()])
-    bounded = torch.tanh(z).movedim(1, -1).reshape(-1, 6)
-    assert torch.equal(indices.flatten(), torch.cdist(bounded, vq.codebook.detach()).argmin(dim=1))
-    assert torch.equal(vq.levels_to_codes(indices), codes)
-    assert loss.dim() == 0 and float(loss.detach()) > 0
-    with pytest.raises(ValueError, match="codebook indices"):
-        vq.levels_to_codes(torch.full((1, 1, 2, 2), 16))
-    with pytest.raises(ValueError, match="6 channels"):
-        vq.quantize(torch.randn(1, 5, 2, 2))
-
-
-def test_vq_straight_through_gradient_reaches_the_encoder_and_the_loss_the_codebook() -> None:
-    torch.manual_seed(0)
-    model = StageOneModel(CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=16, **SMALL))
-    _open_residuals(model)
-    x = torch.rand(2, 3, 16, 16)
-    reconstruction, codes, _, vq_loss = model(x, x * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1),
-                                              with_quantizer_loss=True)
-    reconstruction.square().mean().backward(retain_graph=True)
-    # The reconstruction reaches the posterior encoder through the straight-through estimator, not the codebook.
-    assert model.posterior_encoder.stem.weight.grad.abs().sum() > 0
-    assert model.quantizer.codebook.grad is None
-    model.zero_grad()
-    vq_loss.backward()
-    assert model.quantizer.codebook.grad.abs().sum() > 0  # codebook term
-    assert model.posterior_encoder.stem.weight.grad.abs().sum() > 0  # commitment term
-
-
-def test_vq_commitment_loss_decreases_on_a_fixed_batch() -> None:
-    torch.manual_seed(0)
-    encoder = torch.nn.Conv2d(3, 6, kernel_size=1)
-    vq = VectorQuantizer(codebook_size=8, dim=6)
-    x = torch.randn(4, 3, 6, 6)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *vq.parameters()], lr=0.02)
-
-    def commitment() -> float:
-        with torch.no_grad():
-            bounded = vq.bound(encoder(x))
-            return float((bounded - vq.levels_to_codes(vq.codes_to_levels(bounded))).square().mean())
-
-    before = commitment()
-    for _ in range(30):
-        _, loss = vq.quantize_with_loss(encoder(x))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert commitment() < 0.5 * before, (before, commitment())
 
 
 # ---- continuous codes --------------------------------------------------------------------------------------
 
 
-def test_continuous_code_is_the_bounded_encoder_output() -> None:
-    torch.manual_seed(0)
-    model = StageOneModel(CodeBrainConfig(in_channels=3, quantizer="continuous", head="regression", **SMALL))
-    assert isinstance(model.quantizer, ContinuousCode)
-    x = torch.rand(2, 3, 16, 16) * 4
-    with torch.no_grad():
-        codes = model.encode_codes(x)
-        torch.testing.assert_close(codes, torch.tanh(model.posterior_encoder(x)))
-    assert float(codes.abs().max()) < 1.0
-    assert torch.equal(model.codes_to_levels(codes), codes) and torch.equal(model.levels_to_codes(codes), codes)
-    prior = PriorEncoder(model.config)
-    with torch.no_grad():
-        predicted = prior.logits_to_levels(prior(x))
-    assert predicted.shape == codes.shape and predicted.dtype == torch.float32
-    assert float(predicted.abs().max()) <= 1.0
-
-
-@pytest.mark.parametrize("quantizer, head", [("fsq", "grading"), ("fsq", "cls"), ("vq", "cls"),
-                                             ("continuous", "regression")])
-def test_stage_two_outputs_become_decoder_codes_for_every_quantizer(quantizer: str, head: str) -> None:
-    """The predictor's path: prior logits -> logits_to_levels -> quantizer.levels_to_codes -> decode."""
-    torch.manual_seed(0)
-    config = CodeBrainConfig(in_channels=3, quantizer=quantizer, head=head, codebook_size=16, **SMALL)
-    model, prior = StageOneModel(config).eval(), PriorEncoder(config).eval()
-    x = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        levels = prior.logits_to_levels(prior(x))
-        codes = model.quantizer.levels_to_codes(levels)
-        oracle = model.encode_codes(x)
-        assert codes.shape == oracle.shape == (2, 6, 2, 2)
-        assert model.decode(codes, x).shape == x.shape
-        # oracle codes survive the round trip through the Stage-II targets
-        assert torch.equal(model.levels_to_codes(model.codes_to_levels(oracle)), oracle)
-    expected_logits = {"grading": 33, "cls": 39 if quantizer == "fsq" else 16, "regression": 6}[head]
-    assert prior(x).shape[1] == config.num_logits == expected_logits
-
-
 # ---- switches, names, command line -------------------------------------------------------------------------
-
-
-def test_loss_weight_parsing_and_folder_names() -> None:
-    assert parse_loss_weights("20,5") == (20.0, 5.0) and parse_loss_weights(" 1 , 1 ") == (1.0, 1.0)
-    for bad in ("20", "1,2,3", "a,b", "-1,5", "0,0", "nan,1"):
-        with pytest.raises(ValueError, match="lambda_m,lambda_a"):
-            parse_loss_weights(bad)
-    planned = Configuration({"optimisation": {"loss": {"lambda_missing": 20.0, "lambda_available": 5.0}}}).loss.reconstruction
-    assert resolve_loss_weights(None, planned) == ((20.0, 5.0), None)
-    assert resolve_loss_weights("20,5", planned) == ((20.0, 5.0), None)  # the plans' pair: the plain run
-    assert resolve_loss_weights((1, 1), planned) == ((1.0, 1.0), (1.0, 1.0))
-    assert variant_name() == "" and variant_name("vq") == "-vq"
-    assert variant_name("none", (1.0, 1.0)) == "-lm1-la1"
-    assert variant_name("continuous", (10.0, 2.5)) == "-continuous-lm10-la2.5"
-
-
-def test_config_switches_pair_quantizers_with_their_heads() -> None:
-    assert CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=64).num_logits == 64
-    assert CodeBrainConfig(in_channels=3, quantizer="continuous", head="regression").num_logits == 6
-    for quantizer, head in (("vq", "grading"), ("continuous", "cls"), ("fsq", "regression")):
-        with pytest.raises(ValueError, match="head must be one of"):
-            CodeBrainConfig(in_channels=3, quantizer=quantizer, head=head)
-    with pytest.raises(ValueError, match="quantizer must be one of"):
-        CodeBrainConfig(in_channels=3, quantizer="rvq")
-    with pytest.raises(ValueError, match="codebook_size"):
-        CodeBrainConfig(in_channels=3, quantizer="vq", head="cls", codebook_size=1)
-    # configurations stored before the switches existed still load (FSQ, 1024-entry default never used)
-    old = {key: value for key, value in CodeBrainConfig(in_channels=3).to_dict().items()
-           if key not in ("quantizer", "codebook_size", "commitment_weight")}
-    assert CodeBrainConfig.from_dict(old).quantizer == "fsq"
-
-
-def test_command_line_lists_the_ablations_and_rejects_unknown_ones(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as help_exit:
-        train_main(["--help"])
-    assert help_exit.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    assert "{none,no_fc,cls,l1,vq,continuous}" in text and "--loss-weights LAMBDA_M,LAMBDA_A" in text
-    assert set(CODEBRAIN_ABLATIONS) == {"none", "no_fc", "cls", "l1", "vq", "continuous"}
-    for argv, message in ((["--ablation", "fsq"], "invalid choice: 'fsq'"),
-                          (["--loss-weights", "20"], "loss weights must be two non-negative numbers")):
-        with pytest.raises(SystemExit) as error_exit:
-            train_main(["-d", "1", "-f", "0", *argv])
-        assert error_exit.value.code == 2
-        assert message in capsys.readouterr().err
 
 
 # ---- each variant trains and imputes -----------------------------------------------------------------------

@@ -30,10 +30,8 @@ from codebrain_seg.run.training import run_training
 from planners.copedit_planner import (
     CPU_CONFIGURATION,
     PAPER_CONFIGURATION,
-    plan_copedit_configurations,
 )
 from planners.plan_and_preprocess import plan_and_preprocess
-from planners.volume_preprocessing import prepare_volume, restore_volume
 from trainers.base_trainer import TrainingOptions, read_metrics
 from trainers.copedit.data import load_volumes
 from trainers.copedit.stage1 import pretext_accuracy
@@ -98,29 +96,6 @@ def test_planner_picks_the_cpu_target_and_records_reasons(trained: SimpleNamespa
         volume = np.load(trained.volumes / f"{case}.npy")
         assert volume.shape == (4, 64, 64, 32) and volume.dtype == np.float32
         assert 0.0 <= volume.min() and volume.max() <= 1.0
-
-
-def test_box_rounding_and_the_inverse_of_crop_and_resize() -> None:
-    fingerprint = {"channel_names": ["T1", "T1Gd", "T2", "FLAIR"], "num_cases": 2, "cases": [{}, {}],
-                   "max_brain_extent": [137, 170, 131]}
-    plans = plan_copedit_configurations(fingerprint)
-    assert plans[CPU_CONFIGURATION]["box_size"] == [144, 176, 136]
-    assert plans[PAPER_CONFIGURATION]["network"]["vae"]["channels"] == [256, 384, 512]
-    # a smooth brain-like case survives crop -> resize -> inverse up to interpolation, zero outside the brain
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in (40, 48, 30)], indexing="ij"))
-    brain = (grid ** 2).sum(axis=0) < 0.7
-    images = np.stack([brain * (100.0 + 50 * c + 30 * grid[0]) for c in range(4)]).astype(np.float32)
-    configuration = {"box_size": [40, 48, 32], "target_size": [32, 32, 16],
-                     "network": {"vae": {"channels": [8, 16, 32]}}}
-    affine = np.diag([-1.0, 1.0, 2.0, 1.0])  # not RAS: the voxel order is restored too
-    volume, mask, properties = prepare_volume(images, [True] * 4, affine, {"normalization": {"upper_percentile": 99.5}},
-                                              configuration)
-    assert volume.shape == (4, 32, 32, 16)
-    restored = restore_volume(volume, properties, mask=mask, denormalise=True)
-    assert restored.shape == images.shape
-    assert np.all(restored[:, ~brain] == 0)
-    inside = np.abs(restored[:, brain] - images[:, brain]) / images[:, brain]
-    assert np.median(inside) < 0.05
 
 
 def test_both_stages_train_on_the_one_loop(trained: SimpleNamespace) -> None:

@@ -202,21 +202,3 @@ def test_regression_baseline_trains_on_the_shared_loop_and_is_evaluated(tiny_mod
     assert summary["methods"]["regression"]["model"]["method"] == "regression"
     assert summary["methods"]["regression"]["model"]["iteration"] == 10
     assert summary["summary"]["paper"]["image"]["regression"]["num_pairs"] == 4
-
-
-def test_pattern_figure_has_one_row_per_missing_sequence(tmp_path):
-    import matplotlib.image
-
-    from evaluation.imputation.figures import pattern_figure
-
-    rng = np.random.default_rng(0)
-    target = rng.uniform(0, 1, (4, 32, 32)).astype(np.float32)
-    methods = {name: np.clip(target + rng.normal(0, s, target.shape), 0, 1) for name, s in
-               (("codebrain", 0.05), ("mean", 0.2), ("zero", 0.0))}
-    shapes = {}
-    for pattern in ("0111", "1000"):
-        pattern_figure(tmp_path / f"{pattern}.png", ["T1", "T1Gd", "T2", "FLAIR"], pattern, target, methods)
-        shapes[pattern] = matplotlib.image.imread(tmp_path / f"{pattern}.png").shape
-    # 7 panel columns (ground truth + 3 methods x (imputation, error)); 2 rows for one missing, 4 for three
-    assert shapes["0111"][1] == shapes["1000"][1] and shapes["0111"][1] > 2.5 * shapes["0111"][0]
-    assert 1.6 < shapes["1000"][0] / shapes["0111"][0] < 2.4

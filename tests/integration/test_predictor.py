@@ -18,17 +18,15 @@ from conftest import REAL_CONFIGURATION, REAL_DATASET, use_project_folders
 from codebrain_seg.cli.impute import main as impute_main
 from codebrain_seg.demo_data import make_demo_dataset
 from codebrain_seg.inference.codebrain import CodeBrainPredictor
-from codebrain_seg.inference.confidence import ordinal_confidence
 from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.io import read_json, read_nifti, write_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.raw_dataset import image_path, list_cases
 from codebrain_seg.run.imputation import impute_folder
-from codebrain_seg.run.methods import METHODS, get_imputer
+from codebrain_seg.run.methods import get_imputer
 from planners.plan_and_preprocess import plan_and_preprocess
 from planners.preprocessing import restore_to_original
 from planners.slice_preprocessing import (
-    middle_slices,
     prepare_case,
     to_preprocessed_space,
 )
@@ -138,25 +136,6 @@ def test_prepare_case_enlarges_the_crop_for_a_larger_brain(demo_dataset):
     assert stack.shape[2:] == tuple(properties["crop_size"])
 
 
-def test_middle_slices():
-    assert middle_slices(10, 4).tolist() == [3, 4, 5, 6]
-    assert middle_slices(155, 80).tolist() == list(range(37, 117))  # the reference's BraTS slices 37..116
-    assert middle_slices(5, 80).tolist() == [0, 1, 2, 3, 4]
-
-
-def test_ordinal_confidence():
-    levels = [8, 5]
-    certain = torch.full((1, 11, 2, 3), 30.0)
-    assert torch.allclose(ordinal_confidence(certain, levels), torch.ones(1, 2, 3))
-    undecided = torch.zeros((1, 11, 2, 3))
-    assert torch.allclose(ordinal_confidence(undecided, levels), torch.zeros(1, 2, 3), atol=1e-6)
-    mixed = certain.clone()
-    mixed[:, :7] = 0.0  # first channel undecided, second certain -> 0.5
-    assert torch.allclose(ordinal_confidence(mixed, levels), torch.full((1, 2, 3), 0.5), atol=1e-6)
-    with pytest.raises(ValueError, match="grading logits"):
-        ordinal_confidence(torch.zeros(1, 12, 2, 3), levels)
-
-
 def test_untrained_predictor_geometry_and_scale(demo_dataset, one_thread):
     raw, _, plans = demo_dataset
     images, affine, _ = _case(raw, list_cases(raw)[0])
@@ -179,11 +158,6 @@ def test_untrained_predictor_geometry_and_scale(demo_dataset, one_thread):
     # batch size does not change the result
     predictor.batch_size = 1
     np.testing.assert_allclose(predictor.impute_arrays(images, available, affine), output, atol=1e-4)
-
-
-def test_codebrain_is_registered_lazily():
-    assert METHODS["codebrain"].trainable and METHODS["codebrain"].folder_name == "CodeBrain"
-    assert callable(METHODS["codebrain"].imputer)
 
 
 # ---- codebrain_impute on a real case ----------------------------------------------------------------------
@@ -442,7 +416,7 @@ def test_confidence_is_lower_where_the_imputation_is_worse(real_model, real_held
 
 
 def test_cached_imputations_are_dropped_when_the_model_is_retrained(tiny_model, tmp_path):
-    from evaluation.segmentation.evaluate import _drop_stale_method_caches
+    from evaluation.segmentation.evaluate import drop_stale_method_caches
 
     model_dir = tmp_path / "fold_0"
     shutil.copytree(tiny_model.fold_dir, model_dir)
@@ -457,18 +431,18 @@ def test_cached_imputations_are_dropped_when_the_model_is_retrained(tiny_model, 
     cached.write_bytes(b"from an unknown model")
     first = imputer()
     assert sorted(first.fingerprint()["checkpoints"]) == ["stage1", "stage2"]
-    _drop_stale_method_caches([cache], first, "codebrain")  # files without a record: unknown origin, dropped
+    drop_stale_method_caches([cache], first, "codebrain")  # files without a record: unknown origin, dropped
     assert not cached.exists() and read_json(cache / "imputer.json") == {"method": "codebrain", **first.fingerprint()}
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"from this model")
-    _drop_stale_method_caches([cache], imputer(), "codebrain")  # the same model again: kept
+    drop_stale_method_caches([cache], imputer(), "codebrain")  # the same model again: kept
     assert cached.read_bytes() == b"from this model"
     stage_two = model_dir / "stage2" / "checkpoint_final.pth"
     os.utime(stage_two, ns=(stage_two.stat().st_atime_ns, stage_two.stat().st_mtime_ns + 10**9))  # "retrained"
-    _drop_stale_method_caches([cache], imputer(), "codebrain")
+    drop_stale_method_caches([cache], imputer(), "codebrain")
     assert not cached.exists()
     zero_cache = tmp_path / "imputed" / "zero"
     (zero_cache / "0111").mkdir(parents=True)
     (zero_cache / "0111" / "CASE_0000.nii.gz").write_bytes(b"zero-fill")
-    _drop_stale_method_caches([zero_cache], get_imputer("zero", ImputationContext(plans=plans)), "zero")
+    drop_stale_method_caches([zero_cache], get_imputer("zero", ImputationContext(plans=plans)), "zero")
     assert (zero_cache / "0111" / "CASE_0000.nii.gz").is_file()  # no model behind it: nothing to go stale

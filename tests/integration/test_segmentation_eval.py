@@ -26,10 +26,7 @@ from codebrain_seg.raw_dataset import image_path
 from codebrain_seg.run.methods import METHODS, Method
 from evaluation.segmentation import nnunet_bridge as bridge
 from evaluation.segmentation.evaluate import (
-    _invalidate_if_changed,
     evaluate_segmentation,
-    make_scenarios,
-    resolve_methods,
 )
 from planners.plan_and_preprocess import plan_and_preprocess
 
@@ -162,19 +159,6 @@ def test_a_codebrain_variant_is_evaluated_in_a_folder_of_its_own(tiny, monkeypat
     assert not (root / "imputed" / "val" / "2d_cpu" / "recording").exists()
 
 
-def test_cached_segmentations_are_dropped_when_the_segmenter_changes(tmp_path):
-    cached = tmp_path / "segmentations" / "full" / "CASE.nii.gz"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"old")
-    settings = {"model_folder": "/a", "checkpoints": {"all": [1, 2]}, "tile_step_size": 0.5}
-    _invalidate_if_changed(tmp_path, settings)
-    assert cached.is_file()
-    _invalidate_if_changed(tmp_path, copy.deepcopy(settings))
-    assert cached.is_file()
-    _invalidate_if_changed(tmp_path, {**settings, "tile_step_size": 1.0})
-    assert not cached.exists() and read_json(tmp_path / "segmenter.json")["tile_step_size"] == 1.0
-
-
 def test_zero_filled_channel_is_exactly_zero_after_nnunet_normalisation(tiny):
     """nnU-Net's z-score inside the non-zero mask of all channels maps an all-zero channel to 0 everywhere."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -200,55 +184,6 @@ def test_zero_filled_channel_is_exactly_zero_after_nnunet_normalisation(tiny):
                                                   model.dataset_json)
         assert not data[channel].any()
         np.testing.assert_array_equal(mask, full_mask)  # the other sequences still cover the brain
-
-
-def test_segmenter_precision():
-    assert bridge.resolve_precision("fp32") == "fp32" and bridge.resolve_precision("bf16") == "bf16"
-    assert bridge.resolve_precision("auto") in ("fp32", "bf16") and bridge.resolve_precision("auto", "cuda") == "fp32"
-    with pytest.raises(ValueError, match="precision must be one of"):
-        bridge.resolve_precision("fp16")
-    with pytest.raises(ValueError, match="for CPUs"):
-        bridge.resolve_precision("bf16", "cuda")
-
-
-def test_short_trainer_bf16_forward_returns_fp32_and_keeps_the_weights():
-    import torch
-
-    from evaluation.segmentation.short_trainer import _autocast_forward
-
-    torch.manual_seed(0)
-    network = torch.nn.Conv3d(2, 3, 3, padding=1)
-    x = torch.randn(1, 2, 8, 8, 8)
-    reference = network(x)
-    keys = list(network.state_dict())
-    _autocast_forward(network)
-    output = network(x)
-    assert output.dtype == torch.float32 and output.shape == reference.shape
-    assert torch.allclose(output, reference, atol=0.1)  # bf16 rounding only
-    assert list(network.state_dict()) == keys and type(network) is torch.nn.Conv3d
-    output.sum().backward()
-    assert network.weight.grad is not None and network.weight.grad.dtype == torch.float32
-
-
-def test_scenarios():
-    three = make_scenarios(BRATS, "3to1")
-    assert [s.label for s in three] == ["T1", "T2", "FLAIR", "T1Gd"]
-    assert [s.pattern for s in three] == ["0111", "1101", "1110", "1011"]
-    assert three[3].missing == [1] and three[3].available == [True, False, True, True]
-    every = make_scenarios(BRATS, "all")
-    assert len(every) == 14 and len({s.pattern for s in every}) == 14
-    assert "T1+T1Gd+T2" in {s.label for s in every}
-    assert [s.label for s in make_scenarios(["T1", "T2", "PD"], "3to1")] == ["T1", "T2", "PD"]
-    with pytest.raises(ValueError, match="scenario"):
-        make_scenarios(BRATS, "2to2")
-
-
-def test_methods_come_from_the_registry():
-    assert resolve_methods(None) == ["zero", "codebrain", "mean"]
-    assert all(m in METHODS for m in resolve_methods(None))
-    assert resolve_methods(["mean", "zero", "mean"]) == ["zero", "mean"]
-    with pytest.raises(ValueError, match="registered methods: zero, mean"):
-        resolve_methods(["mean", "magic"])
 
 
 def test_unknown_method_is_a_clear_cli_error(tiny, capsys):
@@ -298,13 +233,6 @@ def test_without_a_trained_segmenter_the_error_says_how_to_get_one(tiny, capsys)
     assert main(["-d", str(DEMO_ID), "-f", "0", "--seg-trainer", "nnUNetTrainerShort", "--methods", "zero"]) == 2
     err = capsys.readouterr().err
     assert "--train-segmenter" in err and "--segmenter" in err and SMOKE in err
-
-
-def test_segmenter_and_train_segmenter_exclude_each_other(capsys):
-    with pytest.raises(SystemExit):
-        main(["-d", "1", "-f", "0", "--segmenter", "x", "--train-segmenter"])
-    with pytest.raises(ValueError, match="not both"):
-        evaluate_segmentation(1, 0, segmenter="x", train_segmenter=True)
 
 
 # ---- real data -----------------------------------------------------------------------------------------------

@@ -21,13 +21,10 @@ from conftest import TINY_DEMO_CONFIGURATION, use_project_folders
 from codebrain_seg.cli.train import main as train_main
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.run.training import run_training
-from trainers.base_trainer import read_metrics, select_device
+from trainers.base_trainer import read_metrics
 from trainers.data_loading import (
-    build_augmentation,
     close_batches,
-    draw_missing_pattern,
     missing_patterns,
-    single_missing_patterns,
     training_batches,
 )
 from trainers.stage1 import score_patterns
@@ -95,37 +92,6 @@ def test_stream_is_a_pure_function_of_seed_rank_and_iteration(demo: SimpleNamesp
     ranks = [training_batches(*args, rank=rank, world_size=2, augment=False) for rank in (0, 1)]
     seen = [key for _ in range(3) for stream in ranks for key in next(stream)["keys"]]
     assert len(seen) == len(set(seen)) == 18
-
-
-def test_augmentation_warps_all_channels_alike_and_keeps_non_square_crops() -> None:
-    crop = (40, 48)  # non-square: only half turns are allowed
-    rng = np.random.default_rng(0)
-    image = np.zeros(crop, np.float32)
-    image[8:30, 10:40] = rng.uniform(0.2, 1.0, size=(22, 30))
-    batch = np.repeat(np.repeat(image[None, None], 4, axis=1), 16, axis=0)
-    np.random.seed(3)
-    output = build_augmentation(crop)(data=batch.copy())["data"]
-    assert output.shape == batch.shape and output.dtype == np.float32
-    assert np.allclose(output, output[:, :1])  # same warp for every channel of a slice
-    assert sum(not np.allclose(o, b) for o, b in zip(output, batch)) >= 8  # most slices are changed
-
-
-def test_missing_patterns() -> None:
-    patterns = missing_patterns(4)
-    assert len(patterns) == 14 == len(set(patterns))
-    assert all(any(p) and not all(p) for p in patterns)
-    assert single_missing_patterns(3) == [(False, True, True), (True, False, True), (True, True, False)]
-    draws = [draw_missing_pattern(1, 0, iteration, 4) for iteration in range(700)]
-    assert draws == [draw_missing_pattern(1, 0, iteration, 4) for iteration in range(700)]
-    assert set(draws) == set(patterns)
-    assert draws != [draw_missing_pattern(1, 1, iteration, 4) for iteration in range(700)]
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
-def test_cuda_without_gpu_is_a_clear_error() -> None:
-    assert select_device("auto") == torch.device("cpu")
-    with pytest.raises(EnvironmentError, match="no CUDA GPU"):
-        select_device("cuda")
 
 
 # ---- learning -------------------------------------------------------------------------------------------
@@ -272,18 +238,3 @@ def test_ddp_on_cpu_two_ranks_draw_different_slices_and_rank0_alone_writes(demo:
     state = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=True)
     assert state["world_size"] == 2 and state["iteration"] == 4
     assert not any(key.startswith("module.") for key in state["networks"]["generator"])
-
-
-@pytest.mark.parametrize("has_bf16", [False, True])
-def test_auto_precision_follows_native_bf16_on_the_cpu(monkeypatch, has_bf16):
-    """'auto' autocasts to bf16 only on a CPU that computes it natively (AMX / AVX512-BF16), else stays fp32."""
-    from trainers.base_trainer import BaseTrainer, native_bf16
-
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: has_bf16, raising=False)
-    cpu = SimpleNamespace(device=torch.device("cpu"))
-    assert native_bf16(cpu.device) is has_bf16
-    assert BaseTrainer._choose_precision(cpu, "auto") == ("bf16" if has_bf16 else "fp32")
-    assert BaseTrainer._choose_precision(cpu, "fp32") == "fp32"
-    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
-        BaseTrainer._choose_precision(cpu, "fp16")

@@ -8,7 +8,6 @@ and the imputation evaluation.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,12 +26,8 @@ from codebrain_seg.io import read_json
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import choose_sources
 from codebrain_seg.run.training import run_training
-from codebrain_seg.variants import check_variant, variant_name
-from evaluation.imputation import figures
 from evaluation.imputation.evaluate import evaluate_imputation
 from trainers.base_trainer import read_metrics
-from trainers.data_loading import draw_anchor_and_source, draw_missing_pattern
-from trainers.stage1 import network_config
 
 DATASET_ID = 977
 CONFIG = TINY_DEMO_CONFIGURATION
@@ -43,124 +38,6 @@ V1_GRID = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])  # FSQ codes of L = 5 levels
 
 
 # ---- the v1 code layout ------------------------------------------------------------------------------------
-
-
-def test_v1_codes_are_one_code_per_modality_on_the_level_grid() -> None:
-    torch.manual_seed(0)
-    config = CodeBrainConfig(in_channels=4, fsq_levels=(5,) * 7, variant="v1", **SMALL)
-    model, prior = StageOneModel(config).eval(), PriorEncoder(config).eval()
-    assert (config.num_codes, config.code_channels, config.image_channels) == (4, 7, 1)
-    assert config.target_levels == (5,) * 28 and config.num_logits == 28 * 4
-    # Modality-agnostic encoders and decoder: one input channel, one output channel.
-    assert model.posterior_encoder.stem.in_channels == model.common_encoder.stem.in_channels == 1
-    assert model.decoder.head.out_channels == 1 and prior.encoder.stem.in_channels == 4
-    x = torch.rand(3, 4, 16, 16)
-    with torch.no_grad():
-        codes = model.encode_codes(x)
-        assert codes.shape == (3, 28, 2, 2)  # N = 4 codes of d = 7 channels, modality-major
-        assert torch.isin(codes, V1_GRID).all()
-        levels = model.codes_to_levels(codes)
-        assert levels.dtype == torch.int64 and int(levels.min()) >= 0 and int(levels.max()) <= 4
-        assert torch.equal(model.levels_to_codes(levels), codes)
-        for channel in range(4):  # each code is the posterior code of that modality alone
-            own, _ = model.encode_modality(x[:, channel:channel + 1])
-            assert torch.equal(codes[:, 7 * channel:7 * (channel + 1)], own)
-        changed = x.clone()
-        changed[:, 2] = torch.rand(3, 16, 16)
-        other = model.encode_codes(changed)
-        assert torch.equal(other[:, :14], codes[:, :14]) and torch.equal(other[:, 21:], codes[:, 21:])
-        predicted = prior.logits_to_levels(prior(x))
-        assert predicted.shape == (3, 28, 2, 2) and int(predicted.max()) <= 4
-        reconstruction, anchor_code, features = model(x, x, anchor=1, source=3)
-        assert reconstruction.shape == (3, 1, 16, 16) and anchor_code.shape == (3, 7, 2, 2)
-        assert features.shape == (3, 32, 2, 2)
-        # Imputation decodes only the missing modalities, each from its own code.
-        available = torch.tensor([True, False, True, False])
-        imputed = model.impute_from_codes(codes, x * available.view(1, 4, 1, 1), available,
-                                          generator=torch.Generator().manual_seed(0))
-        assert imputed.shape == x.shape and float(imputed[:, [0, 2]].abs().max()) == 0.0
-    with pytest.raises(ValueError, match="anchor and a different source"):
-        model(x, x, anchor=1, source=1)
-    with pytest.raises(ValueError, match="at least 2 modalities"):
-        CodeBrainConfig(in_channels=1, variant="v1")
-    with pytest.raises(ValueError, match="variant must be one of"):
-        CodeBrainConfig(in_channels=3, variant="v2")
-
-
-@pytest.mark.parametrize("quantizer, head, per_code", [("vq", "cls", 1), ("continuous", "regression", 5),
-                                                       ("fsq", "cls", 5)])
-def test_v1_layout_holds_for_the_other_quantizers_and_heads(quantizer: str, head: str, per_code: int) -> None:
-    torch.manual_seed(0)
-    config = CodeBrainConfig(in_channels=3, fsq_levels=(5,) * 5, variant="v1", quantizer=quantizer, head=head,
-                             codebook_size=16, **SMALL)
-    model, prior = StageOneModel(config).eval(), PriorEncoder(config).eval()
-    x = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        levels = model.codes_to_levels(model.encode_codes(x))
-        assert levels.shape == (2, 3 * per_code, 2, 2)
-        predicted = prior.logits_to_levels(prior(x))
-        assert predicted.shape == levels.shape
-        given = torch.tensor([True, False, False])
-        imputed = model.impute_from_codes(model.levels_to_codes(predicted), x * given.view(1, 3, 1, 1).float(), given)
-        assert imputed.shape == x.shape and torch.isfinite(imputed).all()
-
-
-def test_source_rules_pick_available_sources() -> None:
-    available = torch.tensor([[True, False, True, True], [False, True, False, False]])
-    draws = torch.stack([choose_sources(available, generator=torch.Generator().manual_seed(seed))
-                         for seed in range(200)])  # (200, B, C)
-    for target in range(4):
-        picked = set(draws[:, 0, target].tolist())
-        assert picked == {0, 2, 3} - {target}  # every other available sequence, uniformly enough to see all
-    assert set(draws[:, 1].flatten().tolist()) == {1}  # the only given sequence serves every target
-    relevance = torch.tensor([[0, 30, 20, 10], [5, 0, 5, 5], [25, 10, 0, 40], [35, 20, 30, 0.0]])
-    assert choose_sources(available[:1], "relevant", relevance).tolist() == [[3, 0, 3, 2]]
-    with pytest.raises(ValueError, match="relevance table"):
-        choose_sources(available, "relevant")
-    with pytest.raises(ValueError, match="source rule must be one of"):
-        choose_sources(available, "best")
-
-
-def test_anchor_and_source_are_uniform_over_ordered_pairs() -> None:
-    counts = Counter(draw_anchor_and_source(1337, 0, it, draw_missing_pattern(1337, 0, it, 4)) for it in range(6000))
-    assert set(counts) == {(a, s) for a in range(4) for s in range(4) if a != s}
-    assert max(counts.values()) / min(counts.values()) < 1.35  # 12 pairs, 500 expected each
-
-
-def test_variant_names_levels_and_checks() -> None:
-    assert variant_name() == "" and variant_name(variant="v1") == "-v1"
-    assert variant_name(code_dim=5) == "-d5" and variant_name(variant="v1", code_dim=5) == "-v1-d5"
-    assert variant_name(variant="v1", code_dim=7) == "-v1"  # v1's own d adds nothing
-    assert variant_name("no_fc", (1.0, 1.0), variant="v1", code_dim=4) == "-v1-d4-no_fc-lm1-la1"
-    assert check_variant("v1", 7) == ("v1", None) and check_variant("cvpr", 6) == ("cvpr", 6)
-    for bad in (0, 17, 5.0, True):
-        with pytest.raises(ValueError, match="code dimension must be an integer"):
-            variant_name(code_dim=bad)
-    with pytest.raises(ValueError, match="variant must be one of"):
-        variant_name(variant="v2")
-    plans = {"channel_names": ["T1", "T2", "PD"]}
-    configuration = {"fsq_levels": [8, 8, 8, 5, 5, 5],
-                     "network": {"posterior_width": 4, "common_width": 4, "decoder_width": 4, "depth": 1}}
-    assert network_config(plans, configuration).fsq_levels == (8, 8, 8, 5, 5, 5)
-    assert network_config(plans, configuration, code_dim=4).fsq_levels == (5, 5, 5, 5)
-    v1 = network_config(plans, configuration, variant="v1")
-    assert (v1.variant, v1.fsq_levels) == ("v1", (5,) * 7)
-    assert network_config(plans, configuration, "no_fc", "v1", 5).fsq_levels == (5,) * 5
-
-
-def test_code_map_figure_draws_each_quantizer(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    image = rng.random((16, 16))
-    cases = {"fsq": (rng.integers(0, 5, (4, 2, 2)), [5] * 4, None),
-             "vq": (rng.integers(0, 32, (2, 2, 2)), [32, 32], {"T1": [0], "T2": [1]}),
-             "continuous": (rng.uniform(-1, 1, (6, 2, 2)), [], {"T1": [0, 1, 2], "T2": [3, 4, 5]})}
-    for quantizer, (codes, counts, groups) in cases.items():
-        path = tmp_path / f"{quantizer}.png"
-        figures.code_map_figure(path, image, codes, codes[::-1].copy(), None, counts, quantizer=quantizer,
-                                groups=groups, shown_groups=["T2"] if groups else None)
-        assert path.stat().st_size > 1000
-    with pytest.raises(ValueError, match="class counts"):
-        figures.code_map_figure(tmp_path / "bad.png", image, cases["fsq"][0], None, None, [5, 5])
 
 
 # ---- trained variants on demo data ------------------------------------------------------------------------

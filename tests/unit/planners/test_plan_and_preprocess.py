@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from codebrain_seg.cli.plan_and_preprocess import main as plan_main
 from codebrain_seg.io import read_json, read_nifti, volume_from_array
@@ -15,11 +14,6 @@ from codebrain_seg.raw_dataset import (
     RawDatasetWriter,
     image_path,
     make_dataset_json,
-)
-from planners.experiment_planner import (
-    decide_fsq_levels,
-    decide_slicing_axis,
-    plan_experiment,
 )
 from planners.plan_and_preprocess import plan_and_preprocess
 from planners.preprocessing import restore_to_original
@@ -111,26 +105,6 @@ def test_rerun_skips_finished_cases_and_redoes_unfinished(project_dirs):
     assert (folder / "case00.npy").stat().st_mtime_ns == finished
     assert (folder / "case01.json").is_file()
     assert not list(folder.glob(".*tmp*"))
-
-
-def test_slicing_axis_and_fsq_rules():
-    assert decide_slicing_axis({"median_spacing": [1.0, 1.0, 1.0]})[0] == 2
-    assert decide_slicing_axis({"median_spacing": [0.9, 5.0, 0.9]})[0] == 1
-    assert decide_fsq_levels(3)[0] == [8, 8, 8, 5, 5, 5]
-    assert decide_fsq_levels(4)[0] == [8, 8, 8, 5, 5, 5]
-    assert decide_fsq_levels(2)[0] == [8, 8, 8, 6, 5]
-    with pytest.raises(ValueError):
-        decide_fsq_levels(1)
-
-
-def test_batch_never_exceeds_a_small_fraction_of_slices():
-    fingerprint = {
-        "channel_names": list(BRATS_CHANNELS), "median_spacing": [1.0, 1.0, 1.0], "median_shape": [64, 64, 20],
-        "max_brain_extent": [60, 60, 20], "median_brain_extent": [60, 60, 20], "intensity_summary": {},
-        "cases": [{"brain_bbox": [[0, 60], [0, 60], [0, 20]]}] * 2,
-    }
-    plans = plan_experiment(fingerprint, "Dataset001_Tiny")
-    assert plans["configurations"]["2d"]["batch_size"] <= max(1, int(40 * 0.05))
 
 
 def test_unknown_dataset_and_configuration_exit_cleanly(project_dirs, capsys):
