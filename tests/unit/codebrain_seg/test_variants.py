@@ -1,11 +1,19 @@
 """codebrain_seg/variants.py: loss weights, variant names and checks, and the CodeBrainVariant value object."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.plans import Configuration
 from codebrain_seg.variants import (
+    CodeBrainVariant,
+    ablation_switches,
     check_variant,
+    code_levels,
+    copedit_ablation,
+    copedit_options_ablation,
     parse_loss_weights,
     resolve_loss_weights,
     variant_name,
@@ -46,3 +54,55 @@ def test_variant_names_levels_and_checks() -> None:
     v1 = network_config(plans, configuration, variant="v1")
     assert (v1.variant, v1.fsq_levels) == ("v1", (5,) * 7)
     assert network_config(plans, configuration, "no_fc", "v1", 5).fsq_levels == (5,) * 5
+
+
+def test_codebrain_variant_tags_and_normalisation() -> None:
+    plain = CodeBrainVariant()
+    assert plain.tag() == "" and plain.as_options() == {"ablation": "none", "loss_weights": None, "variant": "cvpr",
+                                                        "code_dim": None}
+    v1 = CodeBrainVariant(variant="v1", code_dim=7)
+    assert v1.code_dim is None and v1.tag() == "-v1" and v1 == CodeBrainVariant(variant="v1")  # d = 7 is v1's own
+    assert CodeBrainVariant(variant="cvpr", code_dim=7).code_dim == 7  # only v1's default is dropped
+    assert CodeBrainVariant(variant="v1", code_dim=5, ablation="no_fc").tag() == "-v1-d5-no_fc"
+    weighted = CodeBrainVariant(loss_weights="1,1")
+    assert weighted.loss_weights == (1.0, 1.0)
+    assert weighted.tag((20.0, 5.0)) == "-lm1-la1" and weighted.tag((1.0, 1.0)) == ""
+    assert weighted.weights((20.0, 5.0)) == ((1.0, 1.0), (1.0, 1.0))
+    assert CodeBrainVariant(ablation="vq", loss_weights=(10, 2.5)).tag((20.0, 5.0)) == "-vq-lm10-la2.5"
+    with pytest.raises(InputError, match="relative to the plans"):
+        weighted.tag()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"ablation": "fsq"}, "ablation must be one of"),
+    ({"variant": "v2"}, "variant must be one of"),
+    ({"code_dim": 0}, r"code dimension must be an integer in 1\.\.16"),
+    ({"code_dim": 17}, r"code dimension must be an integer in 1\.\.16"),
+    ({"code_dim": True}, "code dimension must be an integer"),
+    ({"loss_weights": "20"}, "loss weights must be two non-negative numbers"),
+    ({"loss_weights": (0, 0)}, "not both 0"),
+])
+def test_codebrain_variant_rejects_bad_values(fields: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        CodeBrainVariant(**fields)
+
+
+def test_codebrain_variant_from_args() -> None:
+    args = argparse.Namespace(ablation="cls", loss_weights="20,5", variant="v1", code_dim=4)
+    assert CodeBrainVariant.from_args(args) == CodeBrainVariant("cls", (20.0, 5.0), "v1", 4)
+    # commands without the options (or with None) give the plain method
+    assert CodeBrainVariant.from_args(argparse.Namespace()) == CodeBrainVariant()
+    assert CodeBrainVariant.from_args(argparse.Namespace(ablation=None, variant=None)) == CodeBrainVariant()
+
+
+def test_code_levels_and_copedit_options() -> None:
+    assert code_levels("cvpr", None, [8, 8, 8, 5, 5, 5]) == (8, 8, 8, 5, 5, 5)
+    assert code_levels("cvpr", 4, [8, 8, 8]) == (5, 5, 5, 5) and code_levels("v1", None, [8]) == (5,) * 7
+    assert copedit_ablation() == "none" and copedit_ablation("mask", "per_count") == "mask-per_count"
+    assert ablation_switches("per_count") == ("learned", "per_count") and ablation_switches("mask") == ("mask",
+                                                                                                          "shared")
+    assert copedit_options_ablation({"prompts": "mask"}) == "mask"
+    with pytest.raises(InputError, match="prompts must be one of"):
+        copedit_ablation("text")
+    with pytest.raises(InputError, match="CoPeDiT option must be one of"):
+        ablation_switches("no_fc")
