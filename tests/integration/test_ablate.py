@@ -85,7 +85,13 @@ def test_command_trains_evaluates_tabulates_and_reuses(project: SimpleNamespace,
         assert 0 < row["psnr"]["mean"] < 100 and 0 <= row["mae"]["mean"] <= 1000
     assert next(r for r in tables["grading"]["rows"] if r["setting"] == "w/ Cls.")["iterations"] == {
         "stage1": 2, "stage2": 2}
-    assert all(c["held"] in (True, False) for t in tables.values() for c in t["claims"])
+    for table in tables.values():  # each verdict is the comparison of the overall PSNRs of the table's rows
+        psnr = {(r["setting"], r["stage"]): r["psnr"]["mean"] for r in table["rows"]}
+        for claim in table["claims"]:
+            values = {label: psnr[(label, claim["stage"])] for label in (claim["better"], *claim["worse"])}
+            margin = values[claim["better"]] - max(values[w] for w in claim["worse"])
+            assert claim["psnr_mean"] == values and claim["margin_db"] == pytest.approx(margin)
+            assert claim["held"] is (margin > 0)
 
     before = {p: p.stat().st_mtime_ns for p in checkpoints}
     evaluations_before = {p: p.stat().st_mtime_ns for p in project.results.glob("*/fold_0/*_eval/val/summary.json")}

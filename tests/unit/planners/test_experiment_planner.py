@@ -31,3 +31,7 @@ def test_batch_never_exceeds_a_small_fraction_of_slices():
     }
     plans = plan_experiment(fingerprint, "Dataset001_Tiny")
     assert plans["configurations"]["2d"]["batch_size"] <= max(1, int(40 * 0.05))
+    # the memory would allow 8 (GPU) and 4 (CPU): the 5 % cap of the 40 training slices is what sets 2
+    for name in ("2d", "2d_cpu"):
+        assert plans["configurations"][name]["batch_size"] == 2
+        assert "capped at 5 % of the 40 training slices (2)" in plans["configurations"][name]["reasons"]["batch_size"]

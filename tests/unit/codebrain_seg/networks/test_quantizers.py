@@ -40,7 +40,10 @@ def test_vq_indices_are_in_range_and_codes_are_codebook_entries() -> None:
     bounded = torch.tanh(z).movedim(1, -1).reshape(-1, 6)
     assert torch.equal(indices.flatten(), torch.cdist(bounded, vq.codebook.detach()).argmin(dim=1))
     assert torch.equal(vq.levels_to_codes(indices), codes)
-    assert loss.dim() == 0 and float(loss.detach()) > 0
+    # codebook + commitment terms: both are the mean squared distance of tanh(z) to its entry in value
+    distance = (torch.tanh(z) - codes).square().mean()
+    assert loss.dim() == 0 and float(distance) > 0
+    torch.testing.assert_close(loss.detach(), (1 + vq.commitment_weight) * distance)
     with pytest.raises(ValueError, match="codebook indices"):
         vq.levels_to_codes(torch.full((1, 1, 2, 2), 16))
     with pytest.raises(ValueError, match="6 channels"):
