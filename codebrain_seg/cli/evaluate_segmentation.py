@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the label values of the segmenter's output that make up WT, TC and ET (default: "
                              "derived from the segmenter's dataset.json: region-based labels and "
                              "regions_class_order, or the BraTS label names)")
+    parser.add_argument("--protocol", choices=["fixed", "retrained", "both"], default="fixed",
+                        help="fixed (default; CodeBrain's Table 4): one full-modality segmenter fed zero-filled, "
+                             "imputed and real inputs; retrained (CoPeDiT's Table 9): per one-missing scenario, a "
+                             "'Missing' segmenter trained on the available sequences only and one trained on each "
+                             "method's imputations, against the full segmenter; both")
+    parser.add_argument("--retrained-scenarios", default=None, metavar="SEQ[,SEQ]",
+                        help="the missing sequences the retrained protocol runs (default: every one-missing "
+                             "scenario; each trains 1 + methods segmenters), e.g. T1Gd")
     parser.add_argument("--scenarios", choices=["3to1", "all"], default="3to1",
                         help="3to1: the scenarios with one sequence missing (default); all: every pattern")
     parser.add_argument("--methods", default=None,
@@ -69,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tile_step_size=args.tile_step_size, use_mirroring=not args.disable_tta,
             num_processes=args.num_processes, ablation=args.ablation, loss_weights=args.loss_weights,
             variant=args.variant, code_dim=args.code_dim, source_rule=args.source_rule,
-            seg_label_map=args.seg_label_map)
+            seg_label_map=args.seg_label_map, protocol=args.protocol,
+            retrained_scenarios=None if args.retrained_scenarios is None else args.retrained_scenarios.split(","))
         mapping = result.table.get("mapping", {})
         if mapping:
             channels = ", ".join(f"{c['dataset']} -> {c['segmenter']}" for c in mapping["channels"])
@@ -77,8 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"segmenter channels: {channels}; regions of its labels: WT {regions['WT']}, TC {regions['TC']}, "
                   f"ET {regions['ET']} ({regions['source']})")
         print(f"segmented {result.predicted} inputs ({result.reused} reused from the cache)")
-        for name, path in result.files.items():
-            print(f"{name}: {path}")
+        for outcome in (result, result.retrained):
+            if outcome is None:
+                continue
+            print(f"{outcome.table.get('protocol', 'fixed')} protocol, mean Dice of WT/TC/ET (%):")
+            for row, by_region in outcome.table["dice"].items():
+                value = by_region["mean of regions"]["mean"]
+                print(f"  {row:<12s} {'' if value is None else f'{100 * value:6.2f}'}")
+            for name, path in outcome.files.items():
+                print(f"{name}: {path}")
 
     return run_cli(run)
 

@@ -66,6 +66,7 @@ from evaluation.segmentation.cases import (  # noqa: F401 (part of this module's
     validation_cases,
 )
 from evaluation.segmentation.label_mapping import truth_regions
+from evaluation.segmentation.retrained import RetrainedSetup, evaluate_retrained, training_cases
 from evaluation.segmentation.runner import (  # noqa: F401 (part of this module's API)
     CaseRunner,
     RunState,
@@ -78,6 +79,8 @@ from evaluation.segmentation.runner import (  # noqa: F401 (part of this module'
 from planners.plan_and_preprocess import load_plans
 
 logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("fixed", "retrained", "both")
 
 
 
@@ -105,7 +108,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                           precision: str = "auto", ablation: str = "none",
                           loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
                           code_dim: int | None = None, source_rule: str = "random",
-                          seg_label_map: str | None = None) -> SegmentationEvaluation:
+                          seg_label_map: str | None = None, protocol: str = "fixed",
+                          retrained_scenarios: Sequence[str] | None = None) -> SegmentationEvaluation:
     """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
 
     Args:
@@ -132,10 +136,22 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
         seg_label_map: ``'WT=1,2,3;TC=2,3;ET=3'``: the label values of the segmenter's output regions, when its
             ``dataset.json`` does not say (default: derived from it, ``evaluation.segmentation.label_mapping``).
+        protocol: ``fixed`` (CodeBrain's Table 4: one full-modality segmenter fed every input), ``retrained``
+            (CoPeDiT's Table 9: per scenario, a Missing segmenter and one trained on each method's imputations,
+            :mod:`evaluation.segmentation.retrained`) or ``both``.
+        retrained_scenarios: the missing sequences the retrained protocol runs (e.g. ``["T1Gd"]``; default every
+            "3 -> 1" scenario); each trains ``1 + methods`` segmenters.
 
     Returns:
-        A SegmentationEvaluation naming the output folder, the table and the written files.
+        A SegmentationEvaluation naming the output folder, the table and the written files (``both``: the fixed
+        protocol's, with the retrained one's in ``.retrained``).
     """
+    if protocol not in PROTOCOLS:
+        raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol != "fixed" and segmenter is not None:
+        raise InputError("the retrained protocol trains its segmenters (Missing, one per method) with --seg-trainer "
+                         "and compares them with the fold's full-modality segmenter trained the same way: use "
+                         "--train-segmenter instead of --segmenter (or --protocol fixed)")
     if segmenter is not None and train_segmenter:
         raise InputError("give either --segmenter (an existing nnU-Net model) or --train-segmenter, not both")
     if device not in ("cpu", "cuda"):
@@ -152,6 +168,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     truth_regions(dataset_json, f"{raw_dir}/dataset.json")  # the dataset's own WT/TC/ET, or a clear refusal
     method_names = resolve_methods(methods)
     scenario_list = make_scenarios(names, scenarios)
+    retrained_list = _retrained_scenarios(names, retrained_scenarios) if protocol != "fixed" else []
     preprocessed_dir = paths.preprocessed_root() / dataset_name
     plans = load_plans(preprocessed_dir)
     splits_path = preprocessed_dir / "splits_final.json"
@@ -196,10 +213,22 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     invalidate_if_changed(output_dir, {**model.fingerprint(), "tile_step_size": tile_step_size,
                                         "use_mirroring": use_mirroring, "precision": precision})
     state = RunState(model, imputers, output_dir, root / "imputed" / cases_tag / model_tag, device,
-                      tile_step_size, use_mirroring, precision, mapping)
+                     tile_step_size, use_mirroring, precision, mapping)
     for method in method_names:
         drop_stale_method_caches([state.imputed_dir / method, output_dir / "segmentations" / method],
-                                  imputers[method], method)
+                                 imputers[method], method)
+    meta = {"dataset": dataset_name, "fold": int(fold), "cases": [c.case_id for c in evaluation_cases],
+            "imputation_configuration": configuration, "codebrain_model": trainer, "source_rule": source_rule,
+            "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision}
+    retrained = None
+    if protocol != "fixed":
+        setup = RetrainedSetup(raw_dir, dict(dataset_json), int(fold),
+                               training_cases(raw_dir, [c for c in split["train"] if c in labelled], len(names)),
+                               evaluation_cases, root, model_tag, cases_tag, model, seg_trainer, gpu_memory_gb,
+                               device, num_processes, train_segmenter, tile_step_size, use_mirroring, precision)
+        retrained = evaluate_retrained(setup, retrained_list, method_names, imputers, meta)
+        if protocol == "retrained":
+            return retrained
     rows = []
     for index, case in enumerate(evaluation_cases):
         logger.info("case %s (%d/%d)", case.case_id, index + 1, len(evaluation_cases))
@@ -213,14 +242,25 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     result = state.result
     result.rows = rows
     result.table = report.build_table(rows, scenario_list, method_names, {
-        "dataset": dataset_name, "fold": int(fold), "segmenter": str(model.folder), "segmenter_folds": model.folds,
-        "cases": [c.case_id for c in evaluation_cases], "imputation_configuration": configuration,
-        "codebrain_model": trainer, "source_rule": source_rule,
-        "tile_step_size": tile_step_size, "use_mirroring": use_mirroring, "precision": precision,
-        "mapping": mapping.to_json()})
+        **meta, "protocol": "fixed", "segmenter": str(model.folder), "segmenter_folds": model.folds,
+        "segmenter_budget": {"full": bridge.training_budget(model.folder)}, "mapping": mapping.to_json()})
     result.files = report.write_reports(output_dir, rows, result.table)
+    result.retrained = retrained
     logger.info("segmentation evaluation: %d predicted, %d reused; tables in %s", result.predicted, result.reused,
                 output_dir)
     return result
+
+
+def _retrained_scenarios(names: Sequence[str], wanted: Sequence[str] | None) -> list[Scenario]:
+    """The "3 -> 1" scenarios of the retrained protocol: all, or those whose missing sequence is named."""
+    every = make_scenarios(names, "3to1")
+    if not wanted:
+        return every
+    by_name = {s.label.lower(): s for s in every}
+    unknown = [w for w in wanted if w.strip().lower() not in by_name]
+    if unknown:
+        raise InputError(f"--retrained-scenarios {', '.join(unknown)}: not a sequence of the dataset "
+                         f"({', '.join(names)})")
+    return [by_name[w.strip().lower()] for w in dict.fromkeys(wanted)]
 
 

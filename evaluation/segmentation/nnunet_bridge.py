@@ -21,12 +21,13 @@ trainers. An existing nnU-Net model folder (``<Trainer>__<Plans>__<configuration
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from codebrain_seg.io import read_json
+from codebrain_seg.io import read_json, write_json
 from evaluation.segmentation.nnunet_setup import (  # noqa: F401 (the bridge's API)
     _DONE_MARKER,
     DEFAULT_PLANS,
@@ -37,6 +38,7 @@ from evaluation.segmentation.nnunet_setup import (  # noqa: F401 (the bridge's A
     NnunetFolders,
     SegmenterError,
     _dataset_id,
+    export_cases,
     export_training_cases,
     model_folder_name,
     nnunet_environment,
@@ -56,6 +58,8 @@ from evaluation.segmentation.segmenter import (  # noqa: F401 (the bridge's API)
 )
 
 logger = logging.getLogger(__name__)
+
+TRAINING_RECORD = "training.json"
 
 
 def plan_and_preprocess(folders: NnunetFolders, dataset_name: str, gpu_memory_gb: float | None = None,
@@ -114,31 +118,66 @@ def train(folders: NnunetFolders, dataset_name: str, trainer: str, plans_name: s
         if latest.is_file():
             logger.info("resuming segmenter training from %s", latest)
             nnunet_trainer.load_checkpoint(str(latest))
+        started = time.perf_counter()
         nnunet_trainer.run_training()
+    # What the training cost, for the tables' budget line (a resumed run counts this process's part only).
+    write_json(model_folder / TRAINING_RECORD, {
+        "trainer": trainer, "plans": plans_name, "seconds": round(time.perf_counter() - started, 1),
+        "resumed": bool(plans["continue_training"]), "torch_threads": torch.get_num_threads(),
+        "epochs": int(getattr(nnunet_trainer, "num_epochs", 0)),
+        "iterations_per_epoch": int(getattr(nnunet_trainer, "num_iterations_per_epoch", 0))})
     return model_folder
+
+
+def training_budget(model_folder: Path) -> dict[str, Any]:
+    """What a model folder's training cost (``training.json``, written by :func:`train`), else what its trainer
+    plans when it is this project's or nnU-Net's default (a folder trained elsewhere: the trainer's name only)."""
+    record = Path(model_folder) / TRAINING_RECORD
+    if record.is_file():
+        return read_json(record)
+    trainer = Path(model_folder).name.split("__")[0]
+    # lazy: nnunetv2 is heavy to import and needed only here
+    from evaluation.segmentation.short_trainer import TRAINERS
+
+    if trainer in TRAINERS:
+        cls = TRAINERS[trainer]
+        return {"trainer": trainer, "epochs": cls.EPOCHS, "iterations_per_epoch": cls.ITERATIONS_PER_EPOCH,
+                "seconds": None}
+    if trainer == DEFAULT_TRAINER:  # nnU-Net's schedule: 1000 epochs of 250 iterations
+        return {"trainer": trainer, "epochs": 1000, "iterations_per_epoch": 250, "seconds": None}
+    return {"trainer": trainer}
+
+
+def prepare_segmenter(folders: NnunetFolders, dataset_name: str, export: Callable[[], Path], trainer: str,
+                      gpu_memory_gb: float | None = None, device: str = "cpu", num_processes: int = 2,
+                      train_if_missing: bool = True, what: str = "segmenter") -> Path:
+    """Export (``export()``), plan, preprocess and train a segmenter in ``folders`` as needed; its model folder.
+
+    With ``train_if_missing=False`` nothing is made: the folder of an earlier training is returned, or a
+    SegmenterError says how to make one.
+    """
+    plans_name = plans_identifier(gpu_memory_gb)
+    model_folder = folders.results / dataset_name / model_folder_name(trainer, plans_name)
+    if (model_folder / f"fold_{NNUNET_FOLD}" / "checkpoint_final.pth").is_file():
+        return model_folder
+    if not train_if_missing:
+        found = sorted(p.name for p in (folders.results / dataset_name).glob("*__*__*")
+                       if (p / f"fold_{NNUNET_FOLD}" / "checkpoint_final.pth").is_file()) \
+            if (folders.results / dataset_name).is_dir() else []
+        hint = f" Trained segmenters there: {', '.join(found)}." if found else ""
+        raise SegmenterError(f"no trained {what} {model_folder.name}: pass --train-segmenter to train it (nnU-Net "
+                             f"3d_fullres on the fold's training cases) or --segmenter NNUNET_MODEL_FOLDER to use an "
+                             f"existing nnU-Net model.{hint}")
+    export()
+    plans_name = plan_and_preprocess(folders, dataset_name, gpu_memory_gb, num_processes)
+    return train(folders, dataset_name, trainer, plans_name, device)
 
 
 def prepare_trained_segmenter(raw_dir: Path, training_cases: Sequence[str], fold: int, trainer: str = DEFAULT_TRAINER,
                               gpu_memory_gb: float | None = None, device: str = "cpu", num_processes: int = 2,
                               train_if_missing: bool = True) -> Path:
-    """Export, plan, preprocess and train the fold's segmenter as needed; returns its model folder.
-
-    With ``train_if_missing=False`` nothing is made: the folder of an earlier training is returned, or a
-    SegmenterError says how to make one.
-    """
+    """The fold's full-modality segmenter (:func:`prepare_segmenter` on the fold's labelled training cases)."""
     folders = segmentation_folders(raw_dir.name, fold)
-    plans_name = plans_identifier(gpu_memory_gb)
-    model_folder = folders.results / raw_dir.name / model_folder_name(trainer, plans_name)
-    if (model_folder / f"fold_{NNUNET_FOLD}" / "checkpoint_final.pth").is_file():
-        return model_folder
-    if not train_if_missing:
-        found = sorted(p.name for p in (folders.results / raw_dir.name).glob("*__*__*")
-                       if (p / f"fold_{NNUNET_FOLD}" / "checkpoint_final.pth").is_file()) \
-            if (folders.results / raw_dir.name).is_dir() else []
-        hint = f" Trained segmenters of this fold: {', '.join(found)}." if found else ""
-        raise SegmenterError(f"no trained segmenter {model_folder.name} for fold {fold}: pass --train-segmenter to "
-                             f"train one (nnU-Net 3d_fullres on the fold's training cases) or --segmenter "
-                             f"NNUNET_MODEL_FOLDER to use an existing nnU-Net model.{hint}")
-    export_training_cases(raw_dir, training_cases, folders)
-    plans_name = plan_and_preprocess(folders, raw_dir.name, gpu_memory_gb, num_processes)
-    return train(folders, raw_dir.name, trainer, plans_name, device)
+    return prepare_segmenter(folders, raw_dir.name, lambda: export_training_cases(raw_dir, training_cases, folders),
+                             trainer, gpu_memory_gb, device, num_processes, train_if_missing,
+                             what=f"segmenter for fold {fold}")

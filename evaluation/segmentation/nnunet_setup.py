@@ -20,7 +20,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from codebrain_seg import paths
 from codebrain_seg.errors import InputError, UserError
@@ -118,18 +118,22 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def export_training_cases(raw_dir: Path, case_ids: Sequence[str], folders: NnunetFolders) -> Path:
-    """Export labelled cases of a raw dataset as an nnU-Net raw dataset in ``folders.raw`` (links, copy fallback).
+def export_cases(folders: NnunetFolders, dataset_name: str, dataset_json: Mapping[str, Any],
+                 images: Mapping[str, Sequence[Path]], labels: Mapping[str, Path]) -> Path:
+    """Write an nnU-Net raw dataset ``folders.raw/<dataset_name>`` of the given files (links, copy fallback).
 
-    The export is reused when it holds exactly these cases; if it holds others (the dataset or its splits
-    changed after the segmenter was made) a SegmenterError asks to delete the stale tree.
+    Args:
+        dataset_json: the export's ``dataset.json`` (its ``channel_names`` in the order of each case's files).
+        images: case id -> one file per channel; labels: case id -> label map.
+
+    The export is reused when it holds exactly these cases; if it holds others (the dataset or its splits changed
+    after the segmenter was made) a SegmenterError asks to delete the stale tree. Written under a temporary name
+    and renamed, so an interrupted export is redone.
     """
-    dataset_json = read_json(raw_dir / "dataset.json")
-    num_channels = len(channel_names(dataset_json))
-    wanted = sorted(case_ids)
+    wanted = sorted(images)
     if not wanted:
-        raise SegmenterError(f"no labelled training cases to train the segmenter on in {raw_dir}")
-    target = folders.raw / raw_dir.name
+        raise SegmenterError(f"no labelled training cases to train the segmenter on for {dataset_name}")
+    target = folders.raw / dataset_name
     if (target / "dataset.json").is_file():
         exported = sorted(p.name[: -len(FILE_ENDING)] for p in (target / "labelsTr").iterdir()
                           if p.name.endswith(FILE_ENDING))
@@ -143,14 +147,22 @@ def export_training_cases(raw_dir: Path, case_ids: Sequence[str], folders: Nnune
     (staging / "imagesTr").mkdir(parents=True)
     (staging / "labelsTr").mkdir()
     for case_id in wanted:
-        for channel in range(num_channels):
-            _link_or_copy(image_path(raw_dir, case_id, channel), image_path(staging, case_id, channel))
-        _link_or_copy(label_path(raw_dir, case_id), label_path(staging, case_id))
-    exported_json = dict(dataset_json, numTraining=len(wanted))
-    write_json(staging / "dataset.json", exported_json)
+        for channel, source in enumerate(images[case_id]):
+            _link_or_copy(Path(source), image_path(staging, case_id, channel))
+        _link_or_copy(Path(labels[case_id]), label_path(staging, case_id))
+    write_json(staging / "dataset.json", dict(dataset_json, numTraining=len(wanted)))
     staging.rename(target)
     logger.info("exported %d training cases to %s", len(wanted), target)
     return target
+
+
+def export_training_cases(raw_dir: Path, case_ids: Sequence[str], folders: NnunetFolders) -> Path:
+    """Export labelled cases of a raw dataset, every channel, as an nnU-Net raw dataset (:func:`export_cases`)."""
+    dataset_json = read_json(raw_dir / "dataset.json")
+    num_channels = len(channel_names(dataset_json))
+    images = {case: [image_path(raw_dir, case, c) for c in range(num_channels)] for case in case_ids}
+    return export_cases(folders, raw_dir.name, dataset_json, images,
+                        {case: label_path(raw_dir, case) for case in case_ids})
 
 
 def _dataset_id(dataset_name: str) -> int:

@@ -25,9 +25,12 @@ from evaluation.segmentation.metrics import EMPTY_HD95_PENALTY_MM, REGION_NAMES
 MEAN = "mean"
 REGION_AVERAGE = "mean of regions"
 METRICS = ("dice", "hd95")
-DISPLAY_NAMES = {"zero": "zero-fill", "full": "full"}
+DISPLAY_NAMES = {"zero": "zero-fill", "full": "full", "missing": "Missing"}
 CONVENTIONS = {
-    "regions": "WT = labels {1,2,3}, TC = {1,3}, ET = {3} (1 NCR, 2 ED, 3 ET)",
+    "regions": "WT = necrotic core + oedema + enhancing, TC = necrotic core + enhancing, ET = enhancing; each label "
+               "map's own label values are in 'mapping'",
+    "recovery": "(row - baseline) / (full - baseline) of the Dice; baseline = zero-fill (fixed protocol) or the "
+                "Missing segmenter (retrained protocol); empty where full is not better than the baseline",
     "both_empty": "Dice 1, HD95 0 mm",
     "one_empty": f"Dice 0, HD95 {EMPTY_HD95_PENALTY_MM} mm (diagonal of the 240x240x155 mm BraTS box)",
     "dice_units": "fraction (table.md and the figure: %)",
@@ -41,8 +44,12 @@ def display_name(method: str) -> str:
 
 
 def build_table(rows: Sequence[dict[str, Any]], scenarios: Sequence[Any], methods: Sequence[str],
-                meta: dict[str, Any]) -> dict[str, Any]:
-    """Aggregate per-case rows into the Table-4-shaped summary (``metric -> row -> region -> column -> value``)."""
+                meta: dict[str, Any], baseline: str = "zero") -> dict[str, Any]:
+    """Aggregate per-case rows into the Table-4-shaped summary (``metric -> row -> region -> column -> value``).
+
+    ``baseline`` is the row every other one is measured against in ``recovery`` (:func:`recovery`): zero-fill for
+    the fixed protocol, the Missing segmenter for the retrained one.
+    """
     columns = [s.label for s in scenarios]
     row_names = [display_name(m) for m in methods] + [display_name("full")]
     regions = list(REGION_NAMES) + [REGION_AVERAGE]
@@ -68,7 +75,33 @@ def build_table(rows: Sequence[dict[str, Any]], scenarios: Sequence[Any], method
                 by_region[region] = cells
             by_row[row_name] = by_region
         table[metric] = by_row
+    table["baseline"] = display_name(baseline)
+    table["recovery"] = recovery(table, display_name(baseline))
     return table
+
+
+def recovery(table: dict[str, Any], baseline: str) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Recovered fraction of the Dice gap per row, region and column: ``(row - baseline) / (full - baseline)``.
+
+    1 = the row segments as well as with every real sequence, 0 = no better than the baseline (zero-fill, or the
+    segmenter trained on the available sequences only); None where the full row is not better than the baseline
+    (the gap is empty: nothing to recover) or a value is missing.
+    """
+    dice, full = table["dice"], display_name("full")
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for row_name in table["rows"]:
+        if row_name in (baseline, full):
+            continue
+        out[row_name] = {}
+        for region, cells in dice[row_name].items():
+            reference = dice[full][region][MEAN]
+            out[row_name][region] = {}
+            for column, value in cells.items():
+                base = dice[baseline][region][column]
+                gap = None if reference is None or base is None else reference - base
+                out[row_name][region][column] = (None if value is None or gap is None or gap <= 0
+                                                 else float((value - base) / gap))
+    return out
 
 
 def _cell(value: float | None, metric: str) -> str:
@@ -90,6 +123,19 @@ def markdown(table: dict[str, Any]) -> str:
              "Cells are means over cases; the full-modality row does not depend on the scenario. Empty regions: "
              f"both empty -> {CONVENTIONS['both_empty']}; one empty -> {CONVENTIONS['one_empty']}.", ""]
     titles = {"dice": "Dice (%)", "hd95": "HD95 (mm)"}
+    budget = table.get("segmenter_budget")
+    if budget:
+        lines += ["Segmenter training: " + "; ".join(f"{name}: {_budget_text(item)}" for name, item in budget.items())
+                  + ".", ""]
+    baseline = table.get("baseline", display_name("zero"))
+    lines += [f"## Recovered fraction of the Dice gap, (row - {baseline}) / (full - {baseline})", "",
+              "| input | region | " + " | ".join(f"missing {c}" if c != MEAN else MEAN for c in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
+    for row_name, by_region in table.get("recovery", {}).items():
+        for region in [REGION_AVERAGE, *REGION_NAMES]:
+            lines.append(f"| {row_name} | {region} | " + " | ".join(
+                "" if by_region[region][c] is None else f"{by_region[region][c]:.2f}" for c in columns) + " |")
+    lines.append("")
     for metric in METRICS:
         for region in [REGION_AVERAGE, *REGION_NAMES]:
             lines += [f"## {titles[metric]}, {region}", "", header, rule]
@@ -98,6 +144,17 @@ def markdown(table: dict[str, Any]) -> str:
                 lines.append(f"| {row_name} | " + " | ".join(_cell(cells[c], metric) for c in columns) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _budget_text(item: dict[str, Any]) -> str:
+    """``nnUNetTrainerCPU, 32 x 50 iterations, 54.2 CPU-min (2 threads)`` from a training record."""
+    parts = [str(item.get("trainer", "?"))]
+    if item.get("epochs"):
+        parts.append(f"{item['epochs']} x {item.get('iterations_per_epoch', '?')} iterations")
+    if item.get("seconds") is not None:
+        parts.append(f"{item['seconds'] / 60:.1f} min training ({item.get('torch_threads', '?')} threads"
+                     + (", resumed: this part only" if item.get("resumed") else "") + ")")
+    return ", ".join(parts)
 
 
 def table_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,6 +167,12 @@ def table_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
                     if value is not None:
                         out.append({"metric": metric, "region": region, "input": row_name, "missing": column,
                                     "value": value})
+    for row_name, by_region in table.get("recovery", {}).items():
+        for region, cells in by_region.items():
+            for column, value in cells.items():
+                if value is not None:
+                    out.append({"metric": "recovery", "region": region, "input": row_name, "missing": column,
+                                "value": value})
     return out
 
 
@@ -137,7 +200,13 @@ def bar_chart(table: dict[str, Any], path: Path) -> None:
     for axis, region in zip(axes.flat, regions):
         for index, row_name in enumerate(bar_rows):
             values = [100 * (table["dice"][row_name][region][c] or 0.0) for c in columns]
-            axis.bar(positions + (index - (len(bar_rows) - 1) / 2) * width, values, width, label=row_name)
+            offsets = positions + (index - (len(bar_rows) - 1) / 2) * width
+            axis.bar(offsets, values, width, label=row_name)
+            recovered = table.get("recovery", {}).get(row_name, {}).get(region, {})
+            for x, value, column in zip(offsets, values, columns):
+                if recovered.get(column) is not None:  # the recovered fraction above each imputed bar
+                    axis.text(x, min(value, 92) + 2, f"{recovered[column]:.2f}", ha="center", va="bottom",
+                              fontsize="xx-small", rotation=90)
         full = table["dice"][display_name("full")][region][MEAN]
         if full is not None:
             axis.axhline(100 * full, color="black", linestyle="--", linewidth=1, label="full")
@@ -150,7 +219,9 @@ def bar_chart(table: dict[str, Any], path: Path) -> None:
     for axis in axes[-1]:
         axis.set_xlabel("missing sequence(s)")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    figure.suptitle(f"{table['dataset']} fold {table['fold']}: tumour segmentation with missing sequences")
+    protocol = f", {table['protocol']} protocol" if table.get("protocol") else ""
+    figure.suptitle(f"{table['dataset']} fold {table['fold']}{protocol}: tumour segmentation with missing sequences "
+                    f"(numbers: recovered fraction)")
     figure.tight_layout()
     with atomic_path(path) as temp:
         figure.savefig(temp, dpi=110, format="png")

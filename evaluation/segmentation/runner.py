@@ -43,6 +43,7 @@ class SegmentationEvaluation:
     imputed: int = 0
     imputed_reused: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    retrained: "SegmentationEvaluation | None" = None  # protocol 'both': the retrained protocol's result
 
 
 
@@ -133,7 +134,8 @@ class RunState:
     """What a run of one segmenter shares between cases: folders, the lazily built segmenter, the imputers, the
     channels the segmenter takes (None: all), how its labels map to the regions, counters."""
 
-    def __init__(self, model: bridge.ModelInfo, imputers: dict[str, Imputer], output_dir: Path, imputed_dir: Path,
+    def __init__(self, model: bridge.ModelInfo | None, imputers: dict[str, Imputer], output_dir: Path,
+                 imputed_dir: Path,
                  device: str, tile_step_size: float, use_mirroring: bool, precision: str = "auto",
                  mapping: bridge.SegmenterMapping | None = None, channels: Sequence[int] | None = None) -> None:
         self.model, self.imputers = model, imputers
