@@ -27,8 +27,9 @@ class ExistingFileError(UserError, FileExistsError):
     """A target exists and would be overwritten."""
 
 
-class UnknownNameError(UserError, KeyError):
-    """A name (method, configuration, dataset) that is not registered; the message lists the known ones."""
+class UnknownNameError(UserError, KeyError, ValueError):
+    """A name (method, configuration, dataset) that is not registered; the message lists the known ones (a
+    ``KeyError`` for lookups, a ``ValueError`` for the arguments that named it)."""
 
 
 class EnvironmentSetupError(UserError, OSError):
