@@ -34,7 +34,8 @@ def model_folder_name(configuration: str, plans_name: str = PLANS_NAME, trainer:
 
 def fold_folder(dataset_folder: str, trainer: str, plans_name: str, configuration: str, fold: int | str) -> Path:
     """``$codebrain_results/<DatasetXXX_Name>/<trainer>__<plans>__<configuration>/fold_<fold>``."""
-    return paths.results_root() / dataset_folder / model_folder_name(configuration, plans_name, trainer) / f"fold_{fold}"
+    folder = model_folder_name(configuration, plans_name, trainer)
+    return paths.results_root() / dataset_folder / folder / f"fold_{fold}"
 
 
 def model_fold_dir(dataset: str | int, fold: int | str, configuration: str, trainer: str = CODEBRAIN_FOLDER) -> Path:

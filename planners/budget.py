@@ -1,7 +1,7 @@
 """Analytic compute and memory estimates of the CodeBrain networks, used by the planner to size them.
 
 The estimates count multiply-accumulates of the convolutions of the NAFNet encoders and decoder (the paper's
-reference architecture, see shared/design/codebrain-reference.md section 3) and the activations a training
+reference architecture, as in the CodeBrain reference implementation) and the activations a training
 step keeps for backward. They are deliberately simple: they rank configurations and are calibrated against
 the reference (batch 8 of 256x256 slices fits a 24 GB GPU), not exact.
 """

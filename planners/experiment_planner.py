@@ -156,7 +156,7 @@ def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
         "loss": {"lambda_missing": 20.0, "lambda_available": 5.0, "adversarial_weight": 0.1,
                  "adversarial_start_fraction": 0.2},
         "reason": "the reference implementation's optimisers, schedule and loss weights "
-                  "(shared/design/codebrain-reference.md sections 5-6); Stage II uses twice the Stage I batch",
+                  "(the CodeBrain reference implementation's training); Stage II uses twice the Stage I batch",
     }
 
 

@@ -6,7 +6,7 @@ batches an uninterrupted run draws. Slices are assigned like ``torch``'s ``Distr
 one permutation of all training slices (seeded by ``(seed, epoch)``, the same on every rank) and consecutive
 batches of it go to consecutive ranks, so ranks never draw the same slice within an epoch.
 
-Augmentations (shared/design/codebrain-reference.md section 1), in order, each with p = 0.5 per slice and the
+Augmentations (those of the CodeBrain reference implementation), in order, each with p = 0.5 per slice and the
 same warp for all channels of a slice: elastic deformation; horizontal flip; vertical flip; rotation by
 k x 90 degrees (k in 1..3; a non-square crop allows only k = 2, as a quarter turn would not fit the crop);
 affine (rotation +-15 degrees, scale 0.9-1.1, translation +-10 %); bilinear interpolation, zero padding.

@@ -1,6 +1,7 @@
 """CodeBrain Stage I: learn full-stack quantised codes and a decoder that imputes from them.
 
-Per iteration (shared/design/codebrain-reference.md section 5), with one availability pattern ``m`` per batch:
+Per iteration (CodeBrain, CVPR 2026, as its reference implementation trains), one availability pattern ``m`` per
+batch:
 ``codes = FSQ(E_posterior(x))`` from the full augmented stack, ``F_c = E_c(x * m)``, ``y = D(codes, F_c)``;
 the pasted-back ``x~ = y * (1 - m) + x * m`` feeds only the GAN. First the PatchGAN takes an LSGAN step
 (real stack -> 1, ``x~`` -> per-channel target ``m``), then the generator minimises

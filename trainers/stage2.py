@@ -1,4 +1,4 @@
-"""CodeBrain Stage II: predict the Stage-I codes from the masked stack (shared/design/codebrain-reference.md s. 6).
+"""CodeBrain Stage II: predict the Stage-I codes from the masked stack (CodeBrain, CVPR 2026).
 
 The finished Stage-I generator is frozen (eval mode, no gradients, not optimised). A fresh prior encoder reads
 the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or cross-entropy for the 'cls'

@@ -60,7 +60,8 @@ def default_configuration(dataset: str | int, fold: int | str, device: str = "cp
 
 
 def model_plans(fold_dir: Path) -> dict[str, Any]:
-    """The plans a model folder was trained with (``plans.json`` beside its folds; older runs: ``codebrainPlans.json``)."""
+    """The plans a model folder was trained with (``plans.json`` beside its folds; older runs:
+    ``codebrainPlans.json``)."""
     for candidate in (fold_dir.parent / "plans.json", fold_dir.parent / f"{PLANS_NAME}.json"):
         if candidate.is_file():
             return read_json(candidate)

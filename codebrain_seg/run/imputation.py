@@ -1,4 +1,5 @@
-"""``impute_folder``, the API of ``codebrain_impute``: NIfTI cases with any subset of sequences in, the missing sequences out.
+"""``impute_folder``, the API of ``codebrain_impute``: NIfTI cases with any subset of sequences in, the missing
+sequences out.
 
 Input folder in nnU-Net naming: ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... in the dataset's channel order. A
 sequence is missing when its file is absent or all zero. For each case, only the missing sequences are written to

@@ -13,8 +13,8 @@ and the unweighted mean over all (pattern, missing sequence) pairs). ``paper`` h
 a row when the paper reports that exact setting (PSNR, SSIM, MAE; None where not reported), and each group's
 ``claims`` are the orderings the papers state, checked on the user's data by the report.
 
-Sources: CVPR 2026 (``shared/papers/codebrain-cvpr2026.md``) Table 3, section 4.4 (L_psnr), Table 5 and Fig. 6;
-arXiv v1 (``shared/papers/codebrain-v1-arxiv.md``) Table 3 and Fig. 6.
+Sources: CodeBrain, CVPR 2026, Table 3, section 4.4 (L_psnr), Table 5 and Fig. 6;
+and its arXiv v1, Table 3 and Fig. 6.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ class Group:
         for row in self.rows:
             if row.label == label:
                 return row
-        raise UnknownNameError(f"group {self.name!r} has no row {label!r}; rows: {', '.join(r.label for r in self.rows)}")
+        raise UnknownNameError(f"group {self.name!r} has no row {label!r}; rows: "
+                               f"{', '.join(r.label for r in self.rows)}")
 
 
 PLAIN = Variant()

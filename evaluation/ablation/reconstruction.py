@@ -1,7 +1,7 @@
 """Stage I reconstruction from oracle codes, scored like the imputation (the papers' "Rec." rows).
 
 The papers' reconstruction figures (CVPR 2026 Tables 1 and 3, v1 Table 3 and Fig. 6; the reference's
-``evaluate_rec``, ``shared/design/codebrain-reference.md`` section 7) decode the code of the *complete* stack
+``evaluate_rec`` of the CodeBrain reference implementation) decode the code of the *complete* stack
 (the posterior encoder's, an upper bound of what Stage II can predict) with F_c of the masked stack. The cases,
 preprocessing, middle slices, patterns, metrics and averaging are exactly those of the imputation harness's paper
 protocol (``evaluation.imputation.evaluate``), so a "Rec." row and an "Imp." row of one table differ only in

@@ -72,7 +72,8 @@ def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, 
     folders: dict[Variant, Path] = {}
     entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
     for variant, stages in needed_stages(groups).items():
-        _, override = resolve_loss_weights(variant.loss_weights, Configuration(config, configuration).loss.reconstruction)
+        planned = Configuration(config, configuration).loss.reconstruction
+        _, override = resolve_loss_weights(variant.loss_weights, planned)
         selection = {**variant.as_options(), "loss_weights": override}
         folder = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
         # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.

@@ -1,4 +1,4 @@
-"""Averaging imputation scores into the paper's tables (``shared/design/codebrain-reference.md`` section 7).
+"""Averaging imputation scores into the paper's tables (as the CodeBrain reference implementation averages them).
 
 Vocabulary:
 

@@ -4,7 +4,7 @@ For each complete case (all sequences present) and each of the ``2^C - 2`` patte
 drops are zeroed, every method fills them through the registry (``codebrain_seg.run.methods.get_imputer``) and
 the filled sequences are scored against the originals:
 
-* **paper** protocol (``shared/design/codebrain-reference.md`` section 7): the case is preprocessed as in training
+* **paper** protocol (the CodeBrain reference implementation's evaluation): the case is preprocessed as in training
   (same crop, each sequence divided by its own 99.5th brain percentile, clipped to [0, 1]); the middle K slices
   (K = plans ``evaluation_slices`` unless given) of the brain's extent are scored per 2D slice over the whole
   in-plane crop (background included), prediction clamped to [0, 1]. A method with ``impute_normalised`` (CodeBrain) gets

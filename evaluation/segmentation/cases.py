@@ -93,7 +93,9 @@ def folder_cases(folder: Path, num_channels: int) -> list[EvaluationCase]:
     for case_id in list_cases(folder, images_name):
         images = [image_path(folder, case_id, c, images_name) for c in range(num_channels)]
         label = folder / labels_name / f"{case_id}{FILE_ENDING}"
-        missing = [p.name for p in images if not p.is_file()] + ([] if label.is_file() else [f"{labels_name}/{label.name}"])
+        missing = [p.name for p in images if not p.is_file()]
+        if not label.is_file():
+            missing.append(f"{labels_name}/{label.name}")
         if missing:
             problems.append(f"{case_id}: missing {', '.join(missing)}")
         else:

@@ -1,4 +1,4 @@
-"""CoPeDiT Stage I: the CoPeVAE tokenizer (shared/design/copedit-reference.md section 2) on the one training loop.
+"""CoPeDiT Stage I: the CoPeVAE tokenizer (CoPeDiT, arXiv 2602.18400) on the one training loop.
 
 Each iteration takes a batch of complete, augmented 3D cases and gives every case its own random missing set C
 (1..m-1 sequences; reference decision 4). The generator loss is ``L1 + VQ (+ perceptual, only with local weights)

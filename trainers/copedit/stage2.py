@@ -1,4 +1,4 @@
-"""CoPeDiT Stage II: MDiT3D on cached CoPeVAE latents (shared/design/copedit-reference.md section 3).
+"""CoPeDiT Stage II: MDiT3D on cached CoPeVAE latents (CoPeDiT, arXiv 2602.18400).
 
 The finished Stage-I CoPeVAE is frozen. The continuous latents of every training and validation case, and the
 per-sequence prompt tokens, are computed once and cached on disk (``trainers.copedit.data``); the latents are

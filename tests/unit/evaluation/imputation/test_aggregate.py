@@ -15,7 +15,7 @@ from evaluation.imputation.aggregate import (
     summarise_pairs,
 )
 
-# shared/design/codebrain-reference.md section 7: released IXI Stage II PSNR per (pattern, missing) pair,
+# The CodeBrain reference implementation's released IXI Stage II PSNR per (pattern, missing) pair,
 # channels (T1, T2, PD).
 IXI_PAIRS = [("001", "T1", 28.72), ("001", "T2", 30.36), ("010", "T1", 28.20), ("010", "PD", 33.57),
              ("100", "T2", 23.83), ("100", "PD", 27.26), ("011", "T1", 29.09), ("110", "PD", 34.74),
