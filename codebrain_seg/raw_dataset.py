@@ -11,6 +11,7 @@ labelled ones to nnU-Net.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,6 +62,29 @@ def label_values(dataset_json: dict[str, Any]) -> set[int]:
     for value in dataset_json.get("labels", {}).values():
         values.update(value if isinstance(value, list) else [value])
     return {int(v) for v in values}
+
+
+def subject_of_cases(dataset_json: dict[str, Any], case_ids: Sequence[str]) -> dict[str, str] | None:
+    """Case id -> subject id from dataset.json's ``subject_pattern`` (a regex, group 1 = the subject), else None.
+
+    Datasets with several cases per subject (the ED and ES frames of a cardiac cine) name the rule so that the
+    splits keep a subject's cases together; without the key every case is its own subject. A case id the pattern
+    does not match is its own subject.
+    """
+    pattern = dataset_json.get("subject_pattern")
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise InputError(f"dataset.json subject_pattern {pattern!r} is not a regular expression: {error}") from None
+    if compiled.groups < 1:
+        raise InputError(f"dataset.json subject_pattern {pattern!r} needs a group (the subject id)")
+    subjects = {}
+    for case_id in case_ids:
+        match = compiled.match(case_id)
+        subjects[case_id] = match.group(1) if match else case_id
+    return subjects
 
 
 def list_cases(raw_dir: Path, images_folder: str = "imagesTr") -> list[str]:
