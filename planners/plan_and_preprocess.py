@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from codebrain_seg import paths
 from codebrain_seg.case_checks import CaseFiles, CaseProblemsError, check_cases
@@ -18,6 +18,7 @@ from codebrain_seg.raw_dataset import (
     label_values,
     list_cases,
     load_dataset_json,
+    subject_of_cases,
 )
 from planners.copedit_planner import add_copedit_configurations
 from planners.experiment_planner import get_configuration, plan_experiment
@@ -30,14 +31,29 @@ NUM_FOLDS = 5
 SPLIT_SEED = 12345
 
 
-def make_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict[str, list[str]]]:
-    """Deterministic k-fold train/val splits (nnU-Net's own split function and seed)."""
+def make_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED,
+                subjects: Mapping[str, str] | None = None) -> list[dict[str, list[str]]]:
+    """Deterministic k-fold train/val splits (nnU-Net's own split function and seed).
+
+    With ``subjects`` (case id -> subject id, e.g. a cine's ED and ES frames -> one patient) the folds are drawn
+    over the subjects and every case goes where its subject goes; without it (or when every case is its own
+    subject) the splits are exactly nnU-Net's over the cases.
+    """
     # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     if len(case_ids) < 2:
         raise InputError(f"at least 2 cases are needed to make train/validation splits, got {len(case_ids)}")
-    return generate_crossval_split(sorted(case_ids), seed=seed, n_splits=min(num_folds, len(case_ids)))
+    if subjects is None or len({subjects.get(case, case) for case in case_ids}) == len(case_ids):
+        return generate_crossval_split(sorted(case_ids), seed=seed, n_splits=min(num_folds, len(case_ids)))
+    members: dict[str, list[str]] = {}
+    for case in sorted(case_ids):
+        members.setdefault(subjects.get(case, case), []).append(case)
+    if len(members) < 2:
+        raise InputError(f"at least 2 subjects are needed to make train/validation splits, got {len(members)}")
+    folds = generate_crossval_split(sorted(members), seed=seed, n_splits=min(num_folds, len(members)))
+    return [{part: sorted(case for subject in fold[part] for case in members[subject]) for part in ("train", "val")}
+            for fold in folds]
 
 
 def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
@@ -97,7 +113,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None
     write_json(out_dir / "dataset.json", dataset_json)
     splits_path = out_dir / "splits_final.json"
     if not splits_path.is_file():
-        write_json(splits_path, make_splits(cases))
+        write_json(splits_path, make_splits(cases, subjects=subject_of_cases(dataset_json, cases)))
 
     # Configurations marked default_preprocessing False (CoPeDiT's 3D volumes) are preprocessed only when named.
     names = list(configurations) if configurations else [
