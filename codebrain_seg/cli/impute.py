@@ -19,6 +19,7 @@ from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.cli.train import add_variant_arguments
+from codebrain_seg.errors import InputError
 from codebrain_seg.run.imputation import impute_folder
 from codebrain_seg.run.methods import imputation_methods
 
@@ -30,8 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("-d", "--dataset", required=True, help="dataset id (137), full or short name of the model")
-    parser.add_argument("-f", "--fold", default="0", help="fold of the model (default 0)")
+    parser.add_argument("-d", "--dataset", default=None,
+                        help="dataset id (137), full or short name of the model (not needed with -m)")
+    parser.add_argument("-m", "--model-folder", default=None,
+                        help="predict from this model folder alone (<Method>__<plans>__<configuration> or its "
+                             "fold_F, e.g. installed by codebrain_install_model): no raw or preprocessed dataset "
+                             "needed; the variant options are then ignored")
+    parser.add_argument("-f", "--fold", default=None, help="fold of the model (default 0)")
     parser.add_argument("-c", "--configuration", default=None,
                         help="plans configuration (default: the one trained for this fold, else 2d with a CUDA "
                              "device and 2d_cpu without, as codebrain_train)")
@@ -42,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="slices per forward pass (default: the configuration's Stage II batch size)")
     parser.add_argument("--save-confidence", action="store_true",
                         help="also write confidence/CASE.nii.gz from the Stage II ordinal probabilities")
-    parser.add_argument("--method", choices=imputation_methods(), default="codebrain",
-                        help="a method of the imputation registry: codebrain (default), copedit (CoPeDiT, whole 3D "
-                             "volumes, mask-free), regression, or a baseline: mean (mean of the given sequences "
-                             "rescaled), zero (zero-fill)")
+    parser.add_argument("--method", choices=imputation_methods(), default=None,
+                        help="a method of the imputation registry: codebrain (default; with -m: the folder's), "
+                             "copedit (CoPeDiT, whole 3D volumes, mask-free), regression, or a baseline: mean (mean "
+                             "of the given sequences rescaled), zero (zero-fill)")
     parser.add_argument("--prompts", choices=["learned", "mask"], default="learned",
                         help="copedit: learned completeness prompts from the frozen tokenizer (default), or the "
                              "binary mask-code ablation (a model trained with codebrain_train --prompts mask)")
@@ -72,11 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> None:
         fold = int(args.fold) if str(args.fold).isdigit() else args.fold
+        if args.dataset is None and args.model_folder is None:
+            raise InputError("give the model: -d DATASET (with -f and -c) or -m MODEL_FOLDER")
         written = impute_folder(args.dataset, fold, args.input, args.output, args.configuration, args.method,
                                 args.device, args.batch_size, args.save_confidence, args.checkpoint,
                                 ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
                                 code_dim=args.code_dim, source_rule=args.source_rule, prompts=args.prompts,
-                                layout=args.layout)
+                                layout=args.layout, model_folder=args.model_folder)
         print(f"wrote {len(written)} file(s) to {args.output}")
 
     return run_cli(run)

@@ -7,7 +7,7 @@ from typing import Any
 
 from codebrain_seg import paths
 from codebrain_seg.device import uses_gpu
-from codebrain_seg.errors import MissingFileError
+from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json
 from codebrain_seg.plans import PLANS_NAME, Configuration
 from codebrain_seg.results_layout import (
@@ -77,3 +77,34 @@ def load_predictor_plans(dataset: str | int, fold: int | str, configuration: str
         if (fold_dir.parent / "plans.json").is_file() or (fold_dir.parent / f"{PLANS_NAME}.json").is_file():
             return model_plans(fold_dir)
     return load_plans(paths.preprocessed_dataset_dir(dataset))
+
+
+def resolve_model_folder(folder: str | Path, fold: int | str | None = None) -> tuple[Path, str, str, str]:
+    """A model given by its folder alone (``codebrain_impute -m``): ``<Method>[<tags>]__<plans>__<configuration>``
+    (then ``fold`` picks ``fold_F``, default 0) or one of its ``fold_F`` folders.
+
+    Returns:
+        ``(fold folder, dataset folder name or '', configuration, folder prefix)``; the dataset name is the parent
+        folder's when it is a ``DatasetXXX_Name``.
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise MissingFileError(f"model folder {path} does not exist (a <Method>__<plans>__<configuration> folder, "
+                               f"or its fold_F, as codebrain_train or codebrain_install_model writes it)")
+    if path.name.startswith("fold_"):
+        if fold is not None and path.name != f"fold_{fold}":
+            raise InputError(f"-m {path} is fold {path.name[5:]} but -f {fold} was given: give one of them")
+        fold_dir = path
+    else:
+        fold_dir = path / f"fold_{0 if fold is None else fold}"
+    model_dir = fold_dir.parent
+    parts = model_dir.name.split("__")
+    if len(parts) != 3:
+        raise InputError(f"{model_dir} is not a model folder: its name must be <Method>__<plans>__<configuration> "
+                         f"(e.g. CodeBrain__codebrainPlans__2d_cpu)")
+    if not fold_dir.is_dir():
+        folds = ", ".join(sorted(p.name for p in model_dir.glob("fold_*") if p.is_dir())) or "none"
+        raise MissingFileError(f"{fold_dir} does not exist (folds of {model_dir.name}: {folds}); give the fold "
+                               f"with -f")
+    dataset = model_dir.parent.name if paths.parse_dataset_folder_name(model_dir.parent.name) else ""
+    return fold_dir, dataset, parts[2], parts[0]

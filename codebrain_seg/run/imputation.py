@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,10 +35,13 @@ from codebrain_seg.inference.model_folders import (
     default_configuration,
     load_predictor_plans,
     model_folder_prefix,
+    model_plans,
+    resolve_model_folder,
 )
 from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.io import read_nifti, write_json, write_nifti
 from codebrain_seg.plans import Plans
+from codebrain_seg.results_layout import METHOD_FOLDERS
 from codebrain_seg.run.methods import get_method
 from codebrain_seg.variants import CodeBrainVariant
 from planners.experiment_planner import get_configuration
@@ -99,6 +103,28 @@ def check_case(case: InputCase, channel_names: Sequence[str]) -> list[str]:
     return [f"case {case.case_id}: {problem}" for problem in problems]
 
 
+def check_writable(folder: Path) -> None:
+    """Make ``folder`` and write a probe file in it, before any compute; InputError naming it when it cannot."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"output folder {folder} cannot be written ({error.strerror or error}): choose a folder "
+                         f"you may write to (-o); nothing was computed") from error
+
+
+def _method_of_folder(prefix: str, model_dir: Path) -> str:
+    """The registry method a model folder prefix (``CodeBrain-v1``, ``CoPeDiT-mask``, ``Regression``) belongs to."""
+    base = prefix.split("-")[0]
+    for name, folder in METHOD_FOLDERS.items():
+        if folder == base:
+            return name
+    raise InputError(f"{model_dir.parent} is not a model folder of a known method (its name starts with {prefix!r}; "
+                     f"known: {', '.join(METHOD_FOLDERS.values())})")
+
+
 def _rank_share(cases: list[InputCase]) -> list[InputCase]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
@@ -108,24 +134,26 @@ def _rank_share(cases: list[InputCase]) -> list[InputCase]:
     return cases
 
 
-def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path, output_folder: str | Path,
-                  configuration: str | None = None, method: str = "codebrain", device: str = "cpu",
+def impute_folder(dataset: str | int | None, fold: int | str | None, input_folder: str | Path,
+                  output_folder: str | Path, configuration: str | None = None, method: str | None = None,
+                  device: str = "cpu",
                   batch_size: int | None = None, save_confidence: bool = False,
                   checkpoint: str = "final", *, ablation: str = "none",
                   loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
                   code_dim: int | None = None, source_rule: str = "random", prompts: str = "learned",
-                  layout: str = "shared") -> list[Path]:
+                  layout: str = "shared", model_folder: str | Path | None = None) -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
 
     Args:
-        dataset: dataset id or name the model was trained on (its channel order and plans).
-        fold: the model's fold.
+        dataset: dataset id or name the model was trained on (its channel order and plans); not needed with
+            ``model_folder``.
+        fold: the model's fold (default 0, or the fold of a ``fold_F`` ``model_folder``).
         input_folder: ``CASE_XXXX.nii.gz`` files.
         output_folder: where the imputed sequences, sidecars and confidence maps go (may be the input folder).
         configuration: plans configuration of the model (default: see
             :func:`codebrain_seg.inference.model_folders.default_configuration`).
-        method: a method of the imputation registry: ``codebrain``, ``copedit``, ``regression`` or a baseline
-            (``mean``, ``zero``).
+        method: a method of the imputation registry: ``codebrain`` (default), ``copedit``, ``regression`` or a
+            baseline (``mean``, ``zero``); with ``model_folder``, default: the folder's method.
         device: torch device for CodeBrain.
         batch_size: slices per forward pass (default: the configuration's Stage II batch).
         save_confidence: also write ``confidence/CASE.nii.gz`` (CodeBrain only).
@@ -135,22 +163,46 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
         source_rule: v1 models: ``random`` (default) or ``relevant`` source of the common features.
         prompts, layout: copedit models: ``learned`` (default) or ``mask`` prompts, ``shared`` (default) or
             ``per_count`` MDiT3D layout, as given to ``codebrain_train`` (they select the model folder).
+        model_folder: predict from this folder alone (``<Method>__<plans>__<configuration>`` or its ``fold_F``,
+            e.g. one installed by ``codebrain_install_model``): its plans.json and checkpoints, no raw or
+            preprocessed dataset; the variant options are then ignored.
     """
+    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
+    method_options = {"prompts": prompts, "layout": layout}
+    model_dir = None
+    if model_folder is not None:
+        model_dir, dataset_name, folder_configuration, folder_prefix = resolve_model_folder(
+            model_folder, None if fold is None else fold)
+        fold = model_dir.name[len("fold_"):]
+        fold = int(fold) if fold.isdigit() else fold
+        folder_method = _method_of_folder(folder_prefix, model_dir)
+        if method is not None and method != folder_method and get_method(method).trainable:
+            raise InputError(f"--method {method} does not match the model folder {model_dir.parent.name} (a "
+                             f"{folder_method} model): leave --method out or give {folder_method}")
+        method = method or folder_method
+        if configuration is not None and configuration != folder_configuration:
+            raise InputError(f"-c {configuration} does not match the model folder {model_dir.parent.name} "
+                             f"(configuration {folder_configuration}): leave -c out")
+        configuration = folder_configuration
+        plans = model_plans(model_dir)
+    method = method or "codebrain"
     spec = get_method(method)
     if save_confidence and method != "codebrain":
         raise InputError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
-    dataset_name = paths.resolve_dataset(dataset)
-    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
-    # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
-    prefix = model_folder_prefix(replace(codebrain, loss_weights=None))
-    method_options = {"prompts": prompts, "layout": layout}
-    if configuration is None:  # a method with a configuration of its own (CoPeDiT) says which
-        configuration = spec.configuration_for(dataset_name, fold, device, method_options)
-    configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
-    if loss_weights is not None:
-        prefix = model_folder_prefix(codebrain, dataset_name, configuration)
-    plans = load_predictor_plans(dataset_name, fold, configuration, method, prefix)
+    if model_dir is None:
+        if dataset is None:
+            raise InputError("give the model: -d DATASET (with -f and -c) or -m MODEL_FOLDER")
+        fold = 0 if fold is None else fold
+        dataset_name = paths.resolve_dataset(dataset)
+        # Without the plans' loss weights at hand yet, the configuration is looked up by the other tags first.
+        prefix = model_folder_prefix(replace(codebrain, loss_weights=None))
+        if configuration is None:  # a method with a configuration of its own (CoPeDiT) says which
+            configuration = spec.configuration_for(dataset_name, fold, device, method_options)
+        configuration = configuration or default_configuration(dataset_name, fold, device, prefix)
+        if loss_weights is not None:
+            prefix = model_folder_prefix(codebrain, dataset_name, configuration)
+        plans = load_predictor_plans(dataset_name, fold, configuration, method, prefix)
     get_configuration(plans, configuration)
     names = Plans(plans).channel_names
     input_folder, output_folder = Path(input_folder), Path(output_folder)
@@ -167,8 +219,9 @@ def impute_folder(dataset: str | int, fold: int | str, input_folder: str | Path,
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
                                 device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
                                                         "source_rule": source_rule, **method_options},
-                                codebrain=codebrain)
+                                codebrain=codebrain, model_dir=model_dir)
     imputer = spec.build_imputer(context)
+    check_writable(output_folder)  # before minutes of computing, not at the first write
     predictor = getattr(imputer, "predictor", None)
     model_info = dict(predictor.model_info) if predictor is not None else {"method": method}
     reference_upper = {name: Plans(plans).reference_upper(name) for name in names}
