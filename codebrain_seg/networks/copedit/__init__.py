@@ -1,6 +1,13 @@
 """CoPeDiT networks (Liu et al., arXiv 2602.18400): CoPeVAE tokenizer, MDiT3D, missing-slot diffusion, configs."""
 from __future__ import annotations
 
+from codebrain_seg.networks.copedit.cardiac import (
+    cpu_cardiac_config,
+    paper_cardiac_config,
+    sample_missing_runs,
+    slabs_to_stack,
+    stack_to_slabs,
+)
 from codebrain_seg.networks.copedit.config import (
     CoPeDiTConfig,
     CoPeVAEConfig,
@@ -56,13 +63,18 @@ __all__ = [
     "build_perceptual_loss",
     "check_missing_mask",
     "contrastive_assessment_loss",
+    "cpu_cardiac_config",
     "mask_code_prompts",
     "missing_count_loss",
     "missing_position_loss",
+    "paper_cardiac_config",
     "pretext_losses",
     "reorder_slots",
     "restore_slot_order",
     "sample_missing_masks",
+    "sample_missing_runs",
     "sincos_position_embedding_3d",
     "sinusoidal_embedding",
+    "slabs_to_stack",
+    "stack_to_slabs",
 ]

@@ -17,6 +17,11 @@ COUNT_LOSSES = ("ce", "bce")
 PROMPT_POOLINGS = ("mean", "sum")
 PROMPT_SOURCES = ("learned", "mask")
 SCHEDULES = ("scaled_linear_beta", "linear_beta", "sigmoid_beta", "cosine")
+# what MDiT3D's attention runs over: one slot's tokens, the slots at one token position, or all tokens of all slots
+BLOCK_KINDS = ("slot", "modal", "volume")
+MODULATIONS = ("per_block", "shared")
+# what the m slots are: the sequences of a brain case, or consecutive slabs of a short-axis stack
+ELEMENTS = ("modalities", "slices")
 
 _Config = TypeVar("_Config")
 
@@ -163,8 +168,14 @@ class MDiT3DConfig:
             head width 64 is split 16/24/24 with 16 for the short slice axis, which is z here.
         rope_theta: RoPE base.
         norm_eps: RMSNorm epsilon.
-        num_prompts, prompt_dim: prompt tokens ``(B, num_prompts, prompt_dim)`` fed to the modal blocks.
+        num_prompts, prompt_dim: prompt tokens ``(B, num_prompts, prompt_dim)`` fed to the ``prompt_kind`` blocks.
         frequency_dim: size of the timestep sinusoid before the timestep MLP.
+        block_kinds: the alternating pair (even, odd block index), from ``"slot"`` (attention within one slot;
+            MDiT3D-B's Spatial, MDiT3D-C's Planar blocks), ``"modal"`` (across the slots at one token position;
+            MDiT3D-B's Modal blocks) and ``"volume"`` (all tokens of all slots, slots stacked along z; MDiT3D-C's
+            Spatial blocks).
+        prompt_kind: the kind of block conditioned on the prompts (the others on the timestep only).
+        modulation: ``"per_block"`` adaLN-Zero layers (DiT) or ``"shared"`` (adaLN-single, one layer per kind).
     """
 
     num_modalities: int = 4
@@ -180,15 +191,27 @@ class MDiT3DConfig:
     num_prompts: int = 3
     prompt_dim: int = 512
     frequency_dim: int = 256
+    block_kinds: tuple[str, str] = ("slot", "modal")
+    prompt_kind: str = "modal"
+    modulation: str = "per_block"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        object.__setattr__(self, "block_kinds", tuple(self.block_kinds))
+        if len(self.block_kinds) != 2 or len(set(self.block_kinds)) != 2 or not set(self.block_kinds) <= set(
+                BLOCK_KINDS):
+            raise InputError(f"{name}.block_kinds must be two different kinds of {BLOCK_KINDS}, "
+                             f"got {self.block_kinds}")
+        if self.prompt_kind not in self.block_kinds:
+            raise InputError(f"{name}.prompt_kind {self.prompt_kind!r} is not one of block_kinds {self.block_kinds}")
+        if self.modulation not in MODULATIONS:
+            raise InputError(f"{name}.modulation must be one of {MODULATIONS}, got {self.modulation!r}")
         for key in ("num_modalities", "latent_channels", "patch_size", "width", "depth", "num_heads",
                     "mlp_hidden", "num_prompts", "prompt_dim", "frequency_dim"):
             _positive_int(name, key, getattr(self, key))
         object.__setattr__(self, "rope_dims", _int_tuple(name, "rope_dims", self.rope_dims))
         if self.depth % 2:
-            raise InputError(f"{name}.depth must be even (spatial, modal pairs), got {self.depth}")
+            raise InputError(f"{name}.depth must be even (pairs of block_kinds), got {self.depth}")
         if self.width % self.num_heads:
             raise InputError(f"{name}.width {self.width} is not divisible by num_heads {self.num_heads}")
         if self.width % 6:
@@ -269,6 +292,9 @@ class CoPeDiTConfig:
         vae, dit, diffusion: the stage configurations.
         prompt_source: ``'learned'`` (CoPeVAE prompts ``(B, 3, prompt_dim)``) or ``'mask'`` (the paper's ablation:
             binary mask codes ``(B, 1, m)``, so ``dit`` must have ``num_prompts=1, prompt_dim=m``).
+        elements: ``'modalities'`` (slots = the sequences of a case, each a ``volume_shape`` volume; missing sets
+            are random subsets) or ``'slices'`` (slots = m consecutive slabs of a short-axis stack, each of
+            ``volume_shape``, the stack ``(X, Y, m * Z)``; missing sets are consecutive runs of slabs).
     """
 
     volume_shape: tuple[int, int, int] = (192, 192, 64)
@@ -276,9 +302,12 @@ class CoPeDiTConfig:
     dit: MDiT3DConfig = field(default_factory=MDiT3DConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     prompt_source: str = "learned"
+    elements: str = "modalities"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        if self.elements not in ELEMENTS:
+            raise InputError(f"{name}.elements must be one of {ELEMENTS}, got {self.elements!r}")
         object.__setattr__(self, "volume_shape", _int_tuple(name, "volume_shape", self.volume_shape))
         if len(self.volume_shape) != 3:
             raise InputError(f"{name}.volume_shape must have three sizes, got {self.volume_shape}")
@@ -302,6 +331,12 @@ class CoPeDiTConfig:
     def latent_shape(self) -> tuple[int, int, int]:
         """Latent grid ``(x, y, z)`` of one modality."""
         return tuple(size // self.vae.compression for size in self.volume_shape)  # type: ignore[return-value]
+
+    @property
+    def stack_shape(self) -> tuple[int, int, int]:
+        """The whole input ``(X, Y, Z)``: one volume per slot, or with ``elements='slices'`` the m slabs stacked."""
+        x, y, z = self.volume_shape
+        return (x, y, z * self.vae.num_modalities) if self.elements == "slices" else (x, y, z)
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
@@ -366,12 +401,13 @@ class CoPeDiTConfig:
             "dit": self.dit.to_dict(),
             "diffusion": self.diffusion.to_dict(),
             "prompt_source": self.prompt_source,
+            "elements": self.elements,
         }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CoPeDiTConfig":
         """Build from :meth:`to_dict` output; unknown keys raise ValueError."""
-        known = {"volume_shape", "vae", "dit", "diffusion", "prompt_source"}
+        known = {"volume_shape", "vae", "dit", "diffusion", "prompt_source", "elements"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"unknown CoPeDiTConfig keys {unknown}; expected a subset of {sorted(known)}")
@@ -381,4 +417,5 @@ class CoPeDiTConfig:
             dit=MDiT3DConfig.from_dict(values.get("dit", {})),
             diffusion=DiffusionConfig.from_dict(values.get("diffusion", {})),
             prompt_source=values.get("prompt_source", "learned"),
+            elements=values.get("elements", "modalities"),
         )

@@ -98,8 +98,22 @@ class RotaryEmbedding3D(nn.Module):
         """Rotation angles ``(gx * gy * gz, head_dim / 2)`` float32 for the token grid ``grid``."""
         if len(grid) != 3:
             raise InputError(f"RotaryEmbedding3D.angles needs a 3D grid, got {grid}")
+        return self.angles_at(grid_coordinates(grid, self.inverse_frequencies.device))
+
+    def angles_at(self, coordinates: Tensor) -> Tensor:
+        """Rotation angles ``(N, head_dim / 2)`` for token coordinates ``(N, 3)`` (x, y, z)."""
+        return coordinates.to(self.inverse_frequencies)[:, self.pair_axis] * self.inverse_frequencies
+
+    def stacked_angles(self, grid: tuple[int, int, int], slots: int) -> Tensor:
+        """Angles ``(slots * gx * gy * gz, head_dim / 2)`` of ``slots`` grids stacked along z, slot-major order.
+
+        The tokens of slot s sit at z + s * gz: the slots of a short-axis stack (latent slabs) are consecutive
+        pieces of one volume, so attention over all of them sees true through-plane offsets.
+        """
         coordinates = grid_coordinates(grid, self.inverse_frequencies.device)
-        return coordinates[:, self.pair_axis] * self.inverse_frequencies
+        offsets = torch.zeros(slots, 1, 3, device=coordinates.device)
+        offsets[:, 0, 2] = torch.arange(slots, device=coordinates.device, dtype=torch.float32) * grid[2]
+        return self.angles_at((coordinates[None] + offsets).reshape(-1, 3))
 
     @staticmethod
     def apply(x: Tensor, angles: Tensor) -> Tensor:

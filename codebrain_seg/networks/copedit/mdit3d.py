@@ -8,9 +8,16 @@ fixed 3D sine-cosine positions. Blocks alternate:
 * **modal** — attention among the m modalities at one token position (a fixed 1D sine-cosine slot embedding is
   added before the first one), conditioned on the timestep plus the projected prompts.
 
+These are the block kinds ``"slot"`` and ``"modal"`` of ``MDiT3DConfig.block_kinds`` (the default, MDiT3D-B). The
+cardiac MDiT3D-C (``CoPeDiTConfig.paper_cardiac``) has slots = latent slabs of the short-axis stack, one token
+thick, and alternates **Planar** blocks (kind ``"slot"``: the tokens of one slab, in-plane) with **Spatial** blocks
+(kind ``"volume"``: all tokens of all slabs, 3D RoPE on (x, y, slab)); its prompts go only into the Spatial blocks
+(``prompt_kind``).
+
 Every block is pre-RMSNorm with adaLN-Zero (DiT, Peebles & Xie, ICCV 2023): shift, scale and gate for attention
 and for the SwiGLU MLP, regressed from the conditioning vector by a zero-initialised linear layer, so a new block
-is the identity. The final layer (RMSNorm, adaLN on the timestep, zero-initialised linear) un-patchifies the
+is the identity; with ``modulation='shared'`` (adaLN-single, PixArt-alpha) one such layer per block kind is shared
+by the blocks of that kind and each block adds its own zero-initialised offsets. The final layer (RMSNorm, adaLN on the timestep, zero-initialised linear) un-patchifies the
 tokens into an x0 prediction of every slot.
 """
 from __future__ import annotations
@@ -92,27 +99,35 @@ class MDiTBlock(nn.Module):
         norm_eps: RMSNorm epsilon.
     """
 
-    def __init__(self, width: int, num_heads: int, mlp_hidden: int, norm_eps: float = 1e-4) -> None:
+    def __init__(self, width: int, num_heads: int, mlp_hidden: int, norm_eps: float = 1e-4,
+                 shared_modulation: bool = False) -> None:
         super().__init__()
         self.attention_norm = nn.RMSNorm(width, eps=norm_eps)
         self.attention = Attention(width, num_heads)
         self.mlp_norm = nn.RMSNorm(width, eps=norm_eps)
         self.mlp = SwiGLU(width, mlp_hidden)
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        self.shared_modulation = shared_modulation
+        if shared_modulation:
+            # adaLN-single: the (B, 6D) modulation comes from the caller; this block only adds its own offsets
+            self.modulation_offset = nn.Parameter(torch.zeros(6 * width))
+        else:
+            self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
     def forward(self, x: Tensor, condition: Tensor, rope_angles: Tensor | None = None) -> Tensor:
         """One block.
 
         Args:
             x: tokens ``(B, G, L, D)``: G independent groups of L tokens that attend to each other.
-            condition: ``(B, D)`` conditioning vector (shared by the B-th sample's groups).
+            condition: ``(B, D)`` conditioning vector (shared by the B-th sample's groups), or with
+                ``shared_modulation`` the shared modulation ``(B, 6 D)``.
             rope_angles: ``(L, head_dim / 2)`` or None.
 
         Returns:
             ``(B, G, L, D)``.
         """
         batch, groups, length, width = x.shape
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(condition).chunk(6, dim=-1)
+        modulation = condition + self.modulation_offset if self.shared_modulation else self.modulation(condition)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulation.chunk(6, dim=-1)
         attended = self.attention(
             modulate(self.attention_norm(x), shift_a, scale_a).reshape(batch * groups, length, width), rope_angles
         )
@@ -168,9 +183,15 @@ class MDiT3D(nn.Module):
         # one per modal block would add 8 x 1.18 M)
         self.prompt_projection = nn.Sequential(nn.SiLU(), nn.Linear(config.num_prompts * config.prompt_dim, width))
         self.rope = RotaryEmbedding3D(config.rope_dims, config.rope_theta)
+        shared = config.modulation == "shared"
         self.blocks = nn.ModuleList(
-            MDiTBlock(width, config.num_heads, config.mlp_hidden, config.norm_eps) for _ in range(config.depth)
+            MDiTBlock(width, config.num_heads, config.mlp_hidden, config.norm_eps, shared_modulation=shared)
+            for _ in range(config.depth)
         )
+        # adaLN-single: one modulation layer per block kind (each kind has its own conditioning vector)
+        self.shared_modulations = nn.ModuleDict(
+            {kind: nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width)) for kind in config.block_kinds}
+            if shared else {})
         self.final_layer = FinalLayer(width, patch**3 * config.latent_channels, config.norm_eps)
         self.register_buffer(
             "slot_embedding",
@@ -179,10 +200,13 @@ class MDiT3D(nn.Module):
         )
         self.initialize_weights()
 
-    @staticmethod
-    def is_spatial_block(index: int) -> bool:
-        """Blocks alternate spatial (even index) and modal (odd index)."""
-        return index % 2 == 0
+    def block_kind(self, index: int) -> str:
+        """Kind of block ``index``: ``block_kinds[0]`` at even indices, ``block_kinds[1]`` at odd ones."""
+        return self.config.block_kinds[index % 2]
+
+    def is_spatial_block(self, index: int) -> bool:
+        """True for the blocks that attend within one slot (MDiT3D-B's Spatial, MDiT3D-C's Planar blocks)."""
+        return self.block_kind(index) == "slot"
 
     def initialize_weights(self) -> None:
         """Xavier-uniform linear layers and patchify, zero biases; adaLN and the final projection at zero."""
@@ -194,8 +218,12 @@ class MDiT3D(nn.Module):
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
         for block in self.blocks:
-            nn.init.zeros_(block.modulation[-1].weight)
-            nn.init.zeros_(block.modulation[-1].bias)
+            if not block.shared_modulation:
+                nn.init.zeros_(block.modulation[-1].weight)
+                nn.init.zeros_(block.modulation[-1].bias)
+        for modulation in self.shared_modulations.values():
+            nn.init.zeros_(modulation[-1].weight)
+            nn.init.zeros_(modulation[-1].bias)
         for layer in (self.final_layer.modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -235,16 +263,27 @@ class MDiT3D(nn.Module):
         tokens = (tokens + positions).reshape(batch, slots, -1, self.config.width)  # (B, m, N, D)
 
         time_condition = self.timestep_embedder(timesteps)
-        modal_condition = time_condition + self.prompt_projection(prompts.flatten(1).to(time_condition.dtype))
+        prompt_condition = time_condition + self.prompt_projection(prompts.flatten(1).to(time_condition.dtype))
+        conditions = {kind: prompt_condition if kind == self.config.prompt_kind else time_condition
+                      for kind in self.config.block_kinds}
+        if self.shared_modulations:
+            conditions = {kind: self.shared_modulations[kind](condition) for kind, condition in conditions.items()}
         rope_angles = self.rope.angles(grid)
+        volume_angles = self.rope.stacked_angles(grid, slots) if "volume" in self.config.block_kinds else None
+        first_across = next((i for i in range(len(self.blocks)) if self.block_kind(i) != "slot"), None)
         for index, block in enumerate(self.blocks):
-            if self.is_spatial_block(index):
-                tokens = block(tokens, time_condition, rope_angles)
-            else:
-                if index == 1:
-                    tokens = tokens + self.slot_embedding.to(tokens.dtype)[None, :, None, :]
+            kind = self.block_kind(index)
+            if index == first_across:
+                tokens = tokens + self.slot_embedding.to(tokens.dtype)[None, :, None, :]
+            if kind == "slot":
+                tokens = block(tokens, conditions[kind], rope_angles)
+            elif kind == "modal":
                 # (B, m, N, D) -> (B, N, m, D): the m slots at one position attend to each other
-                tokens = block(tokens.transpose(1, 2), modal_condition).transpose(1, 2)
+                tokens = block(tokens.transpose(1, 2), conditions[kind]).transpose(1, 2)
+            else:
+                # "volume": (B, m, N, D) -> (B, 1, m N, D): every token of every slot attends to every other one
+                tokens = block(tokens.reshape(batch, 1, -1, tokens.shape[-1]), conditions[kind],
+                               volume_angles).reshape(tokens.shape)
 
         out = self.final_layer(tokens, time_condition)  # (B, m, N, p^3 * e)
         gx, gy, gz = grid
