@@ -125,7 +125,8 @@ class CaseRunner:
             raise InputError(f"{segmentation}: shape {predicted.shape} differs from the label map's "
                              f"{truth.data.shape} ({self.case.label})")
         mapping = self.state.mapping
-        scores = region_scores(predicted, truth.data, truth.spacing, mapping.prediction.regions, mapping.truth.regions)
+        scores = region_scores(predicted, truth.data, truth.spacing, prediction_regions=mapping.prediction.regions,
+                               truth_regions=mapping.truth.regions)
         write_json(cache, {"segmentation_mtime_ns": stamp, "regions": regions, "scores": scores})
         return scores
 

@@ -54,7 +54,8 @@ def test_a_dataset137_model_gets_the_same_dice_as_the_project_convention(tiny, t
     # Scored with the project's fixed meaning instead, the Dataset137 model's TC would be oedema + enhancing.
     truth = read_nifti(tiny.raw_dir / "labelsTr" / f"{case}.nii.gz").data
     wrong = region_scores(theirs_map, truth)["TC"]["dice"]
-    right = region_scores(theirs_map, truth, prediction_regions(read_json(d137 / "dataset.json")).regions)["TC"]
+    right = region_scores(theirs_map, truth,
+                          prediction_regions=prediction_regions(read_json(d137 / "dataset.json")).regions)["TC"]
     assert right["dice"] == pytest.approx(region_scores(ours_map, truth)["TC"]["dice"])
     if np.isin(ours_map, [1, 2]).any():
         assert wrong != pytest.approx(right["dice"])
