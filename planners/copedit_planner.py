@@ -193,6 +193,8 @@ def add_copedit_configurations(plans: dict[str, Any], fingerprint: dict[str, Any
 
     Existing configurations, CoPeDiT's included, are never changed, so their preprocessed arrays stay valid.
     """
+    if fingerprint.get("task") == "missing_slices":
+        return False  # the cardiac plans hold their own CoPeDiT configurations (planners.cardiac_planner)
     added = False
     for name, configuration in plan_copedit_configurations(fingerprint, gpu_memory_gb).items():
         if name not in plans["configurations"]:

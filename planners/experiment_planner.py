@@ -20,6 +20,7 @@ from planners.budget import (
     training_flops_per_slice,
     training_memory_bytes,
 )
+from planners.cardiac_planner import is_missing_slices, plan_cardiac_experiment
 from planners.copedit_planner import plan_copedit_configurations
 
 # Levels of the paper (d = 6, codebook 64,000) used for both IXI (3 sequences) and BraTS (4 sequences).
@@ -162,7 +163,10 @@ def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
 
 def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_gb: float = 24.0) -> dict[str, Any]:
     """Plans for a dataset: the paper-faithful ``2d`` configuration and a lighter ``2d_cpu`` one, plus CoPeDiT's
-    3D-volume ``3d_copedit`` / ``3d_copedit_cpu`` (``planners.copedit_planner``)."""
+    3D-volume ``3d_copedit`` / ``3d_copedit_cpu`` (``planners.copedit_planner``); a missing-slice dataset
+    (``task: missing_slices``) gets the cardiac plans of ``planners.cardiac_planner`` instead."""
+    if is_missing_slices(fingerprint):
+        return plan_cardiac_experiment(fingerprint, dataset_name)
 
     channels = len(fingerprint["channel_names"])
     axis, axis_reason = decide_slicing_axis(fingerprint)

@@ -46,23 +46,37 @@ def bounding_box(mask: np.ndarray) -> list[list[int]]:
     return box
 
 
-def fingerprint_case(raw_dir: Path, case_id: str, num_channels: int) -> dict[str, Any]:
-    """Fingerprint of one case (see module docstring)."""
+def fingerprint_case(raw_dir: Path, case_id: str, num_channels: int, label_box: bool = False) -> dict[str, Any]:
+    """Fingerprint of one case (see module docstring); ``label_box`` adds ``label_bbox`` (labels > 0) or None."""
     volumes = [read_nifti(image_path(raw_dir, case_id, c)) for c in range(num_channels)]
     data = [to_canonical(v.data, v.affine) for v in volumes]
     mask = brain_mask(data)
     if not mask.any():
         raise InputError(f"case {case_id}: every sequence is zero everywhere (no brain voxels)")
     intensities = []
-    for channel in data:
+    for index, channel in enumerate(data):
         inside = channel[mask]
+        if not np.isfinite(inside).all():
+            raise InputError(f"case {case_id}: {image_path(raw_dir, case_id, index).name} has "
+                             f"{int((~np.isfinite(inside)).sum())} NaN or infinite voxel(s); fix or remove the case "
+                             f"and rerun (nothing was planned)")
         values = np.percentile(inside, PERCENTILES)
         intensities.append({
             "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, values)},
             "mean": float(inside.mean()), "std": float(inside.std()),
             "min": float(inside.min()), "max": float(inside.max()),
         })
+    extra: dict[str, Any] = {}
+    if label_box:
+        # the cardiac planner crops around the heart: the box of the labelled structures, None without a label
+        label_file = label_path(raw_dir, case_id)
+        extra["label_bbox"] = None
+        if label_file.is_file():
+            label = read_nifti(label_file)
+            labelled = to_canonical(label.data, label.affine) > 0
+            extra["label_bbox"] = bounding_box(labelled) if labelled.any() else None
     return {
+        **extra,
         "case_id": case_id,
         "shape": list(data[0].shape),
         "spacing": canonical_spacing(volumes[0].spacing, volumes[0].affine),
@@ -75,13 +89,34 @@ def fingerprint_case(raw_dir: Path, case_id: str, num_channels: int) -> dict[str
     }
 
 
+def input_stamps(raw_dir: Path, case_ids: list[str], num_channels: int) -> dict[str, list[int]]:
+    """``{file name: [size, mtime_ns]}`` of every raw image and label: a changed file changes its stamp."""
+    stamps: dict[str, list[int]] = {}
+    for case_id in case_ids:
+        files = [image_path(raw_dir, case_id, c) for c in range(num_channels)] + [label_path(raw_dir, case_id)]
+        for path in files:
+            if path.is_file():
+                stat = path.stat()
+                stamps[f"{path.parent.name}/{path.name}"] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
+
+
+def changed_inputs(fingerprint: dict[str, Any], stamps: dict[str, list[int]]) -> list[str]:
+    """Raw files added, removed or changed since ``fingerprint`` was made (all of them when it has no stamps)."""
+    recorded = fingerprint.get("input_stamps")
+    if not isinstance(recorded, dict):
+        return sorted(stamps) or ["(no input stamps)"]
+    return sorted(name for name in set(recorded) | set(stamps) if recorded.get(name) != stamps.get(name))
+
+
 def extract_fingerprint(raw_dir: Path, dataset_json: dict[str, Any], num_processes: int = 1) -> dict[str, Any]:
     """Fingerprint of every training case plus dataset-level summaries."""
     cases = list_cases(raw_dir)
     if not cases:
         raise MissingFileError(f"{raw_dir / 'imagesTr'} holds no cases (expected CASE_0000.nii.gz files)")
     names = channel_names(dataset_json)
-    jobs = [(raw_dir, case, len(names)) for case in cases]
+    task = dataset_json.get("task")
+    jobs = [(raw_dir, case, len(names), task == "missing_slices") for case in cases]
     if num_processes > 1:
         with ProcessPoolExecutor(num_processes) as pool:
             futures = [pool.submit(fingerprint_case, *job) for job in jobs]
@@ -96,6 +131,7 @@ def extract_fingerprint(raw_dir: Path, dataset_json: dict[str, Any], num_process
                          "median_p50": float(np.median([c["intensities"][index]["percentiles"]["50.0"]
                                                         for c in per_case]))}
     return {
+        **({"task": task} if task else {}),
         "channel_names": names,
         "num_cases": len(per_case),
         "median_shape": np.median([c["shape"] for c in per_case], axis=0).tolist(),

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from tqdm import tqdm
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import list_cases
 from planners.case_arrays import normalise, normalised_stack  # noqa: F401 (the normalisation's public home)
@@ -45,7 +46,11 @@ def preprocess_dataset(raw_dir: Path, preprocessed_dir: Path, plans: Mapping[str
     """Preprocess every case of a raw dataset for one configuration; finished cases are skipped."""
     configuration = plans["configurations"][configuration_name]
     out_dir = preprocessed_dir / configuration["data_identifier"]
-    worker = WRITERS[configuration.get("kind", "2d_slices")]
+    kind = configuration.get("kind", "2d_slices")
+    if kind not in WRITERS:
+        raise InputError(f"configuration {configuration_name!r} ({kind}) has no preprocessing yet; "
+                         f"preprocessed kinds: {', '.join(WRITERS)}")
+    worker = WRITERS[kind]
     cases = list_cases(raw_dir)
     todo = [c for c in cases if not is_case_done(out_dir, c)]
     if len(todo) < len(cases):

@@ -3,7 +3,8 @@
 Asserts: every subject's ED and ES frames become two cases ``<subject>_ED`` / ``<subject>_ES`` with byte-identical
 images; ACDC labels are kept, M&Ms-2 labels 1 (LV) and 3 (RV) are swapped into the ACDC convention (voxel counts,
 and the LV cavity is the label enclosed by myocardium in both datasets); dataset.json carries the task marker and
-the subject rule; a bad case (an unknown label value) refuses the conversion and writes nothing, ``skip_bad``
+the subject rule; planning the real dataset gives the cardiac configurations (slice axis 2, a heart crop)
+and splits that hold out whole subjects; a bad case (an unknown label value) refuses the conversion and writes nothing, ``skip_bad``
 converts the others; the CLI exits with code 2 on a source without any subject folder.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from codebrain_seg.converters.cardiac import (
     read_info_cfg,
 )
 from codebrain_seg.raw_dataset import subject_of_cases
+from planners.plan_and_preprocess import plan_and_preprocess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CARDIAC_DIR = Path(os.environ.get("CODEBRAIN_CARDIAC_DATA", REPO_ROOT.parent / "shared" / "data" / "cardiac"))
@@ -101,6 +103,24 @@ def test_real_acdc_and_mnms(cardiac_dir, project_dirs):
     for case in ("patient001_ED", "MnM2_001_ED", "MnM2_001_ES"):
         label = _labels(out / "labelsTr" / f"{case}.nii.gz")
         assert _enclosed_by_myocardium(label, 3) > 0.8 > 0.5 > _enclosed_by_myocardium(label, 1), case
+
+
+def test_plan_real_cardiac(cardiac_dir, project_dirs):
+    convert_cardiac(cardiac_dir, 44)
+    out = plan_and_preprocess(44)
+    plans = json.loads((out / "codebrainPlans.json").read_text())
+    assert plans["task"] == "missing_slices" and set(plans["configurations"]) == {"3d_cardiac", "3d_cardiac_cpu"}
+    cpu = plans["configurations"]["3d_cardiac_cpu"]
+    assert cpu["slice_axis"] == 2 and cpu["target_size"] == [64, 64, 16]
+    assert 100 < cpu["in_plane_crop_mm"] < 260  # the heart with a margin, not the whole field of view
+    fingerprint = json.loads((out / "dataset_fingerprint.json").read_text())
+    assert all(case["label_bbox"] for case in fingerprint["cases"])
+    splits = json.loads((out / "splits_final.json").read_text())
+    assert len(splits) == 5
+    for fold in splits:  # whole subjects held out: both frames of a subject on the same side
+        val_subjects = {case.rsplit("_", 1)[0] for case in fold["val"]}
+        assert not val_subjects & {case.rsplit("_", 1)[0] for case in fold["train"]}
+        assert len(fold["val"]) == 2 * len(val_subjects)
 
 
 def test_bad_case_refused_then_skipped(cardiac_dir, project_dirs, tmp_path):
