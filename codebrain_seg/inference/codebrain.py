@@ -73,8 +73,9 @@ class CodeBrainPredictor(SlicePredictor):
     def __init__(self, stage_one: StageOneModel, prior_encoder: PriorEncoder, plans: dict[str, Any],
                  configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
                  model_info: dict[str, Any] | None = None, source_rule: str = "random",
-                 source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0) -> None:
-        super().__init__(plans, configuration, device, batch_size, model_info)
+                 source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0,
+                 precision: str = "auto") -> None:
+        super().__init__(plans, configuration, device, batch_size, model_info, precision)
         self.stage_one = stage_one.to(self.device, memory_format=torch.channels_last).eval()
         self.prior_encoder = prior_encoder.to(self.device, memory_format=torch.channels_last).eval()
         self.config = prior_encoder.config
@@ -195,7 +196,7 @@ def _stage_one_state(stage2: dict[str, Any], fold_dir: Path) -> tuple[dict[str, 
 
 def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",
                                checkpoint: str = "final", batch_size: int | None = None,
-                               source_rule: str = "random") -> CodeBrainPredictor:
+                               source_rule: str = "random", precision: str = "auto") -> CodeBrainPredictor:
     """Load Stage I + Stage II from a ``fold_F`` folder written by ``codebrain_train``.
 
     The checkpoints' ``network_config`` rebuilds whatever variant was trained (quantiser, head, cvpr / v1 layout, code
@@ -237,7 +238,7 @@ def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None,
             "variant": config.variant, **{key: identity[key] for key in ("ablation", "code_dim") if key in identity}}
     return CodeBrainPredictor(stage_one, prior_encoder, plans, trained_configuration, device,
                               batch_size, info, source_rule=source_rule,
-                              source_relevance=state.get("source_relevance"))
+                              source_relevance=state.get("source_relevance"), precision=precision)
 
 
 class CodeBrainImputer(LearnedImputer):

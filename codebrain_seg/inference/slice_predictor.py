@@ -12,13 +12,15 @@ of that sequence. Given sequences are returned unchanged.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import nullcontext
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codebrain_seg.device import native_bf16
 from codebrain_seg.errors import InputError
 from codebrain_seg.inference.request import check_request
 from codebrain_seg.plans import Plans
@@ -26,6 +28,33 @@ from planners.slice_preprocessing import prepare_case, restore_to_original
 
 INTENSITY_SCALE = ("network output clamped to [0, 1] times the training set's median 99.5th brain percentile of the "
                    "sequence (plans intensity_reference median_p99_5)")
+
+
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+# Activation memory one inference batch may take (the model, the case and its output come on top; the target for
+# a whole codebrain_impute run is a peak of 3 GB).
+INFERENCE_MEMORY_BYTES = 1.5e9
+MAX_INFERENCE_BATCH = 64
+
+
+def inference_batch_size(configuration: Mapping[str, Any], memory_bytes: float = INFERENCE_MEMORY_BYTES) -> int:
+    """Slices per forward pass from a memory estimate: the full-resolution feature maps dominate, about 12 of them
+    of the widest network width alive at once (NAFNet blocks double their width inside), 4 bytes a value."""
+    crop = [int(s) for s in configuration.get("crop_size", (256, 256))]
+    network = configuration.get("network", {})
+    width = max(int(network.get(key, 32)) for key in ("posterior_width", "common_width", "decoder_width"))
+    per_slice = 12 * width * crop[0] * crop[1] * 4.0
+    return int(max(1, min(MAX_INFERENCE_BATCH, memory_bytes // per_slice)))
+
+
+def resolve_inference_precision(precision: str, device: torch.device) -> str:
+    """``bf16`` for ``auto`` where the device computes bf16 natively (AMX / AVX512-BF16 CPUs, recent GPUs; the
+    training default too), else ``fp32``."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def channels_last(slices: np.ndarray | Tensor, device: torch.device) -> Tensor:
@@ -47,20 +76,26 @@ class SlicePredictor:
     uses_availability = False
 
     def __init__(self, plans: dict[str, Any], configuration: str, device: str | torch.device = "cpu",
-                 batch_size: int | None = None, model_info: dict[str, Any] | None = None) -> None:
+                 batch_size: int | None = None, model_info: dict[str, Any] | None = None,
+                 precision: str = "auto") -> None:
         view = Plans(plans)
         self.plans = plans
         self.configuration_name = configuration
         self.configuration = plans["configurations"][view.configuration(configuration).name]
         self.channel_names = view.channel_names
         self.device = torch.device(device)
-        optimisation = self.configuration.get("optimisation", {})
-        default_batch = optimisation.get("stage2", optimisation.get("stage1", {})).get("batch_size", 8)
-        self.batch_size = int(batch_size or default_batch)
-        if self.batch_size < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size or inference_batch_size(self.configuration))
+        self.precision = resolve_inference_precision(precision, self.device)
         self.reference_upper = np.array(view.reference_uppers, dtype=np.float32)
-        self.model_info = dict(model_info or {})
+        self.model_info = dict(model_info or {}, precision=self.precision)
+
+    def autocast(self) -> Any:
+        """bf16 autocast where the device computes bf16 natively (as training does), else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     @property
     def num_channels(self) -> int:
@@ -87,15 +122,19 @@ class SlicePredictor:
         channels, num_slices, height, width = stack.shape
         output = np.zeros_like(stack, dtype=np.float32)
         confidence = np.zeros((num_slices, height, width), np.float32) if with_confidence else None
-        for start in range(0, num_slices, self.batch_size):
-            batch = np.ascontiguousarray(stack[:, start:start + self.batch_size].transpose(1, 0, 2, 3))
-            passed = {"available": available} if self.uses_availability and available is not None else {}
-            result = self.predict_slices(batch, **passed)
-            output[:, start:start + len(batch)] = result["reconstruction"].clamp(0, 1).numpy().transpose(1, 0, 2, 3)
+        # Slices where every given sequence is zero hold no brain: their output is zero anyway (outside the brain).
+        occupied = np.flatnonzero(stack.reshape(channels, num_slices, -1).any(axis=(0, 2)))
+        passed = {"available": available} if self.uses_availability and available is not None else {}
+        for start in range(0, len(occupied), self.batch_size):
+            chosen = occupied[start:start + self.batch_size]
+            batch = np.ascontiguousarray(stack[:, chosen].transpose(1, 0, 2, 3))
+            with self.autocast():
+                result = self.predict_slices(batch, **passed)
+            output[:, chosen] = result["reconstruction"].float().clamp(0, 1).numpy().transpose(1, 0, 2, 3)
             if confidence is not None:
-                upsampled = F.interpolate(result["confidence"][:, None], size=(height, width), mode="bilinear",
-                                          align_corners=False)
-                confidence[start:start + len(batch)] = upsampled[:, 0].numpy()
+                upsampled = F.interpolate(result["confidence"].float()[:, None], size=(height, width),
+                                          mode="bilinear", align_corners=False)
+                confidence[chosen] = upsampled[:, 0].numpy()
         return output, confidence
 
     # -- whole cases ---------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The slice pipeline of the learned imputers: empty slices skipped, batch size from memory, bf16 where native."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codebrain_seg.errors import InputError
+from codebrain_seg.inference import slice_predictor
+from codebrain_seg.inference.slice_predictor import SlicePredictor, inference_batch_size, resolve_inference_precision
+
+PLANS = {"channel_names": ["T1", "T2"], "normalization": {"upper_percentile": 99.5},
+         "intensity_reference": {"T1": {"median_p99_5": 100.0}, "T2": {"median_p99_5": 200.0}},
+         "configurations": {"2d_cpu": {"crop_size": [16, 16], "slicing_axis": 2,
+                                       "network": {"posterior_width": 8, "common_width": 8, "decoder_width": 8}}}}
+
+
+class Recording(SlicePredictor):
+    """Doubles its input; remembers which slices (by their constant value) each batch held."""
+
+    def __init__(self, **options):
+        super().__init__(PLANS, "2d_cpu", **options)
+        self.batches: list[list[float]] = []
+        self.dtypes: list[torch.dtype] = []
+
+    def predict_slices(self, masked):
+        x = torch.as_tensor(masked)
+        self.batches.append([float(v) for v in x[:, 0, 0, 0]])
+        self.dtypes.append((torch.ones(2, 2) @ torch.ones(2, 2)).dtype)  # what a matmul runs in here
+        return {"reconstruction": x * 2}
+
+
+def test_slices_without_any_given_signal_are_not_computed():
+    stack = np.zeros((2, 5, 16, 16), np.float32)
+    for index in (1, 3, 4):
+        stack[0, index] = 0.1 * index
+    predictor = Recording(batch_size=2, precision="fp32")
+    output, _ = predictor.predict_stack(stack)
+    assert predictor.batches == [[pytest.approx(0.1), pytest.approx(0.3)], [pytest.approx(0.4)]]
+    assert np.allclose(output[0, [1, 3, 4]], 2 * stack[0, [1, 3, 4]]) and not output[:, [0, 2]].any()
+
+
+def test_batch_size_from_memory_and_its_bounds():
+    configuration = PLANS["configurations"]["2d_cpu"]
+    # 12 maps x width 8 x 16 x 16 pixels x 4 bytes = 98 kB per slice: the cap of 64 applies.
+    assert inference_batch_size(configuration) == slice_predictor.MAX_INFERENCE_BATCH
+    paper = {"crop_size": [240, 240], "network": {"posterior_width": 32, "common_width": 96, "decoder_width": 96}}
+    assert inference_batch_size(paper) == int(1.5e9 // (12 * 96 * 240 * 240 * 4))  # 5
+    assert inference_batch_size(paper, memory_bytes=1.0) == 1
+    with pytest.raises(InputError, match="batch size"):
+        Recording(batch_size=0)
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(slice_predictor, "native_bf16", lambda device: True)
+    assert resolve_inference_precision("auto", cpu) == "bf16"
+    predictor = Recording(precision="auto", batch_size=4)
+    stack = np.ones((2, 2, 16, 16), np.float32)
+    predictor.predict_stack(stack)
+    assert predictor.dtypes == [torch.bfloat16] and predictor.model_info["precision"] == "bf16"
+    monkeypatch.setattr(slice_predictor, "native_bf16", lambda device: False)
+    assert resolve_inference_precision("auto", cpu) == "fp32"
+    assert resolve_inference_precision("bf16", cpu) == "bf16"
+    with pytest.raises(InputError, match="precision"):
+        resolve_inference_precision("fp8", cpu)
