@@ -111,7 +111,8 @@ def train(folders: NnunetFolders, dataset_name: str, trainer: str, plans_name: s
     plans = read_json(preprocessed / f"{plans_name}.json")
     dataset_json = read_json(preprocessed / "dataset.json")
     latest = fold_folder / "checkpoint_latest.pth"
-    plans["continue_training"] = latest.is_file()
+    resumed = latest.is_file()
+    plans["continue_training"] = resumed  # nnU-Net takes the key out of the dict
     with nnunet_environment(folders):
         nnunet_trainer = cls(plans=plans, configuration=NNUNET_CONFIGURATION, fold=NNUNET_FOLD,
                              dataset_json=dataset_json, device=torch.device(device))
@@ -123,7 +124,7 @@ def train(folders: NnunetFolders, dataset_name: str, trainer: str, plans_name: s
     # What the training cost, for the tables' budget line (a resumed run counts this process's part only).
     write_json(model_folder / TRAINING_RECORD, {
         "trainer": trainer, "plans": plans_name, "seconds": round(time.perf_counter() - started, 1),
-        "resumed": bool(plans["continue_training"]), "torch_threads": torch.get_num_threads(),
+        "resumed": resumed, "torch_threads": torch.get_num_threads(),
         "epochs": int(getattr(nnunet_trainer, "num_epochs", 0)),
         "iterations_per_epoch": int(getattr(nnunet_trainer, "num_iterations_per_epoch", 0))})
     return model_folder
