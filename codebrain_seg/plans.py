@@ -7,6 +7,7 @@ this file only. Checkpoints and written files keep the plain dicts (``.data``), 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -203,3 +204,85 @@ class Plans:
                                    f"{', '.join(self.configuration_names)} (plan it with codebrain_plan_and_preprocess "
                                    f"-c {name})")
         return Configuration(self._data["configurations"][name], name)
+
+
+# ---- checking a plans file (hand edits, non-finite values) -------------------------------------------------
+
+# Fields whose value must be a list of positive integers / a positive integer when present, per configuration.
+_POSITIVE_LISTS = ("crop_size", "code_grid", "fsq_levels", "box_size", "target_size")
+_POSITIVE_INTS = ("batch_size", "downsamplings")
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _non_finite(item, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _non_finite(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _is_int(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_plans(plans: Any, source: str = "the plans") -> None:
+    """Refuse plans a hand edit or a bad case broke, naming the field and the file (``source``).
+
+    Checks that every value is finite (a NaN from a bad case must never reach training or imputation), the
+    channel names, the intensity reference, and the integer fields of every configuration (crop size, FSQ levels,
+    batch sizes, stage iterations, slicing axis).
+
+    Raises:
+        InputError: the first bad field, named ``configurations.<name>.<field>``.
+    """
+    hint = "fix the field, or rerun codebrain_plan_and_preprocess --replan to write the plans again"
+    if not isinstance(plans, Mapping):
+        raise InputError(f"{source} is not a plans file (a JSON object with 'configurations'); {hint}")
+    bad = _non_finite(plans, "")
+    if bad:
+        raise InputError(f"{source}: {bad} is not a finite number (NaN or infinite, from a case with NaN or "
+                         f"infinite voxels?); {hint}")
+    names = plans.get("channel_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{source}: channel_names must be a list of sequence names, got {names!r}; {hint}")
+    for name in names:
+        upper = plans.get("intensity_reference", {}).get(name, {}).get("median_p99_5")
+        if upper is not None and (not isinstance(upper, (int, float)) or isinstance(upper, bool) or upper <= 0):
+            raise InputError(f"{source}: intensity_reference.{name}.median_p99_5 must be a positive number, got "
+                             f"{upper!r}; {hint}")
+    configurations = plans.get("configurations")
+    if not isinstance(configurations, Mapping) or not configurations:
+        raise InputError(f"{source}: configurations must be an object of named configurations; {hint}")
+    for config_name, config in configurations.items():
+        where = f"configurations.{config_name}"
+        if not isinstance(config, Mapping):
+            raise InputError(f"{source}: {where} must be an object, got {config!r}; {hint}")
+        for key in _POSITIVE_LISTS:
+            value = config.get(key)
+            if value is not None and (not isinstance(value, list) or not value
+                                      or not all(_is_int(v) for v in value)):
+                raise InputError(f"{source}: {where}.{key} must be a list of positive integers, got {value!r}; "
+                                 f"{hint}")
+        for key in _POSITIVE_INTS:
+            value = config.get(key)
+            if value is not None and not _is_int(value, 0 if key == "downsamplings" else 1):
+                raise InputError(f"{source}: {where}.{key} must be a positive integer, got {value!r}; {hint}")
+        axis = config.get("slicing_axis")
+        if axis is not None and axis not in (0, 1, 2):
+            raise InputError(f"{source}: {where}.slicing_axis must be 0, 1 or 2, got {axis!r}; {hint}")
+        optimisation = config.get("optimisation", {})
+        for stage in ("stage1", "stage2"):
+            block = optimisation.get(stage, {}) if isinstance(optimisation, Mapping) else {}
+            for key in ("iterations", "batch_size"):
+                value = block.get(key) if isinstance(block, Mapping) else None
+                if value is not None and not _is_int(value):
+                    raise InputError(f"{source}: {where}.optimisation.{stage}.{key} must be a positive integer, "
+                                     f"got {value!r}; {hint}")

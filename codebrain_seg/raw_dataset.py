@@ -112,12 +112,38 @@ def load_dataset_json(raw_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFileError(f"{raw_dir} has no dataset.json (unfinished conversion or not a raw dataset)")
     content = read_json(path)
-    for key in ("channel_names", "labels", "file_ending"):
+    if not isinstance(content, dict):
+        raise InputError(f"{path}: expected a JSON object with channel_names and file_ending")
+    for key in ("channel_names", "file_ending"):
         if key not in content:
             raise InputError(f"{path}: missing key {key!r}")
     if content["file_ending"] != FILE_ENDING:
         raise InputError(f"{path}: only {FILE_ENDING} is supported, got {content['file_ending']!r}")
+    check_channel_names(content["channel_names"], path)
+    labels = content.get("labels")
+    if labels is not None and (not isinstance(labels, dict) or not all(
+            isinstance(v, int) or (isinstance(v, list) and all(isinstance(i, int) for i in v))
+            for v in labels.values())):
+        raise InputError(f"{path}: labels must map names to label values or lists of them, e.g. "
+                         f'{{"background": 0, "tumour": 1}}, got {labels!r}')
+    # labels are optional: imputation needs none (segmentation evaluation asks for them where it needs them)
+    content.setdefault("labels", {"background": 0})
     return content
+
+
+def check_channel_names(names: Any, path: Path | str = "dataset.json") -> None:
+    """``channel_names`` must be nnU-Net v2's object ``{"0": "T1", "1": "T2", ...}`` of unique names."""
+    example = '{"0": "T1", "1": "T2", "2": "FLAIR"}'
+    if not isinstance(names, dict):
+        raise InputError(f"{path}: channel_names must be an object keyed by channel number, e.g. {example}, not a "
+                         f"{type(names).__name__} ({names!r})")
+    expected = [str(i) for i in range(len(names))]
+    if sorted(names, key=lambda k: (len(k), k)) != expected:
+        raise InputError(f"{path}: channel_names keys must be {', '.join(expected)} (the _0000, _0001 ... file "
+                         f"numbers), got {', '.join(map(str, names))}")
+    values = list(names.values())
+    if not all(isinstance(v, str) and v for v in values) or len(set(values)) != len(values):
+        raise InputError(f"{path}: channel_names values must be distinct sequence names, got {values!r}")
 
 
 class RawDatasetWriter:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -10,7 +11,7 @@ from codebrain_seg import paths
 from codebrain_seg.case_checks import CaseFiles, CaseProblemsError, check_cases
 from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json, write_json
-from codebrain_seg.plans import PLANS_NAME
+from codebrain_seg.plans import PLANS_NAME, check_plans
 from codebrain_seg.raw_dataset import (
     channel_names,
     image_path,
@@ -22,7 +23,7 @@ from codebrain_seg.raw_dataset import (
 )
 from planners.copedit_planner import add_copedit_configurations
 from planners.experiment_planner import get_configuration, plan_experiment
-from planners.fingerprint import extract_fingerprint
+from planners.fingerprint import changed_inputs, extract_fingerprint, input_stamps
 from planners.preprocessing import preprocess_dataset
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist: run codebrain_plan_and_preprocess -d "
                                 f"{preprocessed_dir.name} first")
-    return read_json(path)
+    plans = read_json(path)
+    check_plans(plans, str(path))  # a hand edit or a NaN is named here, not deep inside training
+    return plans
 
 
 def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
@@ -70,7 +73,8 @@ def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
     names = channel_names(dataset_json)
     cases = []
     for case_id in list_cases(raw_dir):
-        images = {name: image_path(raw_dir, case_id, index) for index, name in enumerate(names)}
+        images = {f"{name} ({image_path(raw_dir, case_id, index).name})": image_path(raw_dir, case_id, index)
+                  for index, name in enumerate(names)}
         label = label_path(raw_dir, case_id)
         cases.append(CaseFiles(case_id, images, label if label.is_file() else None))
     problems = check_cases(cases, allowed_labels=label_values(dataset_json))
@@ -78,10 +82,29 @@ def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
         raise CaseProblemsError(problems, len(cases), "Nothing was planned or preprocessed.")
 
 
+def check_plans_values(fingerprint: dict[str, Any], path: Path) -> None:
+    """Refuse a fingerprint with a non-finite dataset summary before it is written (names the sequence)."""
+    for name, summary in fingerprint.get("intensity_summary", {}).items():
+        for key, value in summary.items():
+            if not math.isfinite(value):
+                raise InputError(f"{path.name} would hold {key} {value} for {name}: a case has NaN or infinite "
+                                 f"voxels; run with the integrity check (the default) to find it, fix it and rerun")
+
+
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None = None,
-                        gpu_memory_gb: float = 24.0, num_processes: int = 1, verify: bool = False,
+                        gpu_memory_gb: float = 24.0, num_processes: int = 1, verify: bool = True,
                         replan: bool = False) -> Path:
-    """Run the whole stage for one dataset; returns the preprocessed dataset folder."""
+    """Run the whole stage for one dataset; returns the preprocessed dataset folder.
+
+    ``verify`` (default) checks every raw case first (:func:`verify_dataset`). The fingerprint records the size
+    and modification time of every raw file: when a file changed since (a fixed or replaced case), the
+    fingerprint, the plans and the arrays are made again. Plans are checked before they are written: a
+    non-finite value never reaches them.
+    """
+    if isinstance(gpu_memory_gb, bool) or not isinstance(gpu_memory_gb, (int, float)) or not gpu_memory_gb > 0:
+        raise InputError(f"--gpu-memory-gb must be a positive number of GB, got {gpu_memory_gb!r}")
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise InputError(f"-np / --num-processes must be 1 or more, got {num_processes!r}")
     raw_dir = paths.raw_dataset_dir(dataset)
     dataset_json = load_dataset_json(raw_dir)
     if verify:
@@ -92,14 +115,28 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] | None
 
     fingerprint_path = out_dir / "dataset_fingerprint.json"
     fingerprint = read_json(fingerprint_path) if fingerprint_path.is_file() and not replan else None
-    if fingerprint is None or [c["case_id"] for c in fingerprint["cases"]] != cases:
+    stamps = input_stamps(raw_dir, cases, len(channel_names(dataset_json)))
+    changed = changed_inputs(fingerprint, stamps) if fingerprint is not None else []
+    if changed:
+        logger.warning("raw files changed since the fingerprint (%s%s): fingerprint, plans and arrays are made again",
+                       ", ".join(changed[:5]), " ..." if len(changed) > 5 else "")
+    if fingerprint is None or [c["case_id"] for c in fingerprint["cases"]] != cases or changed:
         fingerprint = extract_fingerprint(raw_dir, dataset_json, num_processes)
+        fingerprint["input_stamps"] = stamps
+        check_plans_values(fingerprint, fingerprint_path)
         write_json(fingerprint_path, fingerprint)
         replan = True
 
     plans_path = out_dir / f"{PLANS_NAME}.json"
+    if not replan and plans_path.is_file():
+        try:
+            check_plans(read_json(plans_path), str(plans_path))
+        except InputError as error:
+            logger.warning("%s; writing the plans again", error)
+            replan = True
     if replan or not plans_path.is_file():
         plans = plan_experiment(fingerprint, raw_dir.name, gpu_memory_gb=gpu_memory_gb)
+        check_plans(plans, str(plans_path))  # before writing: a NaN never reaches the plans
         write_json(plans_path, plans)
         for configuration in plans["configurations"].values():
             # Stale arrays from an earlier plan would silently mix two preprocessings.

@@ -307,8 +307,8 @@ class BaseTrainer(CheckpointingMixin):
             if self.context.world_size > 1:
                 dist.barrier()  # the next stage reads this stage's final checkpoint on every rank
         except KeyboardInterrupt:
-            logger.warning("interrupted at iteration %d; resume with --continue from the last checkpoint",
-                           self.iteration)
+            logger.warning("interrupted at iteration %d; rerun the same command to resume from the last "
+                           "checkpoint_latest.pth (--overwrite starts over)", self.iteration)
             raise
         finally:
             if stream is not None:

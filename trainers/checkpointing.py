@@ -55,11 +55,18 @@ class CheckpointingMixin:
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore the complete training state (weights, optimisers, schedulers, RNG, iteration, log window)."""
-        state = load_checkpoint(path, keys=("networks", "optimizers", "schedulers", "scaler", "rng", "iteration"),
-                                what="training checkpoint", map_location=self.device)
+        try:
+            state = load_checkpoint(path, keys=("networks", "optimizers", "schedulers", "scaler", "rng",
+                                                "iteration"), what="training checkpoint", map_location=self.device)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error} (or rerun with --overwrite to start this stage over)") from error
         if state.get("method") != self.method or state.get("stage") != self.stage:
             raise CheckpointError(f"{path} holds {state.get('method')!r} stage {state.get('stage')}, "
-                                  f"not {self.method!r} stage {self.stage}")
+                                  f"not {self.method!r} stage {self.stage}: rerun with --overwrite to start over")
+        trained = state.get("configuration_name")
+        if trained not in (None, self.configuration_name):
+            raise CheckpointError(f"{path} was trained with configuration {trained!r}, not "
+                                  f"{self.configuration_name!r}: rerun with --overwrite to start over")
         for key, module in self.networks.items():
             module.load_state_dict(state["networks"][key])
         for key, optimizer in self.optimizers.items():
@@ -78,20 +85,22 @@ class CheckpointingMixin:
         if self.is_main:
             for leftover in self.output_dir.glob(".checkpoint_*.tmp*"):
                 leftover.unlink()  # a write interrupted by a kill; the checkpoint it was replacing is intact
-        if not self.options.continue_training:
+        if self.options.overwrite:
             stale = sorted(self.output_dir.glob("checkpoint_*.pth"))
             if stale and self.is_main:
-                logger.warning("starting over: removing %s (pass --continue to resume instead)",
-                               ", ".join(p.name for p in stale))
+                logger.warning("--overwrite: starting over, removing %s", ", ".join(p.name for p in stale))
                 for path in stale:
                     path.unlink()
             truncate_metrics(self.output_dir, 0, self.is_main)
             return True
+        # Resuming is the default (the interruption message says "rerun the same command"): a finished stage is
+        # never retrained or deleted without --overwrite.
         if not latest.is_file():
             if final.is_file():
-                logger.info("stage %d is already finished (%s); nothing to do", self.stage, final)
+                logger.info("stage %d is already finished (%s); nothing to do (--overwrite retrains it)",
+                            self.stage, final)
                 return False
-            logger.info("--continue: no %s yet, starting from iteration 0", latest.name)
+            logger.info("no %s yet, starting from iteration 0", latest.name)
             truncate_metrics(self.output_dir, 0, self.is_main)
             return True
         self.load_checkpoint(latest)

@@ -7,17 +7,21 @@ from typing import Sequence
 import torch
 
 from codebrain_seg.cli.common import run_cli
+from codebrain_seg.errors import EnvironmentSetupError
 from planners.plan_and_preprocess import plan_and_preprocess
 
 REFERENCE_GPU_MEMORY_GB = 24.0  # the paper's RTX 4090
 
 
 def _gpu_memory_gb(device: str, requested: float | None) -> float:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentSetupError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is "
+                                    "False); leave --device out (and plan for another machine's GPU with "
+                                    "--gpu-memory-gb G)")
     if requested is not None:
         return requested
     if device == "cuda":
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / 1e9
+        return torch.cuda.get_device_properties(0).total_memory / 1e9
     return REFERENCE_GPU_MEMORY_GB
 
 
@@ -34,14 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{REFERENCE_GPU_MEMORY_GB:g}, the paper's GPU)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes")
     parser.add_argument("--verify_dataset_integrity", action="store_true",
-                        help="check every raw case before planning")
+                        help="check every raw case before planning (the default now; kept for nnU-Net habits)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the check of every raw case (readable, same grid, finite, not all zero, known "
+                             "labels) that runs by default")
     parser.add_argument("--replan", action="store_true", help="recompute fingerprint and plans")
     args = parser.parse_args(argv)
 
     def run() -> None:
         out = plan_and_preprocess(args.dataset, args.configurations,
                                   gpu_memory_gb=_gpu_memory_gb(args.device, args.gpu_memory_gb),
-                                  num_processes=args.num_processes, verify=args.verify_dataset_integrity,
+                                  num_processes=args.num_processes, verify=not args.no_verify,
                                   replan=args.replan)
         print(f"plans and preprocessed data: {out}")
 

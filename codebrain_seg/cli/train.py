@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto = cuda when available, else cpu")
     parser.add_argument("--continue", dest="continue_training", action="store_true",
-                        help="resume from checkpoint_latest.pth")
+                        help="resume from checkpoint_latest.pth (the default now: a rerun resumes, and a finished "
+                             "stage is left as it is)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the stage(s) over: delete their checkpoints, checkpoint_final.pth included")
     add_variant_arguments(parser)
     parser.add_argument("--method", choices=trainable_methods(), default="codebrain",
                         help="codebrain; regression (the direct-regression baseline: same loop, no codes); copedit "
@@ -107,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                ablation=ablation, loss_weights=args.loss_weights, variant=args.variant,
                                code_dim=args.code_dim,
                                iterations=args.iterations, device=args.device,
-                               continue_training=args.continue_training, compile=args.compile,
+                               continue_training=args.continue_training, overwrite=args.overwrite,
+                               compile=args.compile,
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
                                save_every=args.save_every, batch_size=args.batch_size, log_every=args.log_every,
                                precision=args.precision)

@@ -9,7 +9,7 @@ from codebrain_seg import paths
 from codebrain_seg.device import uses_gpu
 from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json
-from codebrain_seg.plans import PLANS_NAME, Configuration
+from codebrain_seg.plans import PLANS_NAME, Configuration, check_plans
 from codebrain_seg.results_layout import (
     CODEBRAIN_FOLDER,
     finished_configurations,
@@ -64,7 +64,9 @@ def model_plans(fold_dir: Path) -> dict[str, Any]:
     ``codebrainPlans.json``)."""
     for candidate in (fold_dir.parent / "plans.json", fold_dir.parent / f"{PLANS_NAME}.json"):
         if candidate.is_file():
-            return read_json(candidate)
+            plans = read_json(candidate)
+            check_plans(plans, str(candidate))
+            return plans
     raise MissingFileError(f"{fold_dir.parent} has no plans.json: not a model folder written by codebrain_train")
 
 

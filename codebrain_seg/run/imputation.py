@@ -167,6 +167,9 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
             e.g. one installed by ``codebrain_install_model``): its plans.json and checkpoints, no raw or
             preprocessed dataset; the variant options are then ignored.
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"--batch-size must be a positive integer, got {batch_size!r} (leave it out for the "
+                         f"configuration's Stage II batch size)")
     codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
     method_options = {"prompts": prompts, "layout": layout}
     model_dir = None

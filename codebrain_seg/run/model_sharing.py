@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -259,7 +260,7 @@ def install_model(zip_path: str | Path, overwrite: bool = False) -> Path:
                 with archive.open(name) as handle:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
-            except (zipfile.BadZipFile, OSError) as error:
+            except (zipfile.BadZipFile, OSError, zlib.error) as error:
                 raise InputError(f"{zip_path}: {name} cannot be read ({error}); the zip is damaged, nothing was "
                                  f"installed") from error
             if not isinstance(entry, dict) or digest.hexdigest() != entry.get("sha256"):
