@@ -42,8 +42,8 @@ def test_a_dataset137_model_gets_the_same_dice_as_the_project_convention(tiny, t
     theirs = evaluate_segmentation(DEMO_ID, 0, segmenter=d137, **options)
     # The label maps the two write differ (1 and 2 swapped) ...
     case = tiny.split["val"][0]
-    ours_map = read_nifti(ours.output_dir / "segmentations" / "full" / f"{case}.nii.gz").data
-    theirs_map = read_nifti(theirs.output_dir / "segmentations" / "full" / f"{case}.nii.gz").data
+    ours_map = read_nifti(ours.output_dir / "segmentations" / "full" / f"{case}.nii.gz", dtype=np.int16).data
+    theirs_map = read_nifti(theirs.output_dir / "segmentations" / "full" / f"{case}.nii.gz", dtype=np.int16).data
     swapped = np.choose(ours_map, [0, 2, 1, 3])
     assert np.array_equal(theirs_map, swapped)
     # ... and the scores are the same, region by region, because each is read through its own dataset.json.
@@ -52,7 +52,7 @@ def test_a_dataset137_model_gets_the_same_dice_as_the_project_convention(tiny, t
     assert ours.table["mapping"]["segmenter_regions"]["TC"] == [1, 3]
     assert [c["segmenter"] for c in theirs.table["mapping"]["channels"]] == ["T1", "T1ce", "T2", "T1Gd"]
     # Scored with the project's fixed meaning instead, the Dataset137 model's TC would be oedema + enhancing.
-    truth = read_nifti(tiny.raw_dir / "labelsTr" / f"{case}.nii.gz").data
+    truth = read_nifti(tiny.raw_dir / "labelsTr" / f"{case}.nii.gz", dtype=np.int16).data
     wrong = region_scores(theirs_map, truth)["TC"]["dice"]
     right = region_scores(theirs_map, truth,
                           prediction_regions=prediction_regions(read_json(d137 / "dataset.json")).regions)["TC"]
