@@ -14,6 +14,8 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r imputes cases r, r + WORLD_SIZE, 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -125,6 +127,33 @@ def _method_of_folder(prefix: str, model_dir: Path) -> str:
                      f"known: {', '.join(METHOD_FOLDERS.values())})")
 
 
+def _resume_key(case: InputCase, given: list[int], method: str, model_info: dict[str, Any],
+                model_key: dict[str, Any], save_confidence: bool, options: tuple[Any, ...]) -> str:
+    """What a case's imputation depends on (given files' size and mtime, model and its checkpoints, options), as
+    text: a rerun keeps a case whose sidecar (written last) holds the same key."""
+    files = {case.files[c].name: [case.files[c].stat().st_size, case.files[c].stat().st_mtime_ns]  # type: ignore
+             for c in given}
+    payload = {"method": method, "model": model_info, "checkpoints": model_key, "given": files,
+               "confidence": save_confidence, "options": list(options)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _already_imputed(output_folder: Path, case: InputCase, missing: list[int], resume_key: str,
+                     save_confidence: bool) -> bool:
+    sidecar = output_folder / f"{case.case_id}_imputation.json"
+    if not sidecar.is_file():
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False  # a damaged sidecar: impute again
+    targets = [output_folder / f"{case.case_id}_{c:04d}.nii.gz" for c in missing]
+    if save_confidence:
+        targets.append(output_folder / "confidence" / f"{case.case_id}.nii.gz")
+    return (isinstance(recorded, dict) and recorded.get("resume_key") == resume_key
+            and all(path.is_file() for path in targets))
+
+
 def _rank_share(cases: list[InputCase]) -> list[InputCase]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
@@ -229,6 +258,7 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
     model_info = dict(predictor.model_info) if predictor is not None else {"method": method}
     reference_upper = {name: Plans(plans).reference_upper(name) for name in names}
 
+    model_key = imputer.fingerprint() if hasattr(imputer, "fingerprint") else {}
     written: list[Path] = []
     for case in _rank_share(cases):
         missing = [c for c, flag in enumerate(case.available) if not flag]
@@ -236,6 +266,15 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
             logger.info("%s: every sequence is given, nothing to impute", case.case_id)
             continue
         given = [c for c, flag in enumerate(case.available) if flag]
+        resume_key = _resume_key(case, given, method, model_info, model_key, save_confidence, options=(
+            checkpoint, source_rule, prompts, layout, batch_size))
+        for leftover in [*output_folder.glob(f".{case.case_id}_*.tmp*"),
+                         *output_folder.glob(f"confidence/.{case.case_id}.*.tmp*")]:
+            leftover.unlink()  # a write cut short by a kill; the file it was replacing (if any) is intact
+        if _already_imputed(output_folder, case, missing, resume_key, save_confidence):
+            logger.info("%s: already imputed by this model in %s (an earlier run), kept", case.case_id,
+                        output_folder)
+            continue
         reference = read_nifti(case.files[given[0]])
         images = np.zeros((len(names),) + reference.data.shape, np.float32)
         for channel in given:
@@ -266,6 +305,7 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
             "geometry": {"affine_and_header_from": case.files[given[0]].name,
                          "shape": list(reference.data.shape)},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resume_key": resume_key,
         }
         if confidence is not None:
             target = output_folder / "confidence" / f"{case.case_id}.nii.gz"
