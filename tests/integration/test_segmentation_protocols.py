@@ -50,7 +50,7 @@ def test_a_dataset137_model_gets_the_same_dice_as_the_project_convention(tiny, t
     assert theirs.table["dice"] == ours.table["dice"]
     assert theirs.table["mapping"]["segmenter_regions"]["TC"] == [2, 3]
     assert ours.table["mapping"]["segmenter_regions"]["TC"] == [1, 3]
-    assert [c["segmenter"] for c in theirs.table["mapping"]["channels"]] == ["T1", "T1ce", "T2", "T1Gd"]
+    assert [c["segmenter"] for c in theirs.table["mapping"]["channels"]] == ["T1", "T1ce", "T2", "FLAIR"]
     # Scored with the project's fixed meaning instead, the Dataset137 model's TC would be oedema + enhancing.
     truth = read_nifti(tiny.raw_dir / "labelsTr" / f"{case}.nii.gz", dtype=np.int16).data
     wrong = region_scores(theirs_map, truth)["TC"]["dice"]
