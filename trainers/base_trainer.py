@@ -258,9 +258,13 @@ class BaseTrainer(CheckpointingMixin):
             gathered_keys = [None] * self.context.world_size
             dist.all_gather_object(gathered_keys, keys)
         self._window = {}
-        return {"kind": "train", "iteration": self.iteration,
-                "losses": {n: float(totals[i, 0]) / max(float(totals[i, 1]), 1.0) for i, n in enumerate(names)},
-                "lr": lr, "seconds_per_iteration": seconds, "batch_keys": gathered_keys}
+        record = {"kind": "train", "iteration": self.iteration,
+                  "losses": {n: float(totals[i, 0]) / max(float(totals[i, 1]), 1.0) for i, n in enumerate(names)},
+                  "lr": lr, "seconds_per_iteration": seconds, "batch_keys": gathered_keys,
+                  "slices_per_second": self.batch_size * self.context.world_size / seconds if seconds > 0 else None}
+        if self.device.type == "cuda":
+            record["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        return record
 
     def _run_validation(self) -> None:
         if self.is_main:
