@@ -92,7 +92,7 @@ class CaseRunner:
         the available ones of a segmenter that takes only those) or with a scenario imputed by ``method``."""
         folder = self.state.output_dir / "segmentations"
         if method is None:
-            folder = folder / (FULL if scenario is None else MISSING / scenario.pattern)
+            folder = folder / FULL if scenario is None else folder / MISSING / scenario.pattern
         else:
             folder = folder / method / scenario.pattern
         output = folder / f"{self.case.case_id}{FILE_ENDING}"
