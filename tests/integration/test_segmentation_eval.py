@@ -206,7 +206,8 @@ def test_dataset_without_brats_labels_is_refused(project_dirs, capsys):
     dataset_json["labels"] = {"background": 0, "lesion": 1}
     (raw_dir / "dataset.json").write_text(json.dumps(dataset_json))
     assert main(["-d", "992", "-f", "0", "--train-segmenter", "--methods", "zero"]) == 2
-    assert "needs labels 1 NCR, 2 ED, 3 ET" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "declares labels {'background': 0, 'lesion': 1}" in err and "cannot derive WT/TC/ET" in err
 
 
 def test_segmenter_with_other_channels_is_refused(tiny, capsys):
@@ -217,7 +218,7 @@ def test_segmenter_with_other_channels_is_refused(tiny, capsys):
     (other / "dataset.json").write_text(json.dumps(dataset_json))
     assert main(["-d", str(DEMO_ID), "-f", "0", "--segmenter", str(other), "--methods", "zero"]) == 2
     err = capsys.readouterr().err
-    assert "trained on channels ['T1', 'T2', 'FLAIR', 'PD']" in err and "'T1Gd'" in err
+    assert "takes channels ['T1', 'T2', 'FLAIR', 'PD']" in err and "'T1Gd'" in err
 
 
 def test_segmenter_folder_must_hold_a_trained_model(tiny, capsys):
