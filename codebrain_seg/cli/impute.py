@@ -1,15 +1,7 @@
 """``codebrain_impute``: NIfTI cases with any subset of sequences in, the missing sequences out.
 
-Input folder in nnU-Net naming: ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... in the dataset's channel order. A
-sequence is missing when its file is absent or all zero. For each case, only the missing sequences are written to
-the output folder (``CASE_XXXX.nii.gz``, float32, the input's affine and header), with a JSON sidecar
-``CASE_imputation.json`` (what was imputed from what, by which model, in which intensity scale) and, with
-``--save-confidence``, ``confidence/CASE.nii.gz`` (a subfolder, so the output stays a valid nnU-Net input
-folder). Given sequences are never written.
-
-Every case is checked before anything is written: an unreadable file, a channel the model does not know, sequences
-on different grids or a case with every sequence missing stop the run with one message listing all problems.
-Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r imputes cases r, r + WORLD_SIZE, ... of the sorted list.
+The input and output folders are described in :mod:`codebrain_seg.run.imputation` (``impute_folder``), whose
+docstring is this command's epilog.
 """
 from __future__ import annotations
 
@@ -20,6 +12,7 @@ from typing import Sequence
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.cli.train import add_variant_arguments
 from codebrain_seg.errors import InputError
+from codebrain_seg.run import imputation
 from codebrain_seg.run.imputation import impute_folder
 from codebrain_seg.run.methods import imputation_methods
 
@@ -30,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``codebrain_impute``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+                                     epilog="\n\n".join(imputation.__doc__.split("\n\n")[1:]))
     parser.add_argument("-d", "--dataset", default=None,
                         help="dataset id (137), full or short name of the model (not needed with -m)")
     parser.add_argument("-m", "--model-folder", default=None,
