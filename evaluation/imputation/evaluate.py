@@ -32,6 +32,8 @@ so zero/mean baselines land beside the model they are compared with). A CodeBrai
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -219,6 +221,35 @@ def write_figures(out_dir: Path, case_id: str, figure_data: dict[str, Any], summ
     return written
 
 
+CASE_CACHE = ".cases"
+
+
+def _case_key(case: CaseFiles, settings: dict[str, Any]) -> str:
+    """What a case's scores depend on: its files (size, mtime), the methods' models and the settings."""
+    files = [str(path) for path in case.images] + ([str(case.label)] if case.label else [])
+    stamps = {name: [Path(name).stat().st_size, Path(name).stat().st_mtime_ns] for name in files}
+    payload = json.dumps({"files": stamps, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _cached_case(out_dir: Path, case_id: str, key: str) -> dict[str, Any] | None:
+    """The scores of a case from an earlier (perhaps interrupted) run with the same key, else None."""
+    path = out_dir / CASE_CACHE / f"{case_id}.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or damaged: score the case again
+    if not isinstance(cached, dict) or cached.get("key") != key:
+        return None
+    return {**cached["result"], "figures": {}}
+
+
+def _cache_case(out_dir: Path, case_id: str, key: str, result: dict[str, Any]) -> None:
+    """Keep a case's scores (written atomically) so that a rerun after an interruption skips it."""
+    kept = {name: value for name, value in result.items() if name != "figures"}
+    write_json(out_dir / CASE_CACHE / f"{case_id}.json", {"key": key, "result": kept})
+
+
 def _remove_stale_outputs(out_dir: Path, protocols: Sequence[str]) -> None:
     """Drop what an earlier run in the same folder wrote and this run will not rewrite (other protocol, figures)."""
     for protocol in PROTOCOLS:
@@ -295,10 +326,20 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     rows: dict[str, list[dict[str, Any]]] = {"paper": [], "volume": []}
     seconds = {method: 0.0 for method in imputers}
     figure_data, figure_case = {}, ""
+    settings = {"methods": {name: imp.fingerprint() if hasattr(imp, "fingerprint") else name
+                            for name, imp in imputers.items()},
+                "protocols": protocols, "patterns": patterns, "configuration": config, "channels": names}
     for index, case in enumerate(tqdm(case_files, desc="evaluate imputation", unit="case")):
-        images, label = load_case(case)
         keep = index < figure_cases
-        result = evaluate_case(case.case_id, images, label, plans, config, imputers, protocols, patterns, keep)
+        key = _case_key(case, settings)
+        result = None if keep else _cached_case(out_dir, case.case_id, key)
+        if result is None:
+            images, label = load_case(case)
+            result = evaluate_case(case.case_id, images, label, plans, config, imputers, protocols, patterns, keep)
+            _cache_case(out_dir, case.case_id, key, result)
+        else:
+            logger.info("%s: scores of an earlier run with the same cases, models and settings reused",
+                        case.case_id)
         for protocol in PROTOCOLS:
             rows[protocol] += result[protocol]
         for method, value in result["seconds"].items():

@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import pytest
 from conftest import TINY_DEMO_CONFIGURATION, torch_threads, use_project_folders
 
+from codebrain_seg.cli.evaluate_imputation import main as evaluate_main
 from codebrain_seg.cli.impute import main as impute_main
 from codebrain_seg.cli.plan_and_preprocess import main as plan_main
 from codebrain_seg.demo_data import make_demo_dataset
@@ -72,7 +74,7 @@ def test_plan_and_preprocess_resumes_after_a_kill(plan_raw, sig, tmp_path, monke
     arrays = root / "preprocessed" / "Dataset991_DemoBraTS" / "codebrainPlans_2d"
     code, finished = interrupt_when(
         [sys.executable, "-m", "codebrain_seg.cli.plan_and_preprocess", "-d", "991", "-c", "2d_cpu"],
-        lambda: sorted(arrays.glob("*.json")) if arrays.is_dir() else [], sig, tmp_path / "log.txt")
+        lambda: sorted(arrays.glob("[!.]*.json")) if arrays.is_dir() else [], sig, tmp_path / "log.txt")
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), (tmp_path / "log.txt").read_text()[-2000:]
     if sig == signal.SIGINT:
         assert "interrupted: finished work is kept" in (tmp_path / "log.txt").read_text()
@@ -83,7 +85,7 @@ def test_plan_and_preprocess_resumes_after_a_kill(plan_raw, sig, tmp_path, monke
     assert plan_main(["-d", "991", "-c", "2d_cpu"]) == 0
     after = _stamps(arrays.glob("*"))
     assert {name: after[name] for name in kept} == kept  # the finished cases were not redone
-    properties = sorted(arrays.glob("*.json"))
+    properties = sorted(arrays.glob("[!.]*.json"))
     assert len(properties) == 8
     for path in properties:  # every case complete and readable in full
         case = path.stem
@@ -102,23 +104,32 @@ def impute_project(tiny_demo, tmp_path_factory):
     raw = demo.root / "raw" / f"Dataset{DATASET}_DemoBraTS"
     inputs = work / "in"
     inputs.mkdir()
+    complete = work / "complete"
+    complete.mkdir()
     cases = sorted(p.name[:-len("_0000.nii.gz")] for p in raw.glob("imagesTr/*_0000.nii.gz"))[:4]
     for copy in range(2):
         for case in cases:
-            for channel in (0, 2):
-                shutil.copy(image_path(raw, case, channel), inputs / f"C{copy}{case}_{channel:04d}.nii.gz")
+            for channel in range(4):
+                shutil.copy(image_path(raw, case, channel), complete / f"C{copy}{case}_{channel:04d}.nii.gz")
+                if channel in (0, 2):
+                    shutil.copy(image_path(raw, case, channel), inputs / f"C{copy}{case}_{channel:04d}.nii.gz")
     args = ["-d", str(DATASET), "-f", "0", "-c", TINY_DEMO_CONFIGURATION, "-i", str(inputs)]
+    evaluate_args = ["-d", str(DATASET), "-f", "0", "-c", TINY_DEMO_CONFIGURATION, "--cases", str(complete),
+                     "--methods", "zero,mean", "--figure-cases", "0", "--protocol", "paper",
+                     "--evaluation-slices", "4"]  # the cache does not depend on the method: fast baselines
     with pytest.MonkeyPatch.context() as patch, torch_threads(1):
         use_project_folders(demo.root, patch)
         run_training(DATASET, 0, TINY_DEMO_CONFIGURATION, iterations=4, device="cpu", num_threads=1, val_every=4,
                      max_val_slices_per_case=2)
         assert impute_main(args + ["-o", str(work / "reference")]) == 0
-    return demo, args, work / "reference"
+        assert evaluate_main(evaluate_args + ["-o", str(work / "evaluation_reference")]) == 0
+    return SimpleNamespace(demo=demo, args=args, reference=work / "reference", evaluate_args=evaluate_args,
+                           evaluation_reference=work / "evaluation_reference")
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_impute_folder_resumes_after_a_kill(impute_project, sig, tmp_path, monkeypatch):
-    demo, args, reference = impute_project
+    demo, args, reference = impute_project.demo, impute_project.args, impute_project.reference
     use_project_folders(demo.root, monkeypatch)
     out = tmp_path / "out"
     code, finished = interrupt_when([sys.executable, "-m", "codebrain_seg.cli.impute", *args, "-o", str(out)],
@@ -136,3 +147,22 @@ def test_impute_folder_resumes_after_a_kill(impute_project, sig, tmp_path, monke
     assert sorted(after) == sorted(p.name for p in reference.glob("*"))  # no partial or temporary file left
     for path in reference.glob("*.nii.gz"):
         assert np.array_equal(read_nifti(out / path.name).data, read_nifti(path).data), path.name
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_evaluate_imputation_resumes_after_a_kill(impute_project, sig, tmp_path, monkeypatch):
+    project = impute_project
+    use_project_folders(project.demo.root, monkeypatch)
+    out = tmp_path / "evaluation"
+    cache = out / ".cases"
+    code, finished = interrupt_when(
+        [sys.executable, "-m", "codebrain_seg.cli.evaluate_imputation", *project.evaluate_args, "-o", str(out)],
+        lambda: sorted(cache.glob("[!.]*.json")), sig, tmp_path / "log.txt")
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), (tmp_path / "log.txt").read_text()[-2000:]
+    assert 1 <= len(finished) < 8 and not (out / "summary.json").exists()
+    with torch_threads(1):
+        assert evaluate_main(project.evaluate_args + ["-o", str(out)]) == 0
+    assert {name: stamp for name, stamp in _stamps(cache.glob("[!.]*.json")).items() if name in finished} == finished
+    assert len(list(cache.glob("[!.]*.json"))) == 8 and not list(cache.glob(".*"))
+    for name in ("scores_paper.csv", "pairs.csv", "summary.csv", "tables.md"):
+        assert (out / name).read_text() == (project.evaluation_reference / name).read_text(), name
