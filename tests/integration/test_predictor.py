@@ -299,10 +299,12 @@ def test_predictor_api_matches_the_cli_and_the_registry(tiny_model):
     assert by_folder.predictor.batch_size == 2 and by_folder.predictor.model_info["checkpoint"].endswith("best.pth")
 
 
-def test_registry_builds_codebrain_without_importing_the_predictor(tiny_model):
+def test_registry_builds_codebrain_in_a_fresh_process_and_inference_needs_no_trainer(tiny_model):
     script = ("import sys\n"
-              "from codebrain_seg.imputers import ImputationContext, get_imputer\n"
-              "assert 'codebrain_seg.predictor' not in sys.modules\n"
+              "import codebrain_seg.inference.codebrain\n"
+              "assert not [m for m in sys.modules if m.startswith('trainers')], 'inference imported a trainer'\n"
+              "from codebrain_seg.inference.request import ImputationContext\n"
+              "from codebrain_seg.run.methods import get_imputer\n"
               "from codebrain_seg.io import read_json\n"
               f"plans = read_json({str(tiny_model.fold_dir.parent / 'plans.json')!r})\n"
               f"imputer = get_imputer('codebrain', ImputationContext(plans=plans, dataset='{TINY_DATASET}', fold=0, "
