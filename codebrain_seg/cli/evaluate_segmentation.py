@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-trainer", default="nnUNetTrainer",
                         help="nnU-Net trainer of the segmenter (default nnUNetTrainer, 1000 epochs: a GPU job; "
                              "nnUNetTrainerShort trains for minutes on a CPU, for demos)")
+    parser.add_argument("--seg-recipe", choices=["default", "cpu"], default="default",
+                        help="default: nnU-Net's plans; cpu: the CPU recipe (2 mm isotropic plans, a 16-256 U-Net, "
+                             "patch 64x80x64, batch 2, bf16, a schedule cut to fit 58 minutes; trainer "
+                             "nnUNetTrainerCPUDA5 unless --seg-trainer names another), for a segmenter in about an "
+                             "hour of CPU (docs/usage/evaluate_segmentation.md)")
     parser.add_argument("--seg-gpu-memory-gb", type=float, default=None,
                         help="GPU memory target given to nnU-Net's planner (default nnU-Net's 8 GB); smaller "
                              "plans a smaller patch and network, e.g. 0.5 for CPU demos")
@@ -70,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> None:
         methods = None if args.methods is None else args.methods.split(",")
+        if args.seg_recipe == "cpu" and args.seg_trainer == "nnUNetTrainer":
+            args.seg_trainer = "nnUNetTrainerCPUDA5"  # the recipe's trainer unless another one is named
         result = evaluate_segmentation(
             args.dataset, args.fold, args.configuration, segmenter=args.segmenter,
             train_segmenter=args.train_segmenter, seg_trainer=args.seg_trainer, scenarios=args.scenarios,
@@ -77,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tile_step_size=args.tile_step_size, use_mirroring=not args.disable_tta,
             num_processes=args.num_processes, ablation=args.ablation, loss_weights=args.loss_weights,
             variant=args.variant, code_dim=args.code_dim, source_rule=args.source_rule,
-            seg_label_map=args.seg_label_map, protocol=args.protocol,
+            seg_label_map=args.seg_label_map, protocol=args.protocol, seg_recipe=args.seg_recipe,
             retrained_scenarios=None if args.retrained_scenarios is None else args.retrained_scenarios.split(","))
         mapping = result.table.get("mapping", {})
         if mapping:

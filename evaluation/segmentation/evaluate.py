@@ -109,7 +109,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
                           loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
                           code_dim: int | None = None, source_rule: str = "random",
                           seg_label_map: str | None = None, protocol: str = "fixed",
-                          retrained_scenarios: Sequence[str] | None = None) -> SegmentationEvaluation:
+                          retrained_scenarios: Sequence[str] | None = None,
+                          seg_recipe: str = "default") -> SegmentationEvaluation:
     """Segment the evaluation cases under every scenario and input, score them and write the tables and figure.
 
     Args:
@@ -141,6 +142,9 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
             :mod:`evaluation.segmentation.retrained`) or ``both``.
         retrained_scenarios: the missing sequences the retrained protocol runs (e.g. ``["T1Gd"]``; default every
             "3 -> 1" scenario); each trains ``1 + methods`` segmenters.
+        seg_recipe: ``default`` (nnU-Net's plans for ``gpu_memory_gb``) or ``cpu`` (the CPU recipe of
+            :mod:`evaluation.segmentation.cpu_segmenter`: 2 mm plans, a narrow U-Net, a time-guarded schedule; use
+            it with ``seg_trainer='nnUNetTrainerCPUDA5'``) for every segmenter this run trains.
 
     Returns:
         A SegmentationEvaluation naming the output folder, the table and the written files (``both``: the fixed
@@ -202,7 +206,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     else:
         training = [c for c in split["train"] if c in labelled]
         folder = bridge.prepare_trained_segmenter(raw_dir, training, int(fold), seg_trainer, gpu_memory_gb, device,
-                                                  num_processes, train_if_missing=train_segmenter)
+                                                  num_processes, train_if_missing=train_segmenter,
+                                                  recipe=seg_recipe)
         model = bridge.read_model_folder(folder)
         segmenter_tag = folder.name
     mapping = bridge.check_compatible(model, dataset_json, seg_label_map)
@@ -225,7 +230,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         setup = RetrainedSetup(raw_dir, dict(dataset_json), int(fold),
                                training_cases(raw_dir, [c for c in split["train"] if c in labelled], len(names)),
                                evaluation_cases, root, model_tag, cases_tag, model, seg_trainer, gpu_memory_gb,
-                               device, num_processes, train_segmenter, tile_step_size, use_mirroring, precision)
+                               device, num_processes, train_segmenter, tile_step_size, use_mirroring, precision,
+                               seg_recipe)
         retrained = evaluate_retrained(setup, retrained_list, method_names, imputers, meta)
         if protocol == "retrained":
             return retrained

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json, write_json
 from evaluation.segmentation.nnunet_setup import (  # noqa: F401 (the bridge's API)
     _DONE_MARKER,
@@ -43,6 +44,7 @@ from evaluation.segmentation.nnunet_setup import (  # noqa: F401 (the bridge's A
     model_folder_name,
     nnunet_environment,
     plans_identifier,
+    project_trainers,
     segmentation_folders,
     trainer_class,
 )
@@ -59,16 +61,43 @@ from evaluation.segmentation.segmenter import (  # noqa: F401 (the bridge's API)
 
 logger = logging.getLogger(__name__)
 
+# Segmenter recipes: nnU-Net's default plans, or the CPU recipe (2 mm isotropic, a narrow U-Net, a time-guarded
+# schedule; evaluation.segmentation.cpu_segmenter).
+RECIPES = ("default", "cpu")
+
 TRAINING_RECORD = "training.json"
 
 
-def plan_and_preprocess(folders: NnunetFolders, dataset_name: str, gpu_memory_gb: float | None = None,
-                        num_processes: int = 2) -> str:
-    """nnU-Net fingerprint, plans (``ExperimentPlanner``) and 3d_fullres preprocessing; returns the plans name.
+def plans_name_of(recipe: str = "default", gpu_memory_gb: float | None = None) -> str:
+    """nnU-Net plans name of a segmenter recipe (:data:`RECIPES`): ``nnUNetPlans[_<G>GB]``, or the CPU plans'."""
+    if recipe not in RECIPES:
+        raise InputError(f"segmenter recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe == "cpu":
+        if gpu_memory_gb is not None:
+            raise InputError("--seg-gpu-memory-gb sizes nnU-Net's default plans; the cpu recipe plans its own "
+                             "(2 mm, patch 64x80x64, batch 2): give one of them")
+        # lazy: nnunetv2 is heavy to import and needed only here
+        from evaluation.segmentation.cpu_segmenter import cpu_plans_identifier
 
-    Each step is skipped when its result exists. nnU-Net starts its workers with ``spawn``: a script calling this
-    needs an ``if __name__ == "__main__":`` guard.
+        return cpu_plans_identifier()
+    return plans_identifier(gpu_memory_gb)
+
+
+def plan_and_preprocess(folders: NnunetFolders, dataset_name: str, gpu_memory_gb: float | None = None,
+                        num_processes: int = 2, recipe: str = "default") -> str:
+    """nnU-Net fingerprint, plans and 3d_fullres preprocessing; returns the plans name.
+
+    ``recipe`` ``default``: nnU-Net's ``ExperimentPlanner`` (GPU memory target ``gpu_memory_gb``); ``cpu``: the
+    CPU recipe's planner (``evaluation.segmentation.cpu_segmenter``). Each step is skipped when its result exists.
+    nnU-Net starts its workers with ``spawn``: a script calling this needs an ``if __name__ == "__main__":`` guard.
     """
+    if plans_name_of(recipe, gpu_memory_gb) != plans_identifier(gpu_memory_gb):
+        # lazy: nnunetv2 is heavy to import and needed only here
+        from evaluation.segmentation.cpu_segmenter import plan_and_preprocess_cpu
+
+        with nnunet_environment(folders):
+            return plan_and_preprocess_cpu(dataset_name, folders.preprocessed / dataset_name,
+                                           num_processes=num_processes)
     # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
         ExperimentPlanner,
@@ -137,11 +166,9 @@ def training_budget(model_folder: Path) -> dict[str, Any]:
     if record.is_file():
         return read_json(record)
     trainer = Path(model_folder).name.split("__")[0]
-    # lazy: nnunetv2 is heavy to import and needed only here
-    from evaluation.segmentation.short_trainer import TRAINERS
-
-    if trainer in TRAINERS:
-        cls = TRAINERS[trainer]
+    known = project_trainers()
+    if trainer in known:
+        cls = known[trainer]
         return {"trainer": trainer, "epochs": cls.EPOCHS, "iterations_per_epoch": cls.ITERATIONS_PER_EPOCH,
                 "seconds": None}
     if trainer == DEFAULT_TRAINER:  # nnU-Net's schedule: 1000 epochs of 250 iterations
@@ -151,13 +178,13 @@ def training_budget(model_folder: Path) -> dict[str, Any]:
 
 def prepare_segmenter(folders: NnunetFolders, dataset_name: str, export: Callable[[], Path], trainer: str,
                       gpu_memory_gb: float | None = None, device: str = "cpu", num_processes: int = 2,
-                      train_if_missing: bool = True, what: str = "segmenter") -> Path:
+                      train_if_missing: bool = True, what: str = "segmenter", recipe: str = "default") -> Path:
     """Export (``export()``), plan, preprocess and train a segmenter in ``folders`` as needed; its model folder.
 
     With ``train_if_missing=False`` nothing is made: the folder of an earlier training is returned, or a
     SegmenterError says how to make one.
     """
-    plans_name = plans_identifier(gpu_memory_gb)
+    plans_name = plans_name_of(recipe, gpu_memory_gb)
     model_folder = folders.results / dataset_name / model_folder_name(trainer, plans_name)
     if (model_folder / f"fold_{NNUNET_FOLD}" / "checkpoint_final.pth").is_file():
         return model_folder
@@ -170,15 +197,15 @@ def prepare_segmenter(folders: NnunetFolders, dataset_name: str, export: Callabl
                              f"3d_fullres on the fold's training cases) or --segmenter NNUNET_MODEL_FOLDER to use an "
                              f"existing nnU-Net model.{hint}")
     export()
-    plans_name = plan_and_preprocess(folders, dataset_name, gpu_memory_gb, num_processes)
+    plans_name = plan_and_preprocess(folders, dataset_name, gpu_memory_gb, num_processes, recipe)
     return train(folders, dataset_name, trainer, plans_name, device)
 
 
 def prepare_trained_segmenter(raw_dir: Path, training_cases: Sequence[str], fold: int, trainer: str = DEFAULT_TRAINER,
                               gpu_memory_gb: float | None = None, device: str = "cpu", num_processes: int = 2,
-                              train_if_missing: bool = True) -> Path:
+                              train_if_missing: bool = True, recipe: str = "default") -> Path:
     """The fold's full-modality segmenter (:func:`prepare_segmenter` on the fold's labelled training cases)."""
     folders = segmentation_folders(raw_dir.name, fold)
     return prepare_segmenter(folders, raw_dir.name, lambda: export_training_cases(raw_dir, training_cases, folders),
                              trainer, gpu_memory_gb, device, num_processes, train_if_missing,
-                             what=f"segmenter for fold {fold}")
+                             what=f"segmenter for fold {fold}", recipe=recipe)

@@ -172,13 +172,20 @@ def _dataset_id(dataset_name: str) -> int:
     return parsed[0]
 
 
-def trainer_class(name: str) -> type:
-    """The nnU-Net trainer class of a name: this project's short trainers, nnU-Net's default, or nnU-Net's search."""
+def project_trainers() -> dict[str, type]:
+    """This project's nnU-Net trainers by the name nnU-Net stores in checkpoints (short trainers, CPU recipe)."""
     # lazy: nnunetv2 is heavy to import and needed only here
-    from evaluation.segmentation.short_trainer import TRAINERS
+    from evaluation.segmentation import cpu_segmenter, short_trainer
 
-    if name in TRAINERS:
-        return TRAINERS[name]
+    return {**short_trainer.TRAINERS, **cpu_segmenter.TRAINERS}
+
+
+def trainer_class(name: str) -> type:
+    """The nnU-Net trainer class of a name: this project's trainers (short, CPU), nnU-Net's default, or nnU-Net's
+    search."""
+    known = project_trainers()
+    if name in known:
+        return known[name]
     # lazy: nnunetv2 is heavy to import and needed only here
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -193,6 +200,6 @@ def trainer_class(name: str) -> type:
         except Exception as error:  # nnU-Net imports every trainer module while searching; any may fail
             raise SegmenterError(f"nnU-Net trainer {name!r} could not be found or imported "
                                  f"({type(error).__name__}: {error}). This project's trainers: "
-                                 f"{', '.join(sorted(TRAINERS))}; nnU-Net's default: nnUNetTrainer") from error
+                                 f"{', '.join(sorted(known))}; nnU-Net's default: nnUNetTrainer") from error
 
 

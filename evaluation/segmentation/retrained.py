@@ -69,6 +69,7 @@ class RetrainedSetup:
     tile_step_size: float
     use_mirroring: bool
     precision: str
+    recipe: str = "default"
 
 
 def training_cases(raw_dir: Path, case_ids: Sequence[str], num_channels: int) -> list[EvaluationCase]:
@@ -113,7 +114,7 @@ def _segmenter_for(setup: RetrainedSetup, scenario: Scenario, row: str, imputing
 
     what = f"segmenter of the retrained protocol ({report.display_name(row)}, missing {scenario.label})"
     return bridge.prepare_segmenter(folders, setup.raw_dir.name, export, setup.trainer, setup.gpu_memory_gb,
-                                    setup.device, setup.num_processes, setup.train_if_missing, what)
+                                    setup.device, setup.num_processes, setup.train_if_missing, what, setup.recipe)
 
 
 def _drop_if_segmenter_changed(folder: Path, settings: dict[str, Any]) -> None:
