@@ -152,3 +152,35 @@ def sha256_bytes(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_a_model_trained_on_real_cases_travels_and_imputes_a_real_case_the_same(real_model_cache, tmp_path,
+                                                                                monkeypatch):
+    """The session's CodeBrain trained on the real BraTS cases: a held-out real case imputed (T1Gd missing) before
+    export and, after install into an empty results root of a fresh temp dir, from the model folder alone."""
+    from conftest import REAL_CONFIGURATION, REAL_DATASET
+
+    project = real_model_cache
+    case = project.split["val"][0]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for channel in (0, 2, 3):
+        shutil.copy(image_path(project.raw, case, channel), inputs / f"{case}_{channel:04d}.nii.gz")
+    use_project_folders(project.root, monkeypatch)
+    assert impute_main(["-d", str(REAL_DATASET), "-f", "0", "-c", REAL_CONFIGURATION, "-i", str(inputs),
+                        "-o", str(tmp_path / "before")]) == 0
+    archive = tmp_path / "real_model.zip"
+    assert export_main(["-d", str(REAL_DATASET), "-f", "0", "-c", REAL_CONFIGURATION, "-o", str(archive)]) == 0
+    fresh = tmp_path / "fresh" / "results"
+    fresh.mkdir(parents=True)
+    for variable in ("codebrain_raw", "codebrain_preprocessed", "nnUNet_raw", "nnUNet_preprocessed",
+                     "nnUNet_results"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("codebrain_results", str(fresh))
+    assert install_main([str(archive)]) == 0
+    model = fresh / project.raw.name / f"CodeBrain__codebrainPlans__{REAL_CONFIGURATION}"
+    assert impute_main(["-m", str(model), "-i", str(inputs), "-o", str(tmp_path / "after")]) == 0
+    name = f"{case}_0001.nii.gz"
+    before, after = read_nifti(tmp_path / "before" / name), read_nifti(tmp_path / "after" / name)
+    assert before.data.any() and np.array_equal(before.data, after.data)
+    assert np.array_equal(before.affine, after.affine)
