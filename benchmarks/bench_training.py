@@ -6,7 +6,10 @@ and 2) and for the CPU configuration the planner picks for a 240 x 240 crop, plu
 (prior encoder + common encoder + decoder) seconds per slice. Each case runs in its own process so that
 its peak resident memory is its own. Every case is measured in fp32 and with bf16 autocast, which the trainer
 picks by itself (``--precision auto``) on CPUs with native bf16 (AMX / AVX512-BF16) and which runs the paper
-configuration about 1.7 times faster there; ``--compile`` adds the paper configuration under ``torch.compile``.
+configuration about twice as fast there; ``--compile`` adds the paper configuration under ``torch.compile`` (batch 1
+and 2; the first step's time, compilation included, is printed). The figure ``paper_batchB_default_over_fp32`` is
+what a user gets by default (``--precision auto --compile auto`` for the paper's 300k iterations: bf16 and compiled
+on a CPU with native bf16) over fp32, both measured in this run.
 
 On a shared machine other processes steal cycles and two OpenMP threads suffer badly from it: the best
 iteration is reported (closest to the machine's capacity), the median (what a run sees under the current
@@ -28,15 +31,18 @@ from pathlib import Path
 
 import torch
 
+from codebrain_seg.device import native_bf16
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder
 from planners.budget import PAPER_SIZE
 from planners.experiment_planner import (
     CPU_BATCH_SIZE,
     PAPER_FSQ_LEVELS,
+    PAPER_ITERATIONS,
     _optimisation,
     decide_cpu_network,
 )
 from trainers.base_trainer import TrainingOptions
+from trainers.options import choose_compile
 from trainers.stage1 import CodeBrainStageOneTrainer
 from trainers.stage2 import impute
 
@@ -71,7 +77,7 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
     plans = _plans(_network(kind), batch_size)
     with tempfile.TemporaryDirectory() as work:
         options = TrainingOptions(iterations=1000, batch_size=batch_size, device=device, precision=precision,
-                                  compile=compiled)
+                                  compile=bool(compiled))
         trainer = CodeBrainStageOneTrainer(plans, "bench", Path(work), {"train": [], "val": []}, Path(work),
                                            options)
         trainer._setup()
@@ -79,8 +85,10 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
         x = x.contiguous(memory_format=torch.channels_last)
         available = torch.tensor([True, False, True, True], device=trainer.device)
         last = trainer.total_iterations - 1  # past the adversarial start: the full generator objective
-        for _ in range(2):
-            trainer.train_step(x, available, last)
+        start = time.perf_counter()
+        trainer.train_step(x, available, last)  # the first step compiles (under torch.compile)
+        first_step = time.perf_counter() - start
+        trainer.train_step(x, available, last)
         train, train_cpu = _timed(lambda: trainer.train_step(x, available, last), iterations)
 
         generator = trainer.networks["generator"].eval()
@@ -97,8 +105,14 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
             "train_seconds_per_iteration": train[0], "train_cpu_seconds_per_iteration": train_cpu[0],
             "inference_seconds_per_slice": infer[0] / batch_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "first_step_seconds": first_step,
             "generator_parameters_m": sum(p.numel() for p in generator.parameters()) / 1e6}
+
+
+def _default_path(device: str) -> tuple[str, bool]:
+    """(precision, compiled) that ``codebrain_train`` chooses for the paper configuration's run on ``device``."""
+    resolved = torch.device("cuda" if device == "cuda" else "cpu")
+    return ("bf16" if native_bf16(resolved) else "fp32"), choose_compile(None, PAPER_ITERATIONS, resolved)
 
 
 def main() -> None:
@@ -121,9 +135,17 @@ def main() -> None:
     print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
     print(f"cpu_count: {os.cpu_count()}")
 
-    cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), ("paper", 1, "bf16"), ("paper", 2, "bf16"),
+    default = _default_path(args.device)
+    # Without native bf16 (e.g. an AVX2-only CPU) bf16 is emulated and slow: measured once, to show it.
+    bf16_batches = (1, 2) if default[0] == "bf16" else (1,)
+    cases = [("paper", 1, "fp32"), ("paper", 2, "fp32"), *[("paper", b, "bf16") for b in bf16_batches],
              ("cpu", CPU_BATCH_SIZE, "fp32"), ("cpu", CPU_BATCH_SIZE, "bf16")]
-    cases = [(*case, False) for case in cases] + ([("paper", 1, "bf16", True)] if args.compile else [])
+    compiled_cases = [("paper", b, default[0], True) for b in (1, 2)] if args.compile else []
+    cases = [(*case, False) for case in cases] + compiled_cases
+    print(f"cpu_capability: {torch.backends.cpu.get_cpu_capability()}, native bf16: {default[0] == 'bf16'}")
+    print(f"default_path_paper_configuration: {default[0]}{' + torch.compile' if default[1] else ''} "
+          f"(what codebrain_train picks for the paper's {PAPER_ITERATIONS} iterations per stage on this machine)")
+    measured: dict[tuple[int, str, bool], float] = {}
     for kind, batch, precision, compiled in cases:
         result = subprocess.run([sys.executable, __file__, "--one", kind, str(batch), precision,
                                  "1" if compiled else "0", "--iterations",
@@ -140,6 +162,15 @@ def main() -> None:
         print(f"{label}_inference_seconds_per_slice: {figures['inference_seconds_per_slice']:.3f}")
         print(f"{label}_peak_rss_mb: {figures['peak_rss_mb']:.0f}")
         print(f"{label}_threads: {figures['threads']}")
+        if compiled:
+            print(f"{label}_first_step_seconds (compilation included): {figures['first_step_seconds']:.0f}")
+        if kind == "paper":
+            measured[(batch, precision, compiled)] = figures["train_slices_per_s"]
+    for batch in (1, 2):
+        fp32, chosen = measured.get((batch, "fp32", False)), measured.get((batch, *default))
+        if fp32 and chosen:
+            print(f"paper_batch{batch}_default_over_fp32: {chosen / fp32:.2f} (default {chosen:.3f} / fp32 "
+                  f"{fp32:.3f} slices/s, best iterations of one run)")
 
 
 if __name__ == "__main__":

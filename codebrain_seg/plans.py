@@ -115,6 +115,16 @@ class Configuration:
         except KeyError:
             raise InputError(f"plans configuration {self.name!r} plans no stage {number}") from None
 
+    def validation_every(self, number: int) -> int | None:
+        """The planned validation cadence of a stage in iterations (None: not planned, the trainer's default)."""
+        value = self.stage(number).get("val_every")
+        return None if value is None else int(value)
+
+    @property
+    def timing(self) -> Mapping[str, Any] | None:
+        """The planner's predicted seconds per stage and the step costs behind them (None: not planned)."""
+        return self._data.get("timing")
+
     def optimizer(self, name: str) -> Mapping[str, Any]:
         """An optimiser spec (``generator_optimizer``, ``discriminator_optimizer``, ``dit_optimizer``, ...)."""
         try:

@@ -17,11 +17,17 @@ from planners.budget import (
     PAPER_SIZE,
     NetworkSize,
     approximate_parameters,
-    training_flops_per_slice,
     training_memory_bytes,
 )
 from planners.cardiac_planner import is_missing_slices, plan_cardiac_experiment
 from planners.copedit_planner import plan_copedit_configurations
+from planners.sizing import (
+    CPU_EFFECTIVE_GFLOPS,  # noqa: F401 (re-exported: where the analytic CPU estimate's constant was)
+    SizedConfiguration,
+    StepCostFunction,
+    analytic_step_costs,
+    size_cpu_configuration,
+)
 
 # Levels of the paper (d = 6, codebook 64,000) used for both IXI (3 sequences) and BraTS (4 sequences).
 PAPER_FSQ_LEVELS = [8, 8, 8, 5, 5, 5]
@@ -34,19 +40,13 @@ TRAINING_SLICE_MIN_BRAIN_FRACTION = 0.05
 MAX_BATCH_FRACTION_OF_SLICES = 0.05
 PAPER_BATCH_SIZE = 8
 PAPER_ITERATIONS = 300_000
-# Effective training throughput assumed for a CPU: about what the reference network reaches on 2 cores
-# (0.12 slices/s at 240x240 ~ 770 GFLOP per slice, see benchmarks/). Only used to size the CPU configuration.
-CPU_EFFECTIVE_GFLOPS = 60.0
-CPU_SECONDS_PER_STAGE = 1800.0
 CPU_NETWORK_LADDER = [
     NetworkSize(8, 16, 16, 1),
     NetworkSize(16, 24, 24, 2),
     NetworkSize(16, 32, 32, 2),
     NetworkSize(16, 48, 48, 3),
     NetworkSize(32, 64, 64, 4),
-    PAPER_SIZE,
-]
-CPU_MIN_ITERATIONS = 1000
+]  # the paper's network is the 2d configuration: on a CPU its 1.7 GB checkpoints and hours per stage never pay
 CPU_BATCH_SIZE = 4
 
 
@@ -128,28 +128,37 @@ def decide_batch_size(size: NetworkSize, crop: list[int], channels: int, memory_
                    f"estimated {estimate:.1f} GB at batch {batch}")
 
 
+def decide_cpu_configuration(crop: list[int], channels: int, batch_size: int, validation_slices: int,
+                             step_costs: StepCostFunction | None = None,
+                             budget_minutes: float | None = None) -> SizedConfiguration:
+    """The CPU configuration's network, iterations and validation cadence (:func:`planners.sizing.size_cpu_configuration`)
+    from ``step_costs`` (default: the analytic FLOP estimate), for the default half hour per stage or a time budget."""
+    costs = step_costs or analytic_step_costs(crop, channels)
+    return size_cpu_configuration(CPU_NETWORK_LADDER, batch_size, validation_slices, costs, budget_minutes)
+
+
 def decide_cpu_network(crop: list[int], channels: int) -> tuple[NetworkSize, int, str]:
-    """Largest network of the CPU ladder that trains ``CPU_MIN_ITERATIONS`` within the CPU time budget."""
-    pixels = crop[0] * crop[1]
-    chosen, chosen_iterations = CPU_NETWORK_LADDER[0], CPU_MIN_ITERATIONS
-    for size in CPU_NETWORK_LADDER:
-        seconds_per_iteration = training_flops_per_slice(size, pixels, channels) * CPU_BATCH_SIZE / (
-            CPU_EFFECTIVE_GFLOPS * 1e9)
-        iterations = int(CPU_SECONDS_PER_STAGE / seconds_per_iteration)
-        if iterations >= CPU_MIN_ITERATIONS:
-            chosen, chosen_iterations = size, iterations
-    chosen_iterations = int(min(max(chosen_iterations, CPU_MIN_ITERATIONS), 20_000) // 100 * 100)
-    flops = training_flops_per_slice(chosen, pixels, channels) / 1e9
-    return chosen, chosen_iterations, (
-        f"largest of the CPU ladder that runs >= {CPU_MIN_ITERATIONS} iterations of batch {CPU_BATCH_SIZE} within "
-        f"{CPU_SECONDS_PER_STAGE:.0f} s per stage at an assumed {CPU_EFFECTIVE_GFLOPS:g} GFLOP/s "
-        f"(~{flops:.1f} GFLOP per training slice at {crop[0]}x{crop[1]}); iterations fill that budget")
+    """The analytic CPU network, iterations and reason at batch ``CPU_BATCH_SIZE`` (offline planning, benchmarks)."""
+    sized = decide_cpu_configuration(crop, channels, CPU_BATCH_SIZE, 0)
+    return sized.network, sized.iterations, sized.reason
 
 
-def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
+def validation_slices_per_case(fingerprint: dict[str, Any], slicing_axis: int, max_per_case: int = 32) -> int:
+    """Middle slices one validation scores per case (the trainer's ``max_val_slices_per_case`` at most)."""
+    return max(1, min(max_per_case, int(fingerprint["median_brain_extent"][slicing_axis])))
+
+
+def estimate_validation_slices(fingerprint: dict[str, Any], slicing_axis: int, max_per_case: int = 32) -> int:
+    """Slices one validation scores: the validation cases of a 5-fold split times the middle slices per case."""
+    cases = max(1, math.ceil(len(fingerprint["cases"]) / 5))
+    return cases * validation_slices_per_case(fingerprint, slicing_axis, max_per_case)
+
+
+def _optimisation(iterations: int, batch_size: int, val_every: int | None = None) -> dict[str, Any]:
+    cadence = {} if val_every is None else {"val_every": val_every}
     return {
-        "stage1": {"iterations": iterations, "batch_size": batch_size},
-        "stage2": {"iterations": iterations, "batch_size": 2 * batch_size},
+        "stage1": {"iterations": iterations, "batch_size": batch_size, **cadence},
+        "stage2": {"iterations": iterations, "batch_size": 2 * batch_size, **cadence},
         "generator_optimizer": {"name": "AdamW", "lr": 5e-4, "betas": [0.9, 0.9], "weight_decay": 0.0,
                                 "schedule": "cosine per iteration to eta_min", "eta_min": 5e-5},
         "discriminator_optimizer": {"name": "AdamW", "lr": 5e-5, "betas": [0.5, 0.9], "weight_decay": 0.0,
@@ -161,10 +170,16 @@ def _optimisation(iterations: int, batch_size: int) -> dict[str, Any]:
     }
 
 
-def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_gb: float = 24.0) -> dict[str, Any]:
+def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_gb: float = 24.0,
+                    step_costs: StepCostFunction | None = None, time_budget_minutes: float | None = None,
+                    validation_slices: int | None = None) -> dict[str, Any]:
     """Plans for a dataset: the paper-faithful ``2d`` configuration and a lighter ``2d_cpu`` one, plus CoPeDiT's
     3D-volume ``3d_copedit`` / ``3d_copedit_cpu`` (``planners.copedit_planner``); a missing-slice dataset
-    (``task: missing_slices``) gets the cardiac plans of ``planners.cardiac_planner`` instead."""
+    (``task: missing_slices``) gets the cardiac plans of ``planners.cardiac_planner`` instead.
+
+    ``2d_cpu`` is sized by ``step_costs`` (default: the analytic estimate; ``codebrain_seg.run.planning`` passes
+    this machine's measured costs) for half an hour per stage, or for ``time_budget_minutes`` of training in all;
+    ``validation_slices`` (default: estimated from the fingerprint) is what one validation scores."""
     if is_missing_slices(fingerprint):
         return plan_cardiac_experiment(fingerprint, dataset_name)
 
@@ -179,8 +194,17 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
 
     paper_batch, paper_batch_reason = decide_batch_size(PAPER_SIZE, crop, channels, gpu_memory_gb,
                                                         PAPER_BATCH_SIZE, num_slices)
-    cpu_size, cpu_iterations, cpu_reason = decide_cpu_network(crop, channels)
-    cpu_batch, cpu_batch_reason = decide_batch_size(cpu_size, crop, channels, 8.0, CPU_BATCH_SIZE, num_slices)
+    cpu_batch, cpu_batch_reason = decide_batch_size(CPU_NETWORK_LADDER[0], crop, channels, 8.0, CPU_BATCH_SIZE,
+                                                    num_slices)
+    if validation_slices is None:
+        validation_slices = estimate_validation_slices(fingerprint, axis)
+    sized = decide_cpu_configuration(crop, channels, cpu_batch, validation_slices, step_costs, time_budget_minutes)
+    fitting_batch, _ = decide_batch_size(sized.network, crop, channels, 8.0, CPU_BATCH_SIZE, num_slices)
+    if fitting_batch < cpu_batch:  # the chosen network needs more memory than the smallest: size again at its batch
+        cpu_batch, cpu_batch_reason = decide_batch_size(sized.network, crop, channels, 8.0, CPU_BATCH_SIZE,
+                                                        num_slices)
+        sized = decide_cpu_configuration(crop, channels, cpu_batch, validation_slices, step_costs,
+                                         time_budget_minutes)
 
     shared = {
         "data_identifier": f"{PLANS_NAME}_2d",
@@ -199,10 +223,11 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_name: str, gpu_memory_g
                "reasons": {"network": "the paper's reference sizes (NAFNet widths 32/96/96, 6 bottleneck blocks)",
                            "batch_size": paper_batch_reason,
                            "iterations": "the reference's 300k iterations per stage"}},
-        "2d_cpu": {**shared, "network": cpu_size.as_dict(), "batch_size": cpu_batch,
-                   **{"optimisation": _optimisation(cpu_iterations, cpu_batch)},
-                   "reasons": {"network": cpu_reason, "batch_size": cpu_batch_reason,
-                               "iterations": cpu_reason}},
+        "2d_cpu": {**shared, "network": sized.network.as_dict(), "batch_size": cpu_batch,
+                   **{"optimisation": _optimisation(sized.iterations, cpu_batch, sized.val_every)},
+                   "timing": sized.timing(cpu_batch, validation_slices, time_budget_minutes),
+                   "reasons": {"network": sized.reason, "batch_size": cpu_batch_reason,
+                               "iterations": sized.reason}},
         **plan_copedit_configurations(fingerprint, gpu_memory_gb),
     }
     return {

@@ -26,9 +26,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from codebrain_seg.device import PRECISIONS, native_bf16, select_device  # noqa: F401 (part of the loop's API)
+from codebrain_seg.device import PRECISIONS, native_bf16, select_device
 from codebrain_seg.errors import InputError
 from codebrain_seg.plans import Configuration
+from planners.sizing import default_save_every
 from trainers.checkpointing import CHECKPOINT_FORMAT, CheckpointingMixin  # noqa: F401 (the loop's API)
 from trainers.data_loading import (
     VolumeCache,
@@ -44,7 +45,7 @@ from trainers.distributed import (  # noqa: F401 (part of the loop's API)
     rng_state,
     set_rng_state,
 )
-from trainers.options import TrainingOptions  # noqa: F401 (the loop's API)
+from trainers.options import TrainingOptions, choose_compile
 from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
     append_metrics,
     attach_log_file,
@@ -94,9 +95,11 @@ class BaseTrainer(CheckpointingMixin):
         self.context = distributed_context()
         self.device = select_device(options.device, self.context.local_rank)
         self.check_prerequisites()  # before anything is written
-        self.val_every = int(options.val_every or max(1, min(10_000, self.total_iterations // 10)))
-        self.save_every = int(options.save_every or min(self.val_every, max(50, self.total_iterations // 50)))
+        planned_every = self.planned.validation_every(self.stage) if options.iterations is None else None
+        self.val_every = int(options.val_every or planned_every or max(1, min(10_000, self.total_iterations // 10)))
+        self.save_every = int(options.save_every or default_save_every(self.total_iterations, self.val_every))
         self.precision = self._choose_precision(options.precision)
+        self.compiled = choose_compile(options.compile, self.total_iterations, self.device)
         self.iteration = 0
         self.best_metric: float | None = None
         self.best_iteration = -1
@@ -181,7 +184,7 @@ class BaseTrainer(CheckpointingMixin):
         if self.context.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-        if self.options.compile:
+        if self.compiled:
             wrapped = torch.compile(wrapped)
         self.train_modules[name] = wrapped
         return wrapped
@@ -324,9 +327,9 @@ class BaseTrainer(CheckpointingMixin):
         if not self.is_main:
             return
         parameters = {k: sum(p.numel() for p in m.parameters()) for k, m in self.networks.items()}
-        logger.info("%s stage %d | configuration %s | device %s | precision %s | world size %d | threads %d",
+        logger.info("%s stage %d | configuration %s | device %s | precision %s%s | world size %d | threads %d",
                     self.method, self.stage, self.configuration_name, self.device, self.precision,
-                    self.context.world_size, torch.get_num_threads())
+                    " | torch.compile" if self.compiled else "", self.context.world_size, torch.get_num_threads())
         logger.info("iterations %d | batch %d per rank | %d training / %d validation cases | validate every %d, "
                     "save every %d | parameters %s | output %s", self.total_iterations, self.batch_size,
                     len(self.split["train"]), len(self.split["val"]), self.val_every, self.save_every,

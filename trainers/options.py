@@ -1,13 +1,22 @@
 """The run options of a training stage that are not in the plans."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from codebrain_seg.errors import InputError
 
 # Options that must be positive when given (None = the plans' or the machine's value): a 0 must not silently
 # mean "the default" (``--iterations 0`` once started a 2,600-iteration run).
+# ``torch.compile`` costs minutes of compilation up front (about 5 for the paper network on a 2-core CPU; the
+# generator and discriminator each compile once) and then runs a training step about 1.5x faster on a CPU with bf16
+# (benchmarks/bench_training.py; docs/benchmarks.md): it repays itself after a few hundred iterations of the paper
+# network, so "auto" turns it on for runs of at least this many iterations and leaves short runs (tests, the demo,
+# minutes-long CPU budgets whose iterations are few) uncompiled.
+COMPILE_MIN_ITERATIONS = 10_000
 POSITIVE = ("iterations", "batch_size", "val_every", "save_every", "log_every", "num_threads",
             "max_val_slices_per_case")
 
@@ -26,7 +35,7 @@ class TrainingOptions:
     save_every: int | None = None
     log_every: int = 10
     max_val_slices_per_case: int = 32
-    compile: bool = False
+    compile: bool | None = None  # None = auto: compile runs long enough to repay it (trainers.base_trainer)
     continue_training: bool = False  # resuming is the default now; kept for callers that still pass it
     overwrite: bool = False  # start over: delete this stage's checkpoints (checkpoint_final.pth included)
     validate_at_start: bool = False
@@ -46,3 +55,12 @@ class TrainingOptions:
                                  f"or the machine's value)")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers!r}")
+
+
+def choose_compile(requested: bool | None, iterations: int, device: torch.device) -> bool:
+    """Whether a stage runs under ``torch.compile``: as requested, or (``None`` = auto) for runs of at least
+    :data:`COMPILE_MIN_ITERATIONS` iterations where inductor can build kernels (CUDA, or a C++ compiler for the CPU)."""
+    if requested is not None:
+        return bool(requested)
+    can_build = device.type == "cuda" or shutil.which("g++") is not None or shutil.which("c++") is not None
+    return iterations >= COMPILE_MIN_ITERATIONS and can_build

@@ -8,7 +8,7 @@ import torch
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.errors import EnvironmentSetupError
-from planners.plan_and_preprocess import plan_and_preprocess
+from codebrain_seg.run.planning import plan_and_preprocess
 
 REFERENCE_GPU_MEMORY_GB = 24.0  # the paper's RTX 4090
 
@@ -43,13 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the check of every raw case (readable, same grid, finite, not all zero, known "
                              "labels) that runs by default")
     parser.add_argument("--replan", action="store_true", help="recompute fingerprint and plans")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                        help="size 2d_cpu (network, iterations, validation cadence) for this many minutes of "
+                             "training in all, both stages and validation included, on this machine (default: "
+                             "about half an hour per stage)")
+    parser.add_argument("--no-benchmark", action="store_true",
+                        help="size 2d_cpu from the analytic FLOP estimate instead of timing a few training steps "
+                             "on this machine (offline planning for another machine)")
     args = parser.parse_args(argv)
 
     def run() -> None:
         out = plan_and_preprocess(args.dataset, args.configurations,
                                   gpu_memory_gb=_gpu_memory_gb(args.device, args.gpu_memory_gb),
                                   num_processes=args.num_processes, verify=not args.no_verify,
-                                  replan=args.replan)
+                                  replan=args.replan, benchmark=not args.no_benchmark,
+                                  time_budget_minutes=args.time_budget)
         print(f"plans and preprocessed data: {out}")
 
     return run_cli(run)

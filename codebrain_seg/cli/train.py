@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.run.methods import trainable_methods
@@ -17,6 +17,7 @@ from codebrain_seg.variants import (
     copedit_ablation,
     parse_loss_weights,
 )
+from trainers.options import COMPILE_MIN_ITERATIONS
 
 
 def _loss_weights(text: str) -> tuple[float, float]:
@@ -83,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layout", choices=["shared", "per_count"], default="shared",
                         help="copedit: one MDiT3D for every missing pattern (default) or one per missing count "
                              "with the given sequences first (the paper's layout; CoPeDiT-per_count__...)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
+    parser.add_argument("--compile", nargs="?", const="on", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile the trained networks: auto (default) = for runs of at least "
+                             f"{COMPILE_MIN_ITERATIONS} iterations per stage, where the minutes of compilation repay "
+                             "themselves; --compile alone = on")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data augmentation processes (default: 0 on CPU, up to 4 per GPU)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of weights, sampling and augmentation")
@@ -111,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                code_dim=args.code_dim,
                                iterations=args.iterations, device=args.device,
                                continue_training=args.continue_training, overwrite=args.overwrite,
-                               compile=args.compile,
+                               compile={"auto": None, "on": True, "off": False}[args.compile],
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
                                save_every=args.save_every, batch_size=args.batch_size, log_every=args.log_every,
                                precision=args.precision)

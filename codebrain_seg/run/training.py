@@ -23,6 +23,7 @@ from codebrain_seg.results_layout import fold_folder, stage_dir, stage_finished
 from codebrain_seg.run.methods import Method, get_method
 from codebrain_seg.variants import (
     check_ablation,
+    check_seed_index,
     check_variant,
     resolve_loss_weights,
     variant_name,
@@ -47,22 +48,23 @@ def _stages(stage: str | int, method: Method) -> list[int]:
 
 def results_folder(dataset_folder: str, method: str, plans_name: str, configuration: str, fold: int,
                    ablation: str = "none", loss_weights: tuple[float, float] | None = None, *,
-                   variant: str = "cvpr", code_dim: int | None = None) -> Path:
-    """``$codebrain_results/<dataset>/<Method[-variant][-dD][-ablation][-lmM-laA]>__<plans>__<configuration>/fold_F``.
+                   variant: str = "cvpr", code_dim: int | None = None, seed_index: int = 0) -> Path:
+    """``$codebrain_results/<dataset>/<Method[-variant][-dD][-ablation][-lmM-laA][-seedK]>__<plans>__<configuration>/fold_F``.
 
-    ``loss_weights`` is an override of the plans' ``(lambda_m, lambda_a)``; None (the plans' pair) adds nothing.
+    ``loss_weights`` is an override of the plans' ``(lambda_m, lambda_a)``; None (the plans' pair) adds nothing;
+    ``seed_index`` 0 adds nothing either.
     """
     name = str(get_method(method).folder_name) + variant_name(ablation, loss_weights, variant=variant,
-                                                                 code_dim=code_dim)
+                                                                 code_dim=code_dim, seed_index=seed_index)
     return fold_folder(dataset_folder, name, plans_name, configuration, fold)
 
 
 def run_training(dataset: str | int, fold: int, configuration: str | None = None, stage: str | int = "all",
                  method: str = "codebrain", ablation: str = "none", iterations: int | None = None,
-                 device: str = "auto", continue_training: bool = False, compile: bool = False,
+                 device: str = "auto", continue_training: bool = False, compile: bool | None = None,
                  num_workers: int | None = None, seed: int = 1337, val_every: int | None = None,
                  loss_weights: tuple[float, float] | str | None = None, variant: str = "cvpr",
-                 code_dim: int | None = None, **options: Any) -> dict[int, Path]:
+                 code_dim: int | None = None, seed_index: int = 0, **options: Any) -> dict[int, Path]:
     """Train the requested stage(s) of a method on one fold; returns each trained stage's output folder.
 
     Args:
@@ -77,6 +79,9 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
             A pair other than the plans' is part of the results folder name.
         variant: ``'cvpr'`` or ``'v1'`` (CodeBrain only).
         code_dim: FSQ channels d of a code, each with 5 levels (None: the variant's default; CodeBrain only).
+        seed_index: K > 0 trains the K-th extra seed of a seeded experiment (``codebrain_ablate --seeds``): seed
+            ``seed + K``, into the ``-seedK`` folder (shared stages: the plain method's ``-seedK`` run). 0 = today's
+            run and folder.
         iterations, device, continue_training, compile, num_workers, seed, val_every: see ``codebrain_train``.
         **options: further :class:`trainers.base_trainer.TrainingOptions` fields (batch_size, log_every, ...).
     """
@@ -110,14 +115,16 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
                          "Stage I rebuilds one anchor sequence (no available/missing split), weighted by the plans' "
                          "lambda_missing; use it with --variant cvpr")
     named = {"variant": variant, "code_dim": code_dim}
+    seed_index = check_seed_index(seed_index)
     fold_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold, ablation, override,
-                              **named)
+                              **named, seed_index=seed_index)
     shared_dir = results_folder(preprocessed.name, method, plans["plans_name"], configuration, fold,
-                                loss_weights=override, **named)
+                                loss_weights=override, **named, seed_index=seed_index)
     stage_dirs = {k: stage_dir(shared_dir if k in spec.shared_stages.get(ablation, ()) else fold_dir, k)
                   for k in spec.stages}
     identity = {"dataset": preprocessed.name, "fold": fold, "method": method, "ablation": ablation,
-                "loss_weights": {"lambda_missing": weights[0], "lambda_available": weights[1]}, **named}
+                "loss_weights": {"lambda_missing": weights[0], "lambda_available": weights[1]}, **named,
+                **({"seed_index": seed_index} if seed_index else {})}
     extra = dict(options.pop("extra", None) or {})
     extra.setdefault("stage_dirs", {str(k): str(v) for k, v in stage_dirs.items()})
     done: dict[int, Path] = {}
@@ -129,7 +136,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
                             number, stage_dirs[number])
                 continue
             stage_ablation = "none" if shared else ablation
-            run_options = TrainingOptions(iterations=iterations, device=device, seed=seed, num_workers=num_workers,
+            run_options = TrainingOptions(iterations=iterations, device=device, seed=seed + seed_index,
+                                          num_workers=num_workers,
                                           val_every=val_every, compile=compile, continue_training=continue_training,
                                           ablation=stage_ablation, loss_weights=weights, variant=variant,
                                           code_dim=code_dim, extra=extra, **options)

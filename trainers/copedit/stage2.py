@@ -177,7 +177,7 @@ class MDiT3DTrainer(BaseTrainer):
             return super().prepare_module(name, module)
         ids = [self.device.index] if self.device.type == "cuda" else None
         wrapped: nn.Module = nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
-        if self.options.compile:
+        if self.compiled:
             wrapped = torch.compile(wrapped)
         self.train_modules[name] = wrapped
         return wrapped
