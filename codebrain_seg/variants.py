@@ -8,7 +8,9 @@ predictors (which results folder) and the command lines (choices and help):
 * ``code_dim``: d FSQ channels of L = 5 levels (the v1 paper's Fig. 6); None = the variant's default;
 * ``ablation``: :data:`CODEBRAIN_ABLATIONS` (Tables 3 and 5 of the CVPR paper);
 * ``loss_weights``: ``(lambda_m, lambda_a)`` of the Stage I reconstruction loss; a pair other than the plans'
-  is part of the results-folder name.
+  is part of the results-folder name;
+* ``seed_index``: K > 0 names the K-th extra seed of a seeded experiment (``codebrain_ablate --seeds``), trained
+  with ``seed + K`` into a ``-seedK`` folder; 0 is the ordinary run and adds nothing.
 
 CoPeDiT's options (prompt source and model layout of Stage II) are described here too
 (:data:`COPEDIT_ABLATIONS`).
@@ -32,6 +34,10 @@ CODEBRAIN_ABLATIONS: dict[str, str] = {
     "vq": "a learned VQ codebook (plans key vq_codebook_size, default 1024) instead of FSQ, and Stage II "
           "classifies the codebook index",
     "continuous": "no quantisation (the tanh-bounded posterior output is the code), and Stage II regresses it (L1)",
+    "fc_blank": "the blank-F_c control: the F_c architecture and initial weights, but E_c reads zeros instead of "
+                "the masked stack (training and inference)",
+    "fc_balanced": "F_c, with the decoder's fusion weights of the code channels rescaled at init to the no-F_c "
+                   "decoder's scale (fusion_init='balanced')",
 }
 # CodeBrainConfig fields each ablation sets ('l1' changes the Stage-I loss only, 'cls' only Stage II).
 ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
@@ -41,6 +47,8 @@ ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
     "l1": {},
     "vq": {"quantizer": "vq", "head": "cls"},
     "continuous": {"quantizer": "continuous", "head": "regression"},
+    "fc_blank": {"blank_fc": True},
+    "fc_balanced": {"fusion_init": "balanced"},
 }
 # Ablations that leave a stage unchanged reuse the plain method's run of that stage.
 CODEBRAIN_SHARED_STAGES: dict[str, tuple[int, ...]] = {"cls": (1,)}
@@ -114,12 +122,25 @@ def code_levels(variant: str, code_dim: int | None, planned: Sequence[int]) -> t
     return tuple(int(level) for level in planned)
 
 
+def check_seed_index(seed_index: int) -> int:
+    """``seed_index`` if it is an integer >= 0 (0 = the ordinary run); InputError otherwise."""
+    if isinstance(seed_index, bool) or not isinstance(seed_index, int) or seed_index < 0:
+        raise InputError(f"seed index must be an integer >= 0 (0 = the ordinary run), got {seed_index!r}")
+    return seed_index
+
+
 def variant_name(ablation: str = "none", loss_weights: tuple[float, float] | None = None, *,
-                 variant: str = "cvpr", code_dim: int | None = None) -> str:
+                 variant: str = "cvpr", code_dim: int | None = None, seed_index: int = 0) -> str:
     """Folder suffix of a variant: ``''``, ``'-v1'``, ``'-d5'``, ``'-v1-d5'``, ``'-vq'``, ``'-lm1-la1'``,
-    ``'-v1-d5-vq-lm1-la1'`` (weights = an override of the plans'; ``code_dim`` = the variant's default adds
-    nothing)."""
+    ``'-v1-d5-vq-lm1-la1'``, ``'-no_fc-seed2'`` (weights = an override of the plans'; ``code_dim`` = the variant's
+    default adds nothing; ``seed_index`` 0 adds nothing, so the first seed of a seeded experiment is the ordinary
+    run's folder).
+
+    The seed tag is part of the method name (``CodeBrain-no_fc-seed2__plans__config``), not a fourth ``__`` field:
+    folder names keep nnU-Net's three ``__`` fields that model lookups parse.
+    """
     variant, code_dim = check_variant(variant, code_dim)
+    seed_index = check_seed_index(seed_index)
     suffix = "" if variant == "cvpr" else f"-{variant}"
     if code_dim is not None:
         suffix += f"-d{code_dim}"
@@ -127,12 +148,15 @@ def variant_name(ablation: str = "none", loss_weights: tuple[float, float] | Non
         suffix += f"-{ablation}"
     if loss_weights is not None:
         suffix += f"-lm{loss_weights[0]:g}-la{loss_weights[1]:g}"
+    if seed_index:
+        suffix += f"-seed{seed_index}"
     return suffix
 
 
 @dataclass(frozen=True)
 class CodeBrainVariant:
-    """Which CodeBrain was (or is to be) trained: variant, code dimension, ablation and loss weights, checked once.
+    """Which CodeBrain was (or is to be) trained: variant, code dimension, ablation and loss weights, checked once,
+    and which seed of a seeded experiment (``seed_index``; 0 = the ordinary run).
 
     ``loss_weights`` is what the user asked for (a pair, ``'20,5'``, or None for the plans'); whether it names the
     results folder depends on the plans (:meth:`tag`).
@@ -142,9 +166,11 @@ class CodeBrainVariant:
     loss_weights: tuple[float, float] | None = None
     variant: str = "cvpr"
     code_dim: int | None = None
+    seed_index: int = 0
 
     def __post_init__(self) -> None:
         check_ablation(self.ablation)
+        check_seed_index(self.seed_index)
         variant, code_dim = check_variant(self.variant, self.code_dim)
         object.__setattr__(self, "variant", variant)
         object.__setattr__(self, "code_dim", code_dim)
@@ -170,10 +196,12 @@ class CodeBrainVariant:
             if planned is None:
                 raise InputError("loss weights name a folder only relative to the plans: give the plans' pair")
             override = self.weights(planned)[1]
-        return variant_name(self.ablation, override, variant=self.variant, code_dim=self.code_dim)
+        return variant_name(self.ablation, override, variant=self.variant, code_dim=self.code_dim,
+                            seed_index=self.seed_index)
 
     def as_options(self) -> dict[str, Any]:
-        """The four fields as keyword arguments (``run_training``, ``evaluate_*``)."""
+        """The four switches that configure the networks and losses as keyword arguments (``run_training``,
+        ``evaluate_*``); ``seed_index``, which only names a folder and offsets the seed, is passed on its own."""
         return {"ablation": self.ablation, "loss_weights": self.loss_weights, "variant": self.variant,
                 "code_dim": self.code_dim}
 

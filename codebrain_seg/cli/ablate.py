@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluation-slices", type=int, default=None,
                         help="middle slices scored per case (default: the plans', 80 as in the paper)")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward pass in the evaluations")
-    parser.add_argument("--seed", type=int, default=1337, help="training seed")
+    parser.add_argument("--seed", type=int, default=1337, help="training seed (of the first seed with --seeds)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="trainings per arm (default 1): seed s = SEED + s, seed 0 in the usual results folder, "
+                             "seed s > 0 in its -seed<s> folder (each cached and resumable); the tables give the "
+                             "mean and SD over seeds, and an ordering counts only when its gap exceeds the spread")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="torch CPU threads for training and evaluation (default: the trainer's choice)")
     parser.add_argument("-o", "--output", default=None, help="folder of the tables (default: see above)")
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_groups(args.which)  # an unknown group fails here, before any data is touched
         if args.iterations is not None and args.iterations < 1:
             raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+        if args.seeds < 1:
+            raise InputError(f"--seeds must be >= 1 (trainings per arm), got {args.seeds}")
         options = {"seed": args.seed}
         if args.num_threads is not None:
             if args.num_threads < 1:
@@ -68,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = run_ablations(args.dataset, args.fold, args.configuration, args.which, iterations=args.iterations,
                             device=args.device, cases=args.cases, evaluation_slices=args.evaluation_slices,
                             batch_size=args.batch_size, output_dir=Path(args.output) if args.output else None,
-                            **options)
+                            seeds=args.seeds, **options)
         print(f"ablation tables: {out / 'ablations.md'}")
 
     return run_cli(run)

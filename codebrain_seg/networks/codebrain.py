@@ -9,7 +9,8 @@ zero-filled in ``x_masked``; no network is told which ones are missing.
 
 Ablations are configuration switches (:class:`CodeBrainConfig`), never other classes: ``quantizer`` selects FSQ
 (paper), a learned VQ codebook or continuous codes (:mod:`codebrain_seg.networks.quantizers`), ``head`` the
-Stage-II output, ``use_fc`` whether F_c is fused. Whatever the quantiser, imputation is
+Stage-II output, ``use_fc`` whether F_c is fused, ``blank_fc`` the blank-F_c control (E_c reads zeros) and
+``fusion_init`` how the decoder's fusion weights of the code channels start. Whatever the quantiser, imputation is
 ``levels = prior.logits_to_levels(prior(x_masked))``, ``codes = stage_one.levels_to_codes(levels)``,
 ``x_hat = stage_one.impute_from_codes(codes, x_masked, available)``.
 
@@ -49,6 +50,7 @@ SOURCE_RULES = ("random", "relevant")
 # Stage-II heads each quantiser supports, the first being its default. Grading needs ordered levels, which a
 # VQ codebook does not have (its indices are arbitrary), so VQ is classified; continuous codes are regressed.
 HEADS_BY_QUANTIZER = {"fsq": ("grading", "cls"), "vq": ("cls",), "continuous": ("regression",)}
+FUSION_INITS = ("reference", "balanced")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,13 @@ class CodeBrainConfig:
         codebook_size: VQ codebook entries K (ignored by the other quantisers).
         commitment_weight: VQ commitment beta (ignored by the other quantisers).
         variant: ``'cvpr'`` (one full-stack code) or ``'v1'`` (one code per modality; module docstring).
+        blank_fc: the blank-F_c control (ablation ``fc_blank``): the F_c architecture, parameters and initial
+            weights unchanged, but E_c reads zeros instead of the masked stack, in training and inference alike
+            (:meth:`StageOneModel.common_features`), so F_c carries no information about the given sequences.
+            Needs ``use_fc``.
+        fusion_init: ``'reference'`` (PyTorch's default init of the decoder's 1x1 fusion conv, as the reference)
+            or ``'balanced'`` (ablation ``fc_balanced``): the code columns of that conv rescaled at init to the
+            scale the no-F_c decoder gives them (:func:`balance_fusion_init`). No-op without F_c.
     """
 
     in_channels: int
@@ -84,6 +93,8 @@ class CodeBrainConfig:
     codebook_size: int = DEFAULT_CODEBOOK_SIZE
     commitment_weight: float = DEFAULT_COMMITMENT_WEIGHT
     variant: str = "cvpr"
+    blank_fc: bool = False
+    fusion_init: str = "reference"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsq_levels", tuple(int(level) for level in self.fsq_levels))
@@ -107,6 +118,13 @@ class CodeBrainConfig:
         object.__setattr__(self, "commitment_weight", float(self.commitment_weight))
         if self.commitment_weight < 0:
             raise InputError(f"CodeBrainConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
+        if not isinstance(self.blank_fc, bool):
+            raise InputError(f"CodeBrainConfig.blank_fc must be a bool, got {self.blank_fc!r}")
+        if self.blank_fc and not self.use_fc:
+            raise InputError("CodeBrainConfig.blank_fc (E_c fed zeros) needs use_fc=True: without F_c there is "
+                             "no common encoder to blank")
+        if self.fusion_init not in FUSION_INITS:
+            raise InputError(f"CodeBrainConfig.fusion_init must be one of {FUSION_INITS}, got {self.fusion_init!r}")
         if self.variant not in VARIANTS:
             raise InputError(f"CodeBrainConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.variant == "v1" and self.in_channels < 2:
@@ -169,7 +187,8 @@ class CodeBrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CodeBrainConfig":
-        """Build from a dict such as the plans JSON entry (keys added later default); unknown keys raise ValueError."""
+        """Build from a dict such as the plans JSON entry (keys added later default, e.g. ``blank_fc`` and
+        ``fusion_init`` of checkpoints written before them: off and ``'reference'``); unknown keys raise ValueError."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -177,6 +196,30 @@ class CodeBrainConfig:
         if "in_channels" not in values:
             raise InputError("CodeBrainConfig needs 'in_channels'")
         return cls(**dict(values))
+
+
+def balance_fusion_init(fuse: nn.Conv2d, code_channels: int) -> float:
+    """Rescale, in place, the code columns of a freshly initialised fusion conv to the no-F_c scale.
+
+    PyTorch initialises a conv's weights uniformly in ``±1/sqrt(fan_in)``. The decoder's 1x1 fusion conv reads
+    ``[codes (d channels), F_c (f channels)]``, so with F_c its code columns start ``sqrt((d + f) / d)`` times
+    smaller than in the no-F_c decoder (fan-in d): about 6.6x for d = 6, f = 256. Multiplying those columns by
+    ``s = sqrt((d + f) / d)`` gives them the no-F_c decoder's bound ``1/sqrt(d)``; the F_c columns and the bias
+    keep theirs. The same random draws are only scaled (no extra draw), so everything else initialises as with
+    ``'reference'`` for the same seed.
+
+    Args:
+        fuse: the conv, weight ``(out, d + f, 1, 1)``.
+        code_channels: d (the first d input channels are the codes).
+
+    Returns:
+        The factor ``s`` applied (1.0 without F_c).
+    """
+    fan_in = fuse.weight.shape[1] * fuse.weight.shape[2] * fuse.weight.shape[3]
+    scale = (fan_in / code_channels) ** 0.5
+    with torch.no_grad():
+        fuse.weight[:, :code_channels].mul_(scale)
+    return scale
 
 
 def choose_sources(available: Tensor, rule: str = "random", relevance: Tensor | None = None,
@@ -252,6 +295,8 @@ class StageOneModel(nn.Module):
             config.code_channels, config.image_channels, config.decoder_width, config.depth,
             fc_channels=config.fc_channels
         )
+        if config.fusion_init == "balanced":
+            balance_fusion_init(self.decoder.fuse, config.code_channels)
 
     @property
     def per_modality(self) -> bool:
@@ -303,10 +348,15 @@ class StageOneModel(nn.Module):
 
     def common_features(self, x_masked: Tensor) -> Tensor | None:
         """F_c ``(B, 8 * common_width, H/8, W/8)`` of ``(B, image_channels, H, W)`` (cvpr: the zero-filled stack;
-        v1: one source modality), or None without F_c."""
+        v1: one source modality), or None without F_c.
+
+        With ``config.blank_fc`` E_c reads zeros of the same shape instead: every path to F_c (training, validation,
+        the predictors) comes through here, so the control is blank everywhere."""
         if self.common_encoder is None:
             return None
         _check_spatial(x_masked, self.config.image_channels, "common encoder input")
+        if self.config.blank_fc:
+            x_masked = torch.zeros_like(x_masked)
         return self.common_encoder(x_masked)
 
     def decode(self, codes: Tensor, x_masked: Tensor | None = None, common_features: Tensor | None = None,

@@ -4,8 +4,9 @@ Results go to ``$codebrain_results/DatasetXXX_Name/<Method>[tags]__<plans>__<con
 (``codebrain_seg.results_layout``). Everything that is not the default is appended to the method name, in this
 order, so variants never share a folder: the variant (``CodeBrain-v1__...``), a code dimension
 (``CodeBrain-d5__...``), an ablation other than ``none`` (``CodeBrain-no_fc__...``), and a reconstruction
-loss-weight pair that differs from the plans' (``CodeBrain-lm1-la1__...``). An option that leaves a stage unchanged
-reuses the plain method's run of that stage (``Method.shared_stages``).
+loss-weight pair that differs from the plans' (``CodeBrain-lm1-la1__...``), and a seed of a seeded experiment
+other than the first (``seed_index`` K > 0: ``CodeBrain-seedK__...``, trained with ``seed + K``). An option that
+leaves a stage unchanged reuses the plain method's run of that stage (``Method.shared_stages``).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _stages(stage: str | int, method: Method) -> list[int]:
 def results_folder(dataset_folder: str, method: str, plans_name: str, configuration: str, fold: int,
                    ablation: str = "none", loss_weights: tuple[float, float] | None = None, *,
                    variant: str = "cvpr", code_dim: int | None = None, seed_index: int = 0) -> Path:
-    """``$codebrain_results/<dataset>/<Method[-variant][-dD][-ablation][-lmM-laA][-seedK]>__<plans>__<configuration>/fold_F``.
+    """``$codebrain_results/<dataset>/<Method[-variant][-dD][-ablation][-lmM-laA][-seedK]>__<plans>__<config>/fold_F``.
 
     ``loss_weights`` is an override of the plans' ``(lambda_m, lambda_a)``; None (the plans' pair) adds nothing;
     ``seed_index`` 0 adds nothing either.

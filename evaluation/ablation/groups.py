@@ -8,13 +8,17 @@ A **group** is one of the papers' ablation tables or figures; its **rows** are s
   (the papers' "Rec." rows, an upper bound; needs Stage I only);
 * ``imp`` — imputation (Stage II predicts the code from the masked stack; the papers' "Imp." rows).
 
+A row may also ask for the F_c-reliance diagnostic (``fc_input='zeros'``: its model's oracle-code reconstruction
+with F_c computed from zeros, :mod:`evaluation.ablation.reconstruction`); it reuses the model of the row it probes.
+
 Both are scored with the paper protocol (middle slices, whole image, PSNR / SSIM x100 / MAE x1000, O->O, M->O
 and the unweighted mean over all (pattern, missing sequence) pairs). ``paper`` holds the published IXI figures of
 a row when the paper reports that exact setting (PSNR, SSIM, MAE; None where not reported), and each group's
 ``claims`` are the orderings the papers state, checked on the user's data by the report.
 
 Sources: CodeBrain, CVPR 2026, Table 3, section 4.4 (L_psnr), Table 5 and Fig. 6;
-and its arXiv v1, Table 3 and Fig. 6.
+and its arXiv v1, Table 3 and Fig. 6. The ``fc_control`` group is not a paper table: it is the controlled
+experiment behind the papers' F_c claim (the blank-F_c control, the fusion-init option and the diagnostic).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ STAGES_NEEDED = {"rec": (1,), "imp": (1, 2)}
 LAYOUTS = ("metrics", "psnr")
 # Code dimensions of the v1 paper's Fig. 6.
 CODE_DIMS = (4, 5, 6, 7)
+# Where the Rec. scoring takes F_c from (evaluation.ablation.reconstruction.FC_INPUTS).
+FC_INPUTS = ("masked", "zeros")
 
 
 # One trained model: the run_training switches that select it (defaults = the CVPR method as planned).
@@ -39,12 +45,18 @@ Variant = CodeBrainVariant
 
 @dataclass(frozen=True)
 class Row:
-    """One setting of a group: its label in the paper's table, the variant, and optional extra keys (e.g. d)."""
+    """One setting of a group: its label in the paper's table, the variant, optional extra keys (e.g. d), and
+    where the Rec. scoring takes F_c from (``'masked'``, the papers'; ``'zeros'``, the F_c-reliance diagnostic)."""
 
     label: str
     variant: Variant
     paper: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    fc_input: str = "masked"
+
+    def __post_init__(self) -> None:
+        if self.fc_input not in FC_INPUTS:
+            raise InputError(f"row {self.label!r}: fc_input must be one of {FC_INPUTS}, got {self.fc_input!r}")
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,25 @@ GROUPS: dict[str, Group] = {group.name: group for group in (
           claims=(Claim("rec", f"d = {CODE_DIMS[-1]}", (f"d = {CODE_DIMS[0]}",),
                         "a larger d improves reconstruction (v1: +2.16 dB from d = 4 to 7; imputation stable)"),),
           note="The paper gives the figure without a table of numbers."),
+    Group("fc_control", "Controlled F_c experiment: without F_c, with F_c, blank F_c (reconstruction)",
+          "the controls behind CVPR 2026 Table 3 (top) and v1 Table 3 (not a paper table)", ("rec",),
+          (Row("w/o F_c", Variant(ablation="no_fc"), paper={"rec": (30.15, 92.75, 15.87)}),
+           Row("w/ F_c", PLAIN, paper={"rec": (34.32, 95.94, 10.65)}),
+           Row("blank F_c", Variant(ablation="fc_blank")),
+           Row("w/ F_c, balanced fusion init", Variant(ablation="fc_balanced")),
+           Row("w/ F_c, F_c of zeros at test", PLAIN, fc_input="zeros")),
+          claims=(Claim("rec", "w/ F_c", ("w/o F_c",), "with F_c > without in reconstruction (the papers' claim)"),
+                  Claim("rec", "w/ F_c", ("blank F_c",),
+                        "the content of F_c, not its extra parameters, makes the gain: with F_c > blank F_c"),
+                  Claim("rec", "w/ F_c, balanced fusion init", ("w/o F_c",),
+                        "the gain survives a fusion init that gives the codes the no-F_c scale"),
+                  Claim("rec", "w/ F_c", ("w/ F_c, F_c of zeros at test",),
+                        "the trained decoder uses F_c: F_c of the masked stack > F_c of zeros")),
+          note="blank F_c has the F_c model's architecture, parameter count and initial weights (same seed), but "
+               "its common encoder reads zeros in training and inference. The balanced fusion init rescales the "
+               "decoder's 1x1 fusion weights of the code channels by sqrt((d + f) / d) at init (f = F_c channels), "
+               "the scale they have without F_c. The last row decodes the w/ F_c model's oracle codes with F_c of "
+               "an all-zero stack (no training). Rec. scores the missing sequences, as the papers."),
 )}
 
 
@@ -186,11 +217,12 @@ def needed_stages(groups: Sequence[Group]) -> dict[Variant, tuple[int, ...]]:
     return {variant: tuple(sorted(needed[variant])) for variant in order}
 
 
-def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str]]:
-    """Every (variant, stage) pair to score, each once."""
-    pairs: dict[tuple[Variant, str], None] = {}
+def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str, str]]:
+    """Every (variant, stage, F_c input) to score, each once (the F_c input is ``'masked'`` but for the
+    diagnostic rows, which score Rec. only)."""
+    scorings: dict[tuple[Variant, str, str], None] = {}
     for group in groups:
         for row in group.rows:
             for stage in group.stages:
-                pairs[(row.variant, stage)] = None
-    return list(pairs)
+                scorings[(row.variant, stage, row.fc_input if stage == "rec" else "masked")] = None
+    return list(scorings)

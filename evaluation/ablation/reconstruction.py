@@ -7,6 +7,11 @@ preprocessing, middle slices, patterns, metrics and averaging are exactly those 
 protocol (``evaluation.imputation.evaluate``), so a "Rec." row and an "Imp." row of one table differ only in
 where the code comes from. As there, the missing channels are zero outside the given sequences' brain.
 
+The **F_c-reliance diagnostic** (``fc_input='zeros'``) decodes the same oracle codes with F_c computed from an
+all-zero stack instead of the masked one: how much the trained decoder uses F_c (the gap to ``'masked'``). It is
+scored into ``reconstruction_eval/<cases>-fc_zeros/`` (:func:`evaluation_tag`); :func:`fc_reliance` is its
+in-memory form for one model and a few slices.
+
 Outputs, in ``<model>/fold_F/reconstruction_eval/<cases>/``: ``scores_paper.csv`` (one row per slice),
 ``pairs.csv``, ``summary.csv``, ``summary.json`` (same layout as the imputation harness's, method ``oracle``) and
 ``tables.md``.
@@ -44,6 +49,21 @@ logger = logging.getLogger(__name__)
 
 METHOD = "oracle"
 DEFAULT_BATCH = 8
+FC_INPUTS = ("masked", "zeros")
+
+
+def check_fc_input(fc_input: str) -> str:
+    """``fc_input`` if it is ``'masked'`` (the papers' Rec.) or ``'zeros'`` (the diagnostic); InputError otherwise."""
+    if fc_input not in FC_INPUTS:
+        raise InputError(f"fc_input must be one of {FC_INPUTS}, got {fc_input!r}")
+    return fc_input
+
+
+def evaluation_tag(cases: str, fc_input: str = "masked") -> str:
+    """Folder name of a reconstruction evaluation: ``val``, ``test`` or the cases folder's name, plus ``-fc_zeros``
+    for the F_c-reliance diagnostic."""
+    tag = cases if cases in ("val", "test") else Path(cases).name
+    return tag + ("-fc_zeros" if check_fc_input(fc_input) == "zeros" else "")
 
 
 def load_stage_one(stage1_dir: Path, device: str = "cpu") -> tuple[StageOneModel, dict[str, Any]]:
@@ -65,18 +85,21 @@ def load_stage_one(stage1_dir: Path, device: str = "cpu") -> tuple[StageOneModel
 
 @torch.no_grad()
 def reconstruct(model: StageOneModel, full: np.ndarray, available: Sequence[bool],
-                batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """Decode the oracle codes of complete slices with F_c of the masked slices.
+                batch_size: int = DEFAULT_BATCH, fc_input: str = "masked") -> np.ndarray:
+    """Decode the oracle codes of complete slices with F_c of the masked slices (or of zeros).
 
     Args:
         model: a Stage I generator.
         full: ``(C, S, H, W)`` normalised complete slices in [0, 1].
         available: C booleans (1 = given).
         batch_size: slices per forward pass.
+        fc_input: ``'masked'`` (the papers' Rec.) or ``'zeros'``: E_c reads an all-zero stack (the F_c-reliance
+            diagnostic; a model without F_c, or the blank-F_c control, decodes the same either way).
 
     Returns:
         ``(C, S, H, W)`` reconstruction clamped to [0, 1], zero where no given channel is non-zero.
     """
+    blank = check_fc_input(fc_input) == "zeros"
     available = np.asarray(available, dtype=bool)
     device = next(model.parameters()).device
     mask = torch.as_tensor(available, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -86,7 +109,8 @@ def reconstruct(model: StageOneModel, full: np.ndarray, available: Sequence[bool
                             dtype=torch.float32, device=device)
         # The imputation's own decoding path (v1: F_c of a source modality drawn among the given ones), with a
         # fixed random stream so that a rerun scores the same sources.
-        decoded = model.impute_from_codes(model.encode_codes(x), x * mask,
+        masked = torch.zeros_like(x) if blank else x * mask  # 'available' is passed, so v1 still picks sources
+        decoded = model.impute_from_codes(model.encode_codes(x), masked,
                                           available=torch.as_tensor(available, device=device),
                                           generator=torch.Generator().manual_seed(start))
         decoded = decoded.float().clamp(0, 1)
@@ -95,10 +119,36 @@ def reconstruct(model: StageOneModel, full: np.ndarray, available: Sequence[bool
     return output
 
 
+def fc_reliance(model: StageOneModel, full: np.ndarray, patterns: Sequence[str] | None = None,
+                batch_size: int = DEFAULT_BATCH) -> dict[str, float]:
+    """How much a trained decoder uses F_c: oracle-code reconstruction PSNR with F_c of the masked stack vs of zeros.
+
+    Args:
+        model: a Stage I generator (eval mode).
+        full: ``(C, S, H, W)`` normalised complete slices in [0, 1].
+        patterns: availability patterns (default all ``2^C - 2``).
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``{"masked": PSNR, "zeros": PSNR, "gap_db": masked - zeros}``: unweighted means over (pattern, missing
+        sequence) pairs of the per-slice PSNR (dB), as the paper protocol averages; a gap near 0 = F_c unused.
+    """
+    patterns = list(patterns) if patterns else all_patterns(full.shape[0])
+    means: dict[str, float] = {}
+    for fc_input in FC_INPUTS:
+        pairs = []
+        for pattern in patterns:
+            available = np.array(parse_pattern(pattern))
+            output = reconstruct(model, full, available, batch_size, fc_input)
+            pairs += [float(np.mean(slice_metrics(output[c], full[c])["psnr"])) for c in np.flatnonzero(~available)]
+        means[fc_input] = float(np.mean(pairs))
+    return {**means, "gap_db": means["masked"] - means["zeros"]}
+
+
 def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, stage1_dir: Path,
                             output_dir: Path, cases: str = "val", device: str = "cpu",
                             batch_size: int | None = None, evaluation_slices: int | None = None,
-                            patterns: Sequence[str] | None = None) -> Path:
+                            patterns: Sequence[str] | None = None, fc_input: str = "masked") -> Path:
     """Score the oracle-code reconstruction of a Stage I model on every pattern; writes the outputs (module
     docstring) to ``output_dir`` and returns it.
 
@@ -113,7 +163,10 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         batch_size: slices per forward pass (default 8).
         evaluation_slices: middle slices per case (default: the configuration's).
         patterns: subset of the ``2^C - 2`` patterns (default all).
+        fc_input: ``'masked'`` (default) or ``'zeros'`` (the F_c-reliance diagnostic, module docstring); recorded
+            in ``summary.json`` as ``fc_input`` when not the default.
     """
+    check_fc_input(fc_input)
     dataset_name = paths.resolve_dataset(dataset)
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     config = get_configuration(plans, configuration)
@@ -137,7 +190,7 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         full = stack[:, scored]
         for pattern in patterns:
             available = np.array(parse_pattern(pattern))
-            output = reconstruct(model, full, available, int(batch_size or DEFAULT_BATCH))
+            output = reconstruct(model, full, available, int(batch_size or DEFAULT_BATCH), fc_input)
             for channel in np.flatnonzero(~available):
                 scores = slice_metrics(output[channel], full[channel])
                 for position, slice_index in enumerate(scored):
@@ -151,13 +204,14 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
     write_csv(output_dir / "summary.csv", summary_rows(summary))
     title = (f"# Stage I reconstruction from oracle codes: {dataset_name}, fold {fold}, configuration "
              f"{configuration}, cases {cases}\n\n{len(case_files)} case(s); cells are PSNR (dB) / SSIM (x100) / "
-             "MAE (x1000).\n")
+             "MAE (x1000)." + (" F_c computed from zeros (the F_c-reliance diagnostic)." if fc_input == "zeros"
+                               else "") + "\n")
     with atomic_path(output_dir / "tables.md") as temp:
         temp.write_text(title + "\n" + markdown_table(summary["paper"]["image"], names, title="paper protocol"))
     write_json(output_dir / "summary.json", {
         "dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
         "case_ids": [case.case_id for case in case_files], "protocols": ["paper"], "patterns": patterns,
         "channel_names": names, "evaluation_slices": count, "methods": {METHOD: {"model": info}},
-        "summary": summary,
+        "summary": summary, **({"fc_input": fc_input} if fc_input != "masked" else {}),
     })
     return output_dir

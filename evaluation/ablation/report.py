@@ -8,8 +8,11 @@ setting, and the papers' claims checked on these numbers. The Markdown shows it 
 * ``metrics`` layout (CVPR Table 3, v1 Table 3): ``Stages | Settings | PSNR | SSIM | MAE`` (means);
 * ``psnr`` layout (CVPR Table 5 and Fig. 6, v1 Fig. 6): one line per setting, a PSNR column per stage;
 
-followed by the O->O / M->O details. Files in the output folder: ``<group>.md|csv|json`` per group,
-``ablations.md`` / ``ablations.json`` with every group, and ``dim_psnr.png`` with the ``dim`` group.
+followed by the O->O / M->O details. With several seeds per setting every figure is the mean over seeds and is
+shown as ``mean ± SD`` (sample standard deviation over seeds); the number of seeds is in every table, and the
+claims are decided by :mod:`evaluation.ablation.verdicts` ("held", "did not hold", or "not resolved at this
+budget"; with one seed, today's rule, marked single-seed). Files in the output folder: ``<group>.md|csv|json``
+per group, ``ablations.md`` / ``ablations.json`` with every group, and ``dim_psnr.png`` with the ``dim`` group.
 """
 from __future__ import annotations
 
@@ -27,6 +30,15 @@ from codebrain_seg.errors import InputError
 from codebrain_seg.figure_style import styled
 from codebrain_seg.io import atomic_path, write_json  # noqa: E402
 from evaluation.ablation.groups import STAGE_LABELS, Group  # noqa: E402
+from evaluation.ablation.verdicts import (
+    NO,
+    TIE_DB,
+    UNRESOLVED,
+    YES,
+    ArmScore,
+    arm_score,
+    claim_verdict,
+)
 
 METRICS = ("psnr", "ssim", "mae")
 SCOPES = ("mean", "O->O", "M->O")
@@ -34,61 +46,96 @@ SCOPES = ("mean", "O->O", "M->O")
 SUMMARY_KEYS = {"mean": "overall", "O->O": "O->O", "M->O": "M->O"}
 HEADERS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM (%) ↑", "mae": "MAE (×1000) ↓"}
 CSV_SCOPES = {"mean": "mean", "O->O": "o2o", "M->O": "m2o"}
-# A verdict decided by less than this PSNR margin is reported as a tie: the papers' own ablation gaps are 0.26 dB
-# and more, and a few evaluation cases do not resolve differences of hundredths of a dB.
-TIE_DB = 0.1
+VERDICT_WORDS = {YES: "**held**", NO: "**did not hold**", UNRESOLVED: "**not resolved at this budget**",
+                 None: "not checked"}
 
 
-def _metric_scopes(summary: dict[str, Any], metric: str) -> dict[str, float | None]:
-    return {scope: (summary[key][metric] if summary.get(key) is not None else None)
-            for scope, key in SUMMARY_KEYS.items()}
+def _metric_scopes(summaries: Sequence[dict[str, Any]], metric: str
+                   ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """``({scope: mean over seeds}, {scope: sample SD over seeds or None})`` of one metric (None where a seed's
+    summary lacks the scope)."""
+    means: dict[str, float | None] = {}
+    spreads: dict[str, float | None] = {}
+    for scope, key in SUMMARY_KEYS.items():
+        values = [summary[key][metric] for summary in summaries if summary.get(key) is not None]
+        if len(values) < len(summaries) or not values:
+            means[scope], spreads[scope] = None, None
+            continue
+        score = arm_score(values)
+        means[scope], spreads[scope] = score.mean, score.spread
+    return means, spreads
 
 
-def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+def _seed_results(value: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One setting's results, one per seed (a single dict is one seed)."""
+    return [value] if isinstance(value, dict) else list(value)
+
+
+def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any] | Sequence[dict[str, Any]]]
+                ) -> dict[str, Any]:
     """The JSON-ready table of one group.
 
     Args:
         group: the group.
         results: ``(row label, stage) -> {"summary": the aggregate's summary of the model (keys overall, O->O,
             M->O, num_pairs), "model": results folder name, "iterations": {"stage1": n, "stage2": n},
-            "cases": number of cases, "evaluation": folder}`` for every row and stage of the group.
+            "cases": number of cases, "evaluation": folder, "seed_index": s}`` for every row and stage of the
+            group, or a list of such dicts, one per seed (seed 0 first).
+
+    Returns:
+        ``{"group", "title", "source", "stages", "layout", "note", "extra_columns", "seeds": the most seeds of a
+        row, "rows": [...], "claims": [...]}``; each row's ``psnr`` / ``ssim`` / ``mae`` are ``{scope: mean over
+        seeds}`` (one seed: that seed's figure), ``spread`` the same with the sample SD (None with one seed),
+        ``seeds`` and ``per_seed``; each claim has today's ``held`` / ``margin_db`` / ``tie`` plus ``verdict``
+        (:func:`evaluation.ablation.verdicts.claim_verdict`).
 
     Raises:
         ValueError: a (row, stage) of the group has no result.
     """
     absent = [f"{label} ({stage})" for label in (r.label for r in group.rows) for stage in group.stages
-              if (label, stage) not in results]
+              if not _seed_results(results.get((label, stage), []))]
     if absent:
         raise InputError(f"group {group.name!r}: no evaluation for {', '.join(absent)}")
     rows = []
     for stage in group.stages:
         for row in group.rows:
-            result = results[(row.label, stage)]
-            summary = result["summary"]
+            seeds = _seed_results(results[(row.label, stage)])
+            first, summaries = seeds[0], [result["summary"] for result in seeds]
+            scores = {metric: _metric_scopes(summaries, metric) for metric in METRICS}
             paper = row.paper.get(stage)
             rows.append({
                 "stage": stage, "stage_label": STAGE_LABELS[stage], "setting": row.label, **row.extra,
-                "model": result.get("model"), "iterations": result.get("iterations", {}),
-                "cases": result.get("cases"), "num_pairs": summary.get("num_pairs"),
-                **{metric: _metric_scopes(summary, metric) for metric in METRICS},
+                "model": first.get("model"), "iterations": first.get("iterations", {}),
+                "cases": first.get("cases"), "num_pairs": first["summary"].get("num_pairs"),
+                **{metric: scores[metric][0] for metric in METRICS},
                 "paper_ixi": dict(zip(METRICS, paper)) if paper else None,
-                "evaluation": result.get("evaluation"),
+                "evaluation": first.get("evaluation"),
+                "seeds": len(seeds), "spread": {metric: scores[metric][1] for metric in METRICS},
+                "per_seed": [{"seed_index": result.get("seed_index", index), "model": result.get("model"),
+                              "iterations": result.get("iterations", {}),
+                              "psnr_mean": (result["summary"].get("overall") or {}).get("psnr"),
+                              "evaluation": result.get("evaluation")} for index, result in enumerate(seeds)],
             })
-    psnr = {(r["setting"], r["stage"]): r["psnr"]["mean"] for r in rows}
+    by_key = {(r["setting"], r["stage"]): r for r in rows}
     claims = []
     for claim in group.claims:
-        values = {label: psnr.get((label, claim.stage)) for label in (claim.better, *claim.worse)}
-        held, margin = None, None
-        if all(v is not None for v in values.values()):
-            best = values[claim.better]
-            held = all(best > values[w] if claim.strict else best >= values[w] for w in claim.worse)
-            margin = best - max(values[w] for w in claim.worse)
+        labels = (claim.better, *claim.worse)
+        keyed = {label: by_key.get((label, claim.stage)) for label in labels}
+        arms = {label: ArmScore(r["psnr"]["mean"], r["spread"]["psnr"]["mean"], r["seeds"])
+                if r is not None and r["psnr"]["mean"] is not None else None for label, r in keyed.items()}
+        decided = claim_verdict(arms, claim.better, claim.worse, claim.strict)
         claims.append({"text": claim.text, "stage": claim.stage, "better": claim.better,
-                       "worse": list(claim.worse), "psnr_mean": values, "held": held, "margin_db": margin,
-                       "tie": margin is not None and abs(margin) < TIE_DB})
+                       "worse": list(claim.worse),
+                       "psnr_mean": {label: (r["psnr"]["mean"] if r else None) for label, r in keyed.items()},
+                       "held": decided["held"], "margin_db": decided["margin_db"], "tie": decided["tie"],
+                       "verdict": decided["verdict"], "single_seed": decided["single_seed"],
+                       "seeds": decided["seeds"], "threshold_db": decided["threshold_db"],
+                       "psnr_spread": {label: (r["spread"]["psnr"]["mean"] if r else None)
+                                       for label, r in keyed.items()},
+                       "pair_verdicts": {label: pair["verdict"] for label, pair in decided["pairs"].items()}})
     return {"group": group.name, "title": group.title, "source": group.source, "stages": list(group.stages),
             "layout": group.layout, "note": group.note, "extra_columns": _extra_columns(group),
-            "rows": rows, "claims": claims}
+            "seeds": max(r["seeds"] for r in rows), "rows": rows, "claims": claims}
 
 
 def _extra_columns(group: Group) -> list[str]:
@@ -108,6 +155,29 @@ def _paper_cell(paper: dict[str, float | None] | None) -> str:
     return " / ".join(_number(paper[m]) for m in METRICS)
 
 
+def _cell(row: dict[str, Any], metric: str, scope: str = "mean") -> str:
+    """``mean`` (one seed) or ``mean ± SD`` (several seeds) of one metric and scope."""
+    spread = row.get("spread", {}).get(metric, {}).get(scope)
+    return _number(row[metric][scope]) + ("" if spread is None else f" ± {spread:.2f}")
+
+
+def _seeds_line(table: dict[str, Any]) -> str:
+    """What the cells and verdicts of a table are, given its number of seeds."""
+    seeds = table.get("seeds", 1)
+    if seeds <= 1:
+        return ("Seeds per setting: 1 (single seed: the spread over seeds is unknown, and the verdicts below are "
+                f"single-seed: the ordering of the two figures, with gaps under {TIE_DB} dB flagged as ties).")
+    return (f"Seeds per setting: {seeds} (cells: mean ± sample SD over seeds; an ordering is decided only when the "
+            f"gap exceeds the larger SD of the two settings and {TIE_DB} dB, else it is not resolved at this "
+            "budget).")
+
+
+def _model_cell(row: dict[str, Any]) -> str:
+    """Seed 0's model folder, and how many seeds' ``-seed<s>`` folders go with it."""
+    extra = row.get("seeds", 1) - 1
+    return f"`{row['model']}`" + (f" (+ {extra} `-seed<s>` folder{'s' if extra > 1 else ''})" if extra else "")
+
+
 def _iterations(iterations: dict[str, Any]) -> str:
     return " / ".join(str(iterations.get(k, "-")) for k in ("stage1", "stage2") if k in iterations)
 
@@ -124,7 +194,7 @@ def markdown(table: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             cells = [row["stage_label"], row["setting"], *(str(row.get(k, "")) for k in extras),
-                     *(_number(row[m]["mean"]) for m in METRICS)]
+                     *(_cell(row, m) for m in METRICS)]
             if with_paper:
                 cells.append(_paper_cell(row["paper_ixi"]))
             lines.append("| " + " | ".join(cells) + " |")
@@ -138,37 +208,56 @@ def markdown(table: dict[str, Any]) -> str:
         for setting in dict.fromkeys(r["setting"] for r in rows):
             first = by_key[(setting, stages[0])]
             cells = [setting, *(str(first.get(k, "")) for k in extras),
-                     *(_number(by_key[(setting, s)]["psnr"]["mean"]) for s in stages)]
+                     *(_cell(by_key[(setting, s)], "psnr") for s in stages)]
             if with_paper:
                 cells += [_number((by_key[(setting, s)]["paper_ixi"] or {}).get("psnr")) for s in stages]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _seeds_line(table)]
     lines += ["", "Details (mean = unweighted mean over all (pattern, missing sequence) pairs; O->O = one given "
               "sequence, M->O = two or more):", ""]
-    header = ["Stages", "Settings", "model", "iterations (I / II)", "cases"]
+    header = ["Stages", "Settings", "model", "iterations (I / II)", "cases", "seeds"]
     header += [f"{m.upper()} {scope}" for m in METRICS for scope in ("O->O", "M->O", "mean")]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["stage_label"], row["setting"], f"`{row['model']}`", _iterations(row["iterations"]),
-                 str(row["cases"])]
-        cells += [_number(row[m][scope]) for m in METRICS for scope in ("O->O", "M->O", "mean")]
+        cells = [row["stage_label"], row["setting"], _model_cell(row), _iterations(row["iterations"]),
+                 str(row["cases"]), str(row.get("seeds", 1))]
+        cells += [_cell(row, m, scope) for m in METRICS for scope in ("O->O", "M->O", "mean")]
         lines.append("| " + " | ".join(cells) + " |")
     if table["claims"]:
         lines += ["", "The paper's claims on these numbers (PSNR, mean):", ""]
-        for claim in table["claims"]:
-            verdict = {True: "**held**", False: "**did not hold**", None: "not checked"}[claim["held"]]
-            values = ", ".join(f"{label} {_number(v)} dB" for label, v in claim["psnr_mean"].items())
-            if claim.get("margin_db") is not None:
-                values += f"; margin {claim['margin_db']:+.3f} dB"
-                if claim["tie"]:
-                    values += f", under {TIE_DB} dB: a tie at this precision"
-            lines.append(f"- {claim['text']} ({STAGE_LABELS[claim['stage']]}): {verdict} ({values})")
+        lines += [_claim_line(claim) for claim in table["claims"]]
     if table["note"]:
         lines += ["", f"Note: {table['note']}"]
     return "\n".join(lines) + "\n"
 
 
+def _claim_line(claim: dict[str, Any]) -> str:
+    """One claim's Markdown line: the verdict, the figures (± SD with seeds), the margin and what decided it."""
+    verdict = VERDICT_WORDS[claim.get("verdict")]
+    spreads = claim.get("psnr_spread") or {}
+    values = ", ".join(f"{label} {_number(v)}" + ("" if spreads.get(label) is None else f" ± {spreads[label]:.2f}")
+                       + " dB" for label, v in claim["psnr_mean"].items())
+    if claim.get("margin_db") is not None:
+        values += f"; margin {claim['margin_db']:+.3f} dB"
+        if claim.get("single_seed"):
+            values = "single seed; " + values
+            if claim["tie"]:
+                values += f", under {TIE_DB} dB: a tie at this precision"
+        else:
+            values = f"{claim['seeds']} seeds; " + values + f" vs threshold {claim['threshold_db']:.3f} dB"
+    return f"- {claim['text']} ({STAGE_LABELS[claim['stage']]}): {verdict} ({values})"
+
+
+def _csv_verdicts(table: dict[str, Any], setting: str, stage: str) -> str:
+    """The verdicts of the claims whose better arm is this (setting, stage), ``'; '``-joined."""
+    return "; ".join(f"{claim['text']}: {claim.get('verdict')}" + (" (single seed)" if claim.get("single_seed")
+                                                                    else "")
+                     for claim in table["claims"] if claim["better"] == setting and claim["stage"] == stage)
+
+
 def csv_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows of one group's table, one per (stage, setting)."""
+    """Flat rows of one group's table, one per (stage, setting): today's columns, then ``seeds``, the SD of every
+    metric and scope (empty with one seed) and the verdicts of the claims this setting is the better arm of."""
     flat = []
     for row in table["rows"]:
         entry: dict[str, Any] = {"group": table["group"], "stage": row["stage"], "setting": row["setting"]}
@@ -181,6 +270,11 @@ def csv_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
                 entry[f"{metric}_{CSV_SCOPES[scope]}"] = row[metric][scope]
         for metric in METRICS:
             entry[f"paper_ixi_{metric}"] = (row["paper_ixi"] or {}).get(metric)
+        entry["seeds"] = row.get("seeds", 1)
+        for metric in METRICS:
+            for scope in SCOPES:
+                entry[f"{metric}_{CSV_SCOPES[scope]}_sd"] = row.get("spread", {}).get(metric, {}).get(scope)
+        entry["verdicts"] = _csv_verdicts(table, row["setting"], row["stage"])
         flat.append(entry)
     return flat
 
@@ -213,6 +307,12 @@ def plot_psnr_against_dim(path: Path, table: dict[str, Any]) -> None:
     plt.close(figure)
 
 
+def _settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run settings the combined Markdown quotes (the seeds only when the run recorded them)."""
+    shown = {key: meta.get(key) for key in ("iterations_requested", "trained_now")}
+    return {**shown, **{key: meta[key] for key in ("seeds", "base_seed") if key in meta}}
+
+
 def write_report(out_dir: Path, tables: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Path]:
     """Write every group's files and the combined ones (module docstring); returns ``{name: path}``."""
     out_dir = Path(out_dir)
@@ -232,7 +332,7 @@ def write_report(out_dir: Path, tables: Sequence[dict[str, Any]], meta: dict[str
               f"{meta.get('configuration')}, cases {meta.get('cases')}\n\nPaper protocol (middle slices, whole "
               "image, data range 1); Rec. = Stage I decoding the oracle code of the complete stack (an upper "
               "bound), Imp. = Stage II imputation. Settings: `" + json.dumps(
-                  {k: meta.get(k) for k in ("iterations_requested", "trained_now")}) + "`.\n")
+                  _settings(meta)) + "`.\n")
     with atomic_path(out_dir / "ablations.md") as temp:
         temp.write_text(header + "\n" + "\n".join(markdown(table) for table in tables))
     write_json(out_dir / "ablations.json", {**meta, "groups": list(tables)})

@@ -12,11 +12,19 @@
    newer than the checkpoints it scored, with the same cases, slices and patterns, is reused.
 3. The tables go to ``$codebrain_results/DatasetXXX_Name/ablations__<plans>__<configuration>/fold_F/<cases>/``
    (``evaluation.ablation.report``).
+
+**Seeds** (``seeds=N``): every arm is trained N times, seed ``s`` with the training seed ``seed + s``, seed 0 in
+the ordinary results folder (so a single-seed run is exactly the run without seeds, and its models are reused by
+a seeded one) and seed ``s > 0`` in the ``-seed<s>`` folder of the same variant (``CodeBrain-no_fc-seed2__...``),
+each cached and resumable on its own. Seed 0 of every arm trains before seed 1 of any, so a run stopped early
+leaves complete tables for the seeds it finished. Each seed is scored on its own; the report gives per arm the
+mean and the sample standard deviation over seeds and decides the papers' orderings by
+:mod:`evaluation.ablation.verdicts`.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,7 +46,7 @@ from evaluation.ablation.groups import (
     parse_groups,
 )
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
-from evaluation.ablation.reconstruction import evaluate_reconstruction
+from evaluation.ablation.reconstruction import evaluate_reconstruction, evaluation_tag
 from evaluation.imputation.aggregate import all_patterns
 from evaluation.imputation.evaluate import evaluate_imputation
 from planners.experiment_planner import get_configuration
@@ -64,21 +72,39 @@ class TrainedModel:
         return self.folder.parent.name
 
 
+def check_seeds(seeds: int) -> int:
+    """``seeds`` if it is an integer >= 1; InputError otherwise (one line, as the command prints it)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"seeds must be an integer >= 1 (1 = one training per arm, as without --seeds), "
+                         f"got {seeds!r}")
+    return seeds
+
+
+def seeded(variant: Variant, seed_index: int) -> Variant:
+    """The variant of seed ``seed_index`` (0 = the group's own, the ordinary run)."""
+    return replace(variant, seed_index=seed_index)
+
+
 def resolve_models(groups: Sequence[Group], dataset_name: str, plans: dict[str, Any], configuration: str,
-                   fold: int) -> dict[Variant, TrainedModel]:
-    """Every variant of the groups -> its model (variants resolving to one folder share one object)."""
+                   fold: int, seeds: int = 1) -> dict[Variant, TrainedModel]:
+    """Every variant of the groups, for each seed, -> its model (variants resolving to one folder share one object).
+
+    The keys of seed 0 are the groups' own variants; seed ``s > 0`` adds ``seeded(variant, s)`` keys, whose models
+    live in the ``-seed<s>`` folders. Seed 0's models come first, in the groups' order.
+    """
     config = get_configuration(plans, configuration)
     spec = get_method(METHOD)
     folders: dict[Variant, Path] = {}
     entries: dict[Path, tuple[Variant, dict[int, Path], set[int]]] = {}
-    for variant, stages in needed_stages(groups).items():
+    needed = needed_stages(groups)
+    for variant, stages in ((seeded(v, s), st) for s in range(check_seeds(seeds)) for v, st in needed.items()):
         planned = Configuration(config, configuration).loss.reconstruction
         _, override = resolve_loss_weights(variant.loss_weights, planned)
-        selection = {**variant.as_options(), "loss_weights": override}
+        selection = {**variant.as_options(), "loss_weights": override, "seed_index": variant.seed_index}
         folder = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold, **selection)
         # Mirrors run_training: an ablation that leaves a stage unchanged reads the plain method's run of it.
         shared = results_folder(dataset_name, METHOD, plans["plans_name"], configuration, fold,
-                                         **{**selection, "ablation": "none"})
+                                **{**selection, "ablation": "none"})
         stage_dirs = {k: (shared if k in spec.shared_stages.get(variant.ablation, ()) else folder) / f"stage{k}"
                       for k in spec.stages}
         first, _, wanted = entries.get(folder, (variant, stage_dirs, set()))
@@ -111,7 +137,7 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
             logger.info("ablation: training %s stage %d", model.name, stage)
             run_training(dataset, fold, configuration, stage=stage, method=METHOD, iterations=iterations,
                          device=device, continue_training=True, **model.variant.as_options(),
-                         **training_options)
+                         seed_index=model.variant.seed_index, **training_options)
             trained.setdefault(model.name, []).append(stage)
     return trained
 
@@ -135,13 +161,20 @@ def _evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: 
 
 def evaluate_model(dataset_name: str, fold: int, configuration: str, model: TrainedModel, stage: str,
                    cases: str = "val", device: str = "cpu", evaluation_slices: int | None = None,
-                   batch_size: int | None = None) -> dict[str, Any]:
-    """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary."""
+                   batch_size: int | None = None, fc_input: str = "masked") -> dict[str, Any]:
+    """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary.
+
+    ``fc_input='zeros'`` (``rec`` only) is the F_c-reliance diagnostic, scored into its own folder.
+    """
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     count = int(evaluation_slices if evaluation_slices is not None
                 else get_configuration(plans, configuration)["evaluation_slices"])
     settings = {"cases": cases, "evaluation_slices": count, "patterns": all_patterns(len(plans["channel_names"]))}
-    folder = _evaluation_dir(model, stage, cases)
+    if fc_input != "masked":
+        if stage != "rec":
+            raise InputError(f"the F_c input can only be changed for Stage I reconstruction, not {stage!r}")
+        settings["fc_input"] = fc_input  # today's evaluations carry no such key, so it is only checked here
+    folder = _evaluation_dir(model, stage, cases, fc_input)
     if stage == "rec":
         checkpoints = [model.stage_dirs[1] / "checkpoint_final.pth"]
         method = ORACLE_METHOD
@@ -154,19 +187,22 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
         return current
     if stage == "rec":
         evaluate_reconstruction(dataset_name, fold, configuration, model.stage_dirs[1], folder, cases, device,
-                                batch_size, count)
+                                batch_size, count, fc_input=fc_input)
     else:
-        # The model folder is selected by the same switches that trained it.
+        # The model folder is selected by the same switches (and seed) that trained it.
         evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
                             device=device, batch_size=batch_size, output_dir=folder, figure_cases=0,
-                            evaluation_slices=count, **model.variant.as_options())
+                            evaluation_slices=count, **model.variant.as_options(),
+                            seed_index=model.variant.seed_index)
     return read_json(folder / "summary.json")
 
 
-def _evaluation_dir(model: TrainedModel, stage: str, cases: str) -> Path:
-    """``<model>/fold_F/{reconstruction,imputation}_eval/<cases>``."""
+def _evaluation_dir(model: TrainedModel, stage: str, cases: str, fc_input: str = "masked") -> Path:
+    """``<model>/fold_F/{reconstruction,imputation}_eval/<cases>`` (the diagnostic: ``<cases>-fc_zeros``)."""
+    if stage == "rec":
+        return model.folder / "reconstruction_eval" / evaluation_tag(cases, fc_input)
     tag = cases if cases in ("val", "test") else Path(cases).name
-    return model.folder / ("reconstruction_eval" if stage == "rec" else "imputation_eval") / tag
+    return model.folder / "imputation_eval" / tag
 
 
 def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -178,7 +214,7 @@ def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder
         iterations["stage2"] = info.get("stage2_iteration")
     return {"summary": summary["summary"]["paper"]["image"][method], "model": model.name,
             "iterations": iterations, "cases": len(summary.get("case_ids", [])),
-            "evaluation": str(folder)}
+            "evaluation": str(folder), "seed_index": model.variant.seed_index}
 
 
 def ablation_folder(dataset: str | int, plans_name: str, configuration: str, fold: int, cases: str) -> Path:
@@ -191,7 +227,7 @@ def ablation_folder(dataset: str | int, plans_name: str, configuration: str, fol
 def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None = None,
                   which: str | Sequence[str] | None = ("rec_fc", "grading"), iterations: int | None = None,
                   device: str = "auto", cases: str = "val", evaluation_slices: int | None = None,
-                  batch_size: int | None = None, output_dir: Path | None = None,
+                  batch_size: int | None = None, output_dir: Path | None = None, seeds: int = 1,
                   **training_options: Any) -> Path:
     """Train the variants the groups need, evaluate them and write the ablation tables; returns the tables' folder.
 
@@ -206,12 +242,16 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
         evaluation_slices: middle slices scored per case (default: the configuration's).
         batch_size: slices per forward pass in the evaluations.
         output_dir: where the tables go (default :func:`ablation_folder`).
+        seeds: trainings per arm (module docstring): seed ``s`` uses the training seed ``seed + s`` (``seed`` of
+            ``training_options``, default 1337) and, for ``s > 0``, the ``-seed<s>`` results folder; 1 = one
+            training per arm in today's folders.
         **training_options: further ``run_training`` options (seed, num_threads, val_every, ...).
 
     Raises:
-        ValueError: unknown group or device, bad fold or number of slices.
+        ValueError: unknown group or device, bad fold, number of slices or of seeds.
     """
     groups = parse_groups(which)
+    check_seeds(seeds)
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if evaluation_slices is not None and int(evaluation_slices) < 1:
@@ -220,23 +260,27 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     configuration = configuration or get_method(METHOD).default_configuration(device)
     get_configuration(plans, configuration)  # a clear error for an unknown configuration, before any training
-    models = resolve_models(groups, dataset_name, plans, configuration, fold)
+    models = resolve_models(groups, dataset_name, plans, configuration, fold, seeds)
     unique = list({model.folder: model for model in models.values()}.values())
-    logger.info("ablation groups %s: %d model(s): %s", ", ".join(g.name for g in groups), len(unique),
-                ", ".join(f"{m.name} (stage {'+'.join(map(str, m.stages))})" for m in unique))
+    logger.info("ablation groups %s, %d seed(s): %d model(s): %s", ", ".join(g.name for g in groups), seeds,
+                len(unique), ", ".join(f"{m.name} (stage {'+'.join(map(str, m.stages))})" for m in unique))
     trained = train_models(dataset_name, fold, configuration, unique, iterations, device, **training_options)
     eval_device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-    results: dict[tuple[Variant, str], dict[str, Any]] = {}
-    for variant, stage in evaluations(groups):
-        model = models[variant]
-        summary = evaluate_model(dataset_name, fold, configuration, model, stage, cases, eval_device,
-                                 evaluation_slices, batch_size)
-        results[(variant, stage)] = _row_result(model, stage, summary, _evaluation_dir(model, stage, cases))
+    results: dict[tuple[Variant, str, str], list[dict[str, Any]]] = {}
+    for variant, stage, fc_input in evaluations(groups):
+        for seed_index in range(seeds):
+            model = models[seeded(variant, seed_index)]
+            summary = evaluate_model(dataset_name, fold, configuration, model, stage, cases, eval_device,
+                                     evaluation_slices, batch_size, fc_input)
+            folder = _evaluation_dir(model, stage, cases, fc_input)
+            results.setdefault((variant, stage, fc_input), []).append(_row_result(model, stage, summary, folder))
     out_dir = Path(output_dir) if output_dir else ablation_folder(dataset_name, plans["plans_name"], configuration,
                                                                    fold, cases)
     meta = {"dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
-            "iterations_requested": iterations, "trained_now": trained}
-    tables = [report.group_table(group, {(row.label, stage): results[(row.variant, stage)]
+            "iterations_requested": iterations, "trained_now": trained, "seeds": seeds,
+            "base_seed": training_options.get("seed")}  # None: run_training's default
+    tables = [report.group_table(group, {(row.label, stage): results[(row.variant, stage,
+                                                                      row.fc_input if stage == "rec" else "masked")]
                                          for row in group.rows for stage in group.stages}) for group in groups]
     report.write_report(out_dir, tables, meta)
     return out_dir

@@ -267,7 +267,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
                         output_dir: Path | None = None, patterns: Sequence[str] | None = None,
                         figure_cases: int = 1, evaluation_slices: int | None = None, *, ablation: str = "none",
                         loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
-                        code_dim: int | None = None, source_rule: str = "random") -> Path:
+                        code_dim: int | None = None, source_rule: str = "random", seed_index: int = 0) -> Path:
     """Run the harness (module docstring) and write every output; returns the output folder.
 
     Args:
@@ -289,6 +289,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         ablation, loss_weights, variant, code_dim: the CodeBrain variant evaluated (same meaning as
             ``codebrain_train``'s options): its model is loaded from, and the outputs written to, its own folder.
         source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
+        seed_index: which seed of a seeded experiment (``codebrain_ablate --seeds``) to load: K > 0 is the
+            ``-seedK`` folder, 0 the ordinary one.
     """
     protocols = list(dict.fromkeys(protocols))
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -297,7 +299,7 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
     if not methods:
         raise InputError("no method to evaluate")
     dataset_name = paths.resolve_dataset(dataset)
-    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim)  # type: ignore[arg-type]
+    codebrain = CodeBrainVariant(ablation, loss_weights, variant, code_dim, seed_index)  # type: ignore[arg-type]
     trainer = model_folder_prefix(replace(codebrain, loss_weights=None))
     configuration = configuration or default_configuration(dataset_name, fold, device, trainer)
     trainer = model_folder_prefix(codebrain, dataset_name, configuration)

@@ -81,6 +81,8 @@ def test_codebrain_variant_tags_and_normalisation() -> None:
     ({"code_dim": True}, "code dimension must be an integer"),
     ({"loss_weights": "20"}, "loss weights must be two non-negative numbers"),
     ({"loss_weights": (0, 0)}, "not both 0"),
+    ({"seed_index": -1}, "seed index must be an integer >= 0"),
+    ({"seed_index": True}, "seed index must be an integer >= 0"),
 ])
 def test_codebrain_variant_rejects_bad_values(fields: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -106,3 +108,21 @@ def test_code_levels_and_copedit_options() -> None:
         copedit_ablation("text")
     with pytest.raises(InputError, match="CoPeDiT option must be one of"):
         ablation_switches("no_fc")
+
+
+def test_seed_index_names_a_seed_folder_beyond_the_first_and_the_fc_controls_are_switches() -> None:
+    assert variant_name(seed_index=0) == "" and variant_name(seed_index=2) == "-seed2"
+    assert variant_name("no_fc", (1.0, 1.0), variant="v1", code_dim=4, seed_index=1) == "-v1-d4-no_fc-lm1-la1-seed1"
+    seeded = CodeBrainVariant(ablation="fc_blank", seed_index=3)
+    assert seeded.tag() == "-fc_blank-seed3" and CodeBrainVariant(seed_index=0) == CodeBrainVariant()
+    # the seed only names the folder: the training switches are the four of today
+    assert seeded.as_options() == {"ablation": "fc_blank", "loss_weights": None, "variant": "cvpr", "code_dim": None}
+    plans = {"channel_names": ["T1", "T2", "PD"]}
+    configuration = {"fsq_levels": [8, 8, 8, 5, 5, 5],
+                     "network": {"posterior_width": 4, "common_width": 4, "decoder_width": 4, "depth": 1}}
+    blank, balanced = network_config(plans, configuration, "fc_blank"), network_config(plans, configuration,
+                                                                                       "fc_balanced")
+    assert (blank.use_fc, blank.blank_fc, blank.fusion_init) == (True, True, "reference")
+    assert (balanced.use_fc, balanced.blank_fc, balanced.fusion_init) == (True, False, "balanced")
+    plain = network_config(plans, configuration)
+    assert (plain.blank_fc, plain.fusion_init) == (False, "reference")

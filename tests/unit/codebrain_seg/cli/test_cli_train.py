@@ -14,8 +14,9 @@ def test_command_line_lists_the_ablations_and_rejects_unknown_ones(capsys: pytes
         train_main(["--help"])
     assert help_exit.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "{none,no_fc,cls,l1,vq,continuous}" in text and "--loss-weights LAMBDA_M,LAMBDA_A" in text
-    assert set(CODEBRAIN_ABLATIONS) == {"none", "no_fc", "cls", "l1", "vq", "continuous"}
+    assert "{none,no_fc,cls,l1,vq,continuous,fc_blank,fc_balanced}" in text
+    assert "--loss-weights LAMBDA_M,LAMBDA_A" in text
+    assert set(CODEBRAIN_ABLATIONS) == {"none", "no_fc", "cls", "l1", "vq", "continuous", "fc_blank", "fc_balanced"}
     for argv, message in ((["--ablation", "fsq"], "invalid choice: 'fsq'"),
                           (["--loss-weights", "20"], "loss weights must be two non-negative numbers")):
         with pytest.raises(SystemExit) as error_exit:

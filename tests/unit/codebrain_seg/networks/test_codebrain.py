@@ -1,5 +1,8 @@
-"""networks/codebrain.py: the configuration switches, the v1 code layout and the source rules."""
+"""networks/codebrain.py: the configuration switches, the v1 code layout, the source rules, the blank-F_c control
+and the fusion init."""
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,8 +11,10 @@ from codebrain_seg.networks import (
     CodeBrainConfig,
     PriorEncoder,
     StageOneModel,
+    count_parameters,
 )
-from codebrain_seg.networks.codebrain import choose_sources
+from codebrain_seg.networks.codebrain import balance_fusion_init, choose_sources
+from codebrain_seg.networks.nafnet import Decoder, Encoder
 
 
 def test_config_switches_pair_quantizers_with_their_heads() -> None:
@@ -108,3 +113,85 @@ def test_source_rules_pick_available_sources() -> None:
         choose_sources(available, "relevant")
     with pytest.raises(ValueError, match="source rule must be one of"):
         choose_sources(available, "best")
+
+
+# ---- the blank-F_c control and the fusion init ----------------------------------------------------------------
+
+
+def _model(seed: int = 0, **switches: object) -> StageOneModel:
+    torch.manual_seed(seed)
+    return StageOneModel(CodeBrainConfig(in_channels=4, **SMALL, **switches)).eval()  # type: ignore[arg-type]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module, skip: tuple[str, ...] = ()) -> bool:
+    left, right = a.state_dict(), b.state_dict()
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left if k not in skip)
+
+
+def test_config_records_the_new_switches_and_old_checkpoints_load() -> None:
+    config = CodeBrainConfig(in_channels=3, blank_fc=True, fusion_init="balanced")
+    assert CodeBrainConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["blank_fc"] is True and config.to_dict()["fusion_init"] == "balanced"
+    old = {k: v for k, v in CodeBrainConfig(in_channels=3).to_dict().items() if k not in ("blank_fc", "fusion_init")}
+    restored = CodeBrainConfig.from_dict(old)  # a checkpoint written before the switches
+    assert (restored.blank_fc, restored.fusion_init) == (False, "reference")
+    with pytest.raises(ValueError, match="blank_fc .* needs use_fc=True"):
+        CodeBrainConfig(in_channels=3, use_fc=False, blank_fc=True)
+    with pytest.raises(ValueError, match="fusion_init must be one of"):
+        CodeBrainConfig(in_channels=3, fusion_init="xavier")
+
+
+def test_blank_fc_control_feeds_zeros_to_the_common_encoder_with_the_fc_models_weights() -> None:
+    with_fc, blank = _model(), _model(blank_fc=True)
+    # the same architecture, parameter count and initial weights for the same seed
+    assert count_parameters(blank) == count_parameters(with_fc) > count_parameters(_model(use_fc=False))
+    assert _same_weights(blank, with_fc)
+    seen: list[torch.Tensor] = []
+    blank.common_encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    x_full = torch.rand(2, 4, 16, 16)
+    x_masked = x_full * torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 4, 1, 1)
+    other = torch.rand_like(x_masked)
+    with torch.no_grad():
+        reconstruction, codes, _ = blank(x_full, x_masked)  # the training pass
+        assert len(seen) == 1 and seen[0].shape == x_masked.shape and torch.count_nonzero(seen[0]) == 0
+        assert torch.equal(blank(x_full, other)[0], reconstruction)  # nothing of the masked stack gets through
+        # the inference path (every predictor decodes through it) is blank too, and it is exactly the F_c model
+        # decoding with F_c of zeros
+        assert torch.equal(blank.impute_from_codes(codes, x_masked), blank.impute_from_codes(codes, other))
+        assert torch.equal(blank.impute_from_codes(codes, x_masked), with_fc.decode(codes, torch.zeros_like(other)))
+        assert all(torch.count_nonzero(t) == 0 for t in seen)
+        # whereas the F_c model does read the masked stack
+        assert not torch.equal(with_fc.decode(codes, x_masked), with_fc.decode(codes, other))
+        # v1: F_c of the source sequence is blank as well
+        torch.manual_seed(0)
+        v1 = StageOneModel(CodeBrainConfig(in_channels=4, fsq_levels=(5,) * 3, variant="v1", blank_fc=True,
+                                           **SMALL)).eval()
+        assert torch.equal(v1(x_full, x_masked, anchor=1, source=0)[0], v1(x_full, other, anchor=1, source=0)[0])
+
+
+def test_reference_fusion_init_is_todays_and_balanced_gives_the_codes_the_no_fc_scale() -> None:
+    reference, default = _model(fusion_init="reference"), _model()
+    assert _same_weights(reference, default)
+    # today's init: the same modules built in the same order with nothing done after
+    torch.manual_seed(0)
+    config = CodeBrainConfig(in_channels=4, **SMALL)
+    built = [Encoder(4, 4, 1, out_channels=6), config.build_quantizer(), Encoder(4, 4, 1),
+             Decoder(6, 4, 4, 1, fc_channels=config.fc_channels)]
+    for module, name in zip(built, ("posterior_encoder", "quantizer", "common_encoder", "decoder")):
+        assert _same_weights(module, getattr(reference, name))
+    balanced = _model(fusion_init="balanced")
+    d, f = 6, config.fc_channels
+    scale = math.sqrt((d + f) / d)
+    w_reference, w_balanced = reference.decoder.fuse.weight.detach(), balanced.decoder.fuse.weight.detach()
+    assert torch.equal(w_balanced[:, :d], w_reference[:, :d] * scale)  # the same draws, only rescaled
+    assert torch.equal(w_balanced[:, d:], w_reference[:, d:])  # F_c columns, bias and every other weight unchanged
+    assert _same_weights(balanced, reference, skip=("decoder.fuse.weight",))
+    # PyTorch draws U(-1/sqrt(fan_in), 1/sqrt(fan_in)): fan-in d without F_c, d + f with it
+    no_fc = _model(use_fc=False).decoder.fuse.weight.detach()
+    for codes, bound in ((no_fc, 1 / math.sqrt(d)), (w_balanced[:, :d], 1 / math.sqrt(d)),
+                         (w_reference[:, :d], 1 / math.sqrt(d + f))):
+        assert 0.9 * bound < float(codes.abs().max()) <= bound * (1 + 1e-6)
+    assert 0.8 < float(w_balanced[:, :d].std() / no_fc.std()) < 1.25
+    # without F_c there is nothing to balance
+    assert _same_weights(_model(use_fc=False, fusion_init="balanced"), _model(use_fc=False))
+    assert balance_fusion_init(torch.nn.Conv2d(6, 8, 1), 6) == 1.0

@@ -15,7 +15,8 @@ from evaluation.ablation.groups import (
 
 
 def test_groups_map_to_the_papers_rows_and_training_options() -> None:
-    assert list(GROUPS) == ["rec_fc", "grading", "loss", "quantiser", "condition", "weights", "variant", "dim"]
+    assert list(GROUPS) == ["rec_fc", "grading", "loss", "quantiser", "condition", "weights", "variant", "dim",
+                            "fc_control"]
     options = {name: [(row.label, row.variant.as_options()) for row in group.rows]
                for name, group in GROUPS.items()}
     none = {"ablation": "none", "loss_weights": None, "variant": "cvpr", "code_dim": None}
@@ -36,7 +37,7 @@ def test_groups_map_to_the_papers_rows_and_training_options() -> None:
     assert {n: (g.stages, g.layout) for n, g in GROUPS.items()} == {
         "rec_fc": (("rec",), "metrics"), "grading": (("imp",), "metrics"), "loss": (("rec",), "metrics"),
         "quantiser": (("rec",), "metrics"), "condition": (("rec", "imp"), "psnr"), "weights": (("rec",), "psnr"),
-        "variant": (("rec", "imp"), "metrics"), "dim": (("rec", "imp"), "psnr")}
+        "variant": (("rec", "imp"), "metrics"), "dim": (("rec", "imp"), "psnr"), "fc_control": (("rec",), "metrics")}
     # the published IXI figures the tables show beside ours
     assert GROUPS["rec_fc"].row("w/ F_c").paper == {"rec": (34.32, 95.94, 10.65)}
     assert GROUPS["grading"].row("w/ Cls.").paper == {"imp": (29.24, 92.83, 18.00)}
@@ -46,8 +47,8 @@ def test_groups_map_to_the_papers_rows_and_training_options() -> None:
 def test_needed_stages_and_evaluations_share_the_plain_method() -> None:
     groups = parse_groups("rec_fc,grading")
     assert needed_stages(groups) == {PLAIN: (1, 2), Variant(ablation="no_fc"): (1,), Variant(ablation="cls"): (1, 2)}
-    assert evaluations(groups) == [(Variant(ablation="no_fc"), "rec"), (PLAIN, "rec"),
-                                   (Variant(ablation="cls"), "imp"), (PLAIN, "imp")]
+    assert evaluations(groups) == [(Variant(ablation="no_fc"), "rec", "masked"), (PLAIN, "rec", "masked"),
+                                   (Variant(ablation="cls"), "imp", "masked"), (PLAIN, "imp", "masked")]
     # reconstruction-only groups never ask for Stage II
     assert set(needed_stages(parse_groups(["loss", "weights"])).values()) == {(1,)}
     assert [g.name for g in parse_groups(None)] == list(GROUPS) == [g.name for g in parse_groups("all")]
@@ -56,7 +57,8 @@ def test_needed_stages_and_evaluations_share_the_plain_method() -> None:
 
 def test_unknown_or_empty_group_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match=r"unknown ablation group\(s\) 'fc', 'grade'; known groups: rec_fc, "
-                                         r"grading, loss, quantiser, condition, weights, variant, dim \(or all\)"):
+                                         r"grading, loss, quantiser, condition, weights, variant, dim, fc_control "
+                                         r"\(or all\)"):
         parse_groups("rec_fc,fc,grade")
     with pytest.raises(ValueError, match="no ablation group selected"):
         parse_groups(" , ")

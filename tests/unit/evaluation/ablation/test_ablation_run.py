@@ -10,6 +10,7 @@ from evaluation.ablation import run
 from evaluation.ablation.groups import (
     PLAIN,
     Variant,
+    evaluations,
     parse_groups,
 )
 
@@ -55,3 +56,54 @@ def test_v1_models_resolve_to_the_variant_folders(tmp_path: Path, monkeypatch: p
     assert names[Variant(variant="v1", code_dim=4)] == f"CodeBrain-v1-d4__codebrainPlans__{CONFIG}"
     # d = 7 is v1's own code dimension: the same model as the variant group's v1 row
     assert models[Variant(variant="v1", code_dim=7)] is models[Variant(variant="v1")]
+
+
+def test_seeds_resolve_to_seed_folders_with_seed_zero_in_todays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    monkeypatch.setenv("codebrain_results", str(tmp_path))
+    groups = parse_groups("rec_fc,grading")
+    models = run.resolve_models(groups, "Dataset976_X", _plans(), CONFIG, 0, seeds=3)
+    root = tmp_path / "Dataset976_X"
+
+    def folder(name: str) -> Path:
+        return root / f"{name}__codebrainPlans__{CONFIG}" / "fold_0"
+
+    assert models[PLAIN].folder == folder("CodeBrain")  # seed 0 is the ordinary run, reused as it is
+    assert models[run.seeded(PLAIN, 1)].folder == folder("CodeBrain-seed1")
+    assert models[run.seeded(Variant(ablation="no_fc"), 2)].folder == folder("CodeBrain-no_fc-seed2")
+    # a shared stage is the plain method's run of the same seed
+    assert models[run.seeded(Variant(ablation="cls"), 1)].stage_dirs == {
+        1: folder("CodeBrain-seed1") / "stage1", 2: folder("CodeBrain-cls-seed1") / "stage2"}
+    unique = list({m.folder: m for m in models.values()}.values())
+    assert [m.variant.seed_index for m in unique] == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # every seed 0 first
+    assert run.resolve_models(groups, "Dataset976_X", _plans(), CONFIG, 0, seeds=1) == \
+        run.resolve_models(groups, "Dataset976_X", _plans(), CONFIG, 0)  # one seed: today's models
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
+            run.resolve_models(groups, "Dataset976_X", _plans(), CONFIG, 0, seeds=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
+        run.run_ablations(999, seeds=0)  # before any data is looked for
+
+    calls: list[dict] = []
+    monkeypatch.setattr(run, "run_training", lambda *args, **kwargs: calls.append(kwargs))
+    trained = run.train_models("Dataset976_X", 0, CONFIG, unique[:2] + unique[3:5], iterations=4, seed=7)
+    assert [(c["ablation"], c["seed_index"], c["seed"], c["stage"]) for c in calls] == [
+        ("none", 0, 7, 1), ("none", 0, 7, 2), ("no_fc", 0, 7, 1),
+        ("none", 1, 7, 1), ("none", 1, 7, 2), ("no_fc", 1, 7, 1)]  # run_training adds the index to the seed
+    assert list(trained) == [m.name for m in unique[:2] + unique[3:5]]
+
+
+def test_fc_control_group_trains_the_controls_and_probes_the_plain_model(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("codebrain_results", str(tmp_path))
+    groups = parse_groups("fc_control")
+    models = run.resolve_models(groups, "Dataset976_X", _plans(), CONFIG, 0, seeds=2)
+    assert sorted({m.name.split("__")[0] for m in models.values()}) == [
+        "CodeBrain", "CodeBrain-fc_balanced", "CodeBrain-fc_balanced-seed1", "CodeBrain-fc_blank",
+        "CodeBrain-fc_blank-seed1", "CodeBrain-no_fc", "CodeBrain-no_fc-seed1", "CodeBrain-seed1"]
+    assert all(m.stages == (1,) for m in models.values())  # reconstruction only: no Stage II
+    scorings = evaluations(groups)
+    assert (PLAIN, "rec", "masked") in scorings and (PLAIN, "rec", "zeros") in scorings and len(scorings) == 5
+    diagnostic = run._evaluation_dir(models[run.seeded(PLAIN, 1)], "rec", "val", "zeros")
+    assert diagnostic == models[run.seeded(PLAIN, 1)].folder / "reconstruction_eval" / "val-fc_zeros"
+    assert run._evaluation_dir(models[PLAIN], "rec", "val") == models[PLAIN].folder / "reconstruction_eval" / "val"
