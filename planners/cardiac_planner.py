@@ -21,6 +21,14 @@ import numpy as np
 from codebrain_seg.errors import InputError
 from codebrain_seg.networks.copedit.cardiac import cpu_cardiac_config, paper_cardiac_config
 from codebrain_seg.plans import PLANS_NAME, PLANS_VERSION
+from planners.copedit_planner import (
+    AUGMENTATION,
+    CPU_EXTRA_PATTERNS,
+    CPU_PRETEXT_WEIGHT,
+    PAPER_WARMUP,
+    WARMUP_FRACTION_CPU,
+    warmup_cosine,
+)
 
 MISSING_SLICES_TASK = "missing_slices"
 CARDIAC_KIND = "3d_cardiac_stack"
@@ -28,11 +36,33 @@ PAPER_CONFIGURATION = "3d_cardiac"
 CPU_CONFIGURATION = "3d_cardiac_cpu"
 HEART_MARGIN = 0.25  # fraction of the heart's extent added on each side of the largest box
 DEFAULT_FIELD_OF_VIEW_MM = 240.0  # without any label: a square of this size around the image centre
-PAPER_OPTIMISATION = {"stage1": {"iterations": 100_000, "global_batch": 64},
-                      "stage2": {"iterations": 100_000, "global_batch": 64},
-                      "vae_lr": 1e-4, "dit_lr": 5e-5, "ema_decay": 0.9999}
-CPU_OPTIMISATION = {"stage1": {"iterations": 600, "batch_size": 4}, "stage2": {"iterations": 1500, "batch_size": 8},
-                    "vae_lr": 1e-3, "dit_lr": 1e-3, "ema_decay": 0.99}
+PAPER_STAGES = {"stage1": {"iterations": 100_000, "batch_size": 16, "global_batch": 64},
+                "stage2": {"iterations": 100_000, "batch_size": 16, "global_batch": 64}}
+CPU_STAGES = {"stage1": {"iterations": 600, "batch_size": 4}, "stage2": {"iterations": 1500, "batch_size": 8}}
+PAPER_EMA_DECAY, CPU_EMA_DECAY = 0.9999, 0.99
+# Training augmentation: the brain CoPeDiT's, and a flip of the slice axis reverses the slab order with it (the
+# stack is flipped, not each slab on its own); quarter turns stay in-plane.
+CARDIAC_AUGMENTATION = {**AUGMENTATION, "flip_reverses_slabs": True}
+
+
+def _optimisation(paper: bool) -> dict[str, Any]:
+    """The optimisation block of a cardiac configuration (the brain CoPeDiT's layout and rules)."""
+    stages = {name: dict(stage) for name, stage in (PAPER_STAGES if paper else CPU_STAGES).items()}
+    common = {"gradient_clip": 1.0, "loss": {"lambda_missing": 1.0, "lambda_available": 1.0},
+              "augmentation": dict(CARDIAC_AUGMENTATION)}
+    if paper:
+        return {**stages,
+                "vae_optimizer": warmup_cosine(1e-4, PAPER_WARMUP, 1e-6, (0.9, 0.999), 0.0, "Adam"),
+                "discriminator_optimizer": warmup_cosine(1e-4, PAPER_WARMUP, 1e-6, (0.9, 0.999), 0.0, "Adam"),
+                "dit_optimizer": warmup_cosine(5e-5, PAPER_WARMUP, 1e-6, (0.9, 0.999), 0.0, "AdamW"), **common}
+    warm1 = int(WARMUP_FRACTION_CPU * stages["stage1"]["iterations"])
+    warm2 = int(WARMUP_FRACTION_CPU * stages["stage2"]["iterations"])
+    return {**stages,
+            "vae_optimizer": warmup_cosine(1e-3, warm1, 1e-4, (0.9, 0.999), 0.0, "Adam"),
+            "discriminator_optimizer": warmup_cosine(1e-3, warm1, 1e-4, (0.5, 0.9), 0.0, "Adam"),
+            "dit_optimizer": warmup_cosine(1e-3, warm2, 1e-5, (0.9, 0.999), 0.0, "AdamW"),
+            "codebook_restart": {"every": 10, "threshold": 0.01, "until": 0.8},
+            "pretext_patterns_per_case": CPU_EXTRA_PATTERNS, **common}
 
 
 def is_missing_slices(fingerprint: dict[str, Any]) -> bool:
@@ -93,9 +123,13 @@ def _slice_reason(fingerprint: dict[str, Any], slice_axis: int, depth: int, pape
 def _configuration(name: str, fingerprint: dict[str, Any], slice_axis: int, crop_mm: float, crop_reason: str,
                    paper: bool) -> dict[str, Any]:
     config = paper_cardiac_config() if paper else cpu_cardiac_config()
-    optimisation = PAPER_OPTIMISATION if paper else CPU_OPTIMISATION
     network = config.to_dict()
-    network["diffusion"]["ema_decay"] = optimisation["ema_decay"]
+    network["diffusion"]["ema_decay"] = PAPER_EMA_DECAY if paper else CPU_EMA_DECAY
+    if not paper:
+        # the brain CPU configuration's reasons hold here too (a run of minutes; the number of given slabs must be
+        # linear in the prompt for the count head to leave chance)
+        network["vae"]["pretext_weight"] = CPU_PRETEXT_WEIGHT
+        network["vae"]["prompt_pooling"] = "sum"
     target = list(config.stack_shape)
     return {
         "kind": CARDIAC_KIND,
@@ -105,11 +139,12 @@ def _configuration(name: str, fingerprint: dict[str, Any], slice_axis: int, crop
         "slice_axis": slice_axis,
         "in_plane_crop_mm": crop_mm,
         "crop_centre": "label box centre, else image centre",
+        "inference_crop_centre": "image centre (an incomplete case to impute has no labels)",
         "target_size": target,
         "num_slabs": config.vae.num_modalities,
         "missing_pattern": "consecutive runs of 1..m-1 slabs at a random start",
         "network": network,
-        "optimisation": {key: value for key, value in optimisation.items() if key != "ema_decay"},
+        "optimisation": _optimisation(paper),
         "reasons": {
             "slice_axis": "see the plans' reasons",
             "in_plane_crop_mm": crop_reason,
@@ -120,7 +155,23 @@ def _configuration(name: str, fingerprint: dict[str, Any], slice_axis: int, crop
                                       "depth 4, 3 heads, the same Planar / Spatial structure"),
             "iterations": ("the paper's 100k CoPeVAE-C and 100k MDiT3D-C iterations, global batch 64" if paper else
                            "the brain CPU configuration's budget (minutes per stage on two cores)"),
+            "batch_size": ("16 stacks per rank: the paper's global batch 64 on 4 ranks (4 A100 in the paper)"
+                           if paper else "4 stacks for CoPeVAE (the contrastive task needs other cases as "
+                                         "negatives), 8 cached latent stacks for MDiT3D"),
+            "optimisers": ("the paper's Adam 1e-4 (CoPeVAE-C) and AdamW 5e-5 (MDiT3D-C), warmup-cosine per "
+                           "iteration with a 1k-iteration warmup" if paper else
+                           "as the brain CPU configuration: 10x the paper's learning rates, 5 % warmup, cosine "
+                           "to a tenth / a hundredth; codebook restarts and 16 extra pretext patterns per case"),
+            "augmentation": ("the brain CoPeDiT's flips, in-plane quarter turns and intensity scale / shift; a flip "
+                             "of the slice axis reverses the stack (slab order and slices within each slab)"),
             "ema_decay": "the paper's 0.9999" if paper else "0.99: the EMA must follow a run of ~1k iterations",
+            **({} if paper else {
+                "pretext_weight": f"{CPU_PRETEXT_WEIGHT:g} instead of the paper's 0.01 (as the brain CPU "
+                                  "configuration: a run of minutes)",
+                "prompt_pooling": "sum of the given slabs' prompt tokens (as the brain CPU configuration: the number "
+                                  "of given slabs is then linear in the prompt)"}),
+            "normalization": "per volume, 0.5-99.5 percentiles of the given slices to [0, 1] (clipped); the "
+                             "inverse x (p99.5 - p0.5) + p0.5 maps a filled slice back to the case's intensities",
         },
     }
 

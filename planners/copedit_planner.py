@@ -69,10 +69,14 @@ def decide_stage1_batch(gpu_memory_gb: float) -> tuple[int, bool, str]:
           f"{math.ceil(PAPER_STAGE1['global_batch'] / batch)} ranks")
 
 
-def _warmup_cosine(lr: float, warmup: int, eta_min: float, betas: tuple[float, float], weight_decay: float,
-                   name: str) -> dict[str, Any]:
+def warmup_cosine(lr: float, warmup: int, eta_min: float, betas: tuple[float, float], weight_decay: float,
+                  name: str) -> dict[str, Any]:
+    """An optimiser entry of the plans: Adam / AdamW with a linear warmup, then cosine per iteration to eta_min."""
     return {"name": name, "lr": lr, "betas": list(betas), "weight_decay": weight_decay, "warmup_iterations": warmup,
             "schedule": "linear warmup, then cosine per iteration to eta_min", "eta_min": eta_min}
+
+
+_warmup_cosine = warmup_cosine
 
 
 def _paper_configuration(channels: int, box: list[int], box_reason: str, gpu_memory_gb: float) -> dict[str, Any]:

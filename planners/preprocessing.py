@@ -1,7 +1,8 @@
 """The preprocessing pipeline: every raw case of a dataset -> the arrays of one configuration, resumable.
 
-One writer per configuration kind (:data:`WRITERS`): ``2d_slices`` (CodeBrain, ``planners.slice_preprocessing``)
-and ``3d_volume`` (CoPeDiT, ``planners.volume_preprocessing``); both build on ``planners.case_arrays``. A case is
+One writer per configuration kind (:data:`WRITERS`): ``2d_slices`` (CodeBrain, ``planners.slice_preprocessing``),
+``3d_volume`` (CoPeDiT, ``planners.volume_preprocessing``) and ``3d_cardiac_stack`` (CoPeDiT's missing slices,
+``planners.cardiac_preprocessing``); all build on ``planners.case_arrays``. A case is
 finished when its properties file (written last) exists and names its arrays, so an interrupted run resumes.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import list_cases
+from planners.cardiac_preprocessing import preprocess_cardiac_case
 from planners.case_arrays import normalise, normalised_stack  # noqa: F401 (the normalisation's public home)
 from planners.slice_preprocessing import preprocess_case, restore_to_original  # noqa: F401 (2D API)
 from planners.volume_preprocessing import preprocess_volume_case
@@ -24,7 +26,8 @@ from planners.volume_preprocessing import preprocess_volume_case
 logger = logging.getLogger(__name__)
 
 Writer = Callable[[Path, str, Path, Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
-WRITERS: dict[str, Writer] = {"2d_slices": preprocess_case, "3d_volume": preprocess_volume_case}
+WRITERS: dict[str, Writer] = {"2d_slices": preprocess_case, "3d_volume": preprocess_volume_case,
+                              "3d_cardiac_stack": preprocess_cardiac_case}
 
 
 def is_case_done(out_dir: Path, case_id: str) -> bool:

@@ -8,6 +8,11 @@ CoPeDiT options (``TrainingOptions.ablation`` of ``method='copedit'``, one resul
 * ``mask-per_count`` — both.
 
 Only Stage II differs between them, so every option reuses the plain method's Stage I.
+
+**Elements.** The m slots are a brain case's sequences (``3d_volume`` configurations, ``elements='modalities'``)
+or the consecutive slabs of a short-axis stack (``3d_cardiac_stack``, ``elements='slices'``). The stages are the
+same code for both; only the missing sets differ: random subsets of sequences, or consecutive runs of slabs of a
+random length 1..m-1 at a random start (:func:`iteration_missing_masks`, :func:`all_missing_masks`).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from torch import Tensor
 
 from codebrain_seg.errors import InputError
 from codebrain_seg.metrics import volume_psnr, volume_ssim  # noqa: F401 (the stages' validation metrics)
-from codebrain_seg.networks.copedit import CoPeDiTConfig, sample_missing_masks
+from codebrain_seg.networks.copedit import CoPeDiTConfig, sample_missing_masks, sample_missing_runs
 from codebrain_seg.variants import (  # noqa: F401 (re-exported: the CoPeDiT options of the trainers)
     COPEDIT_ABLATIONS,
     LAYOUT_CHOICES,
@@ -30,18 +35,25 @@ from codebrain_seg.variants import (  # noqa: F401 (re-exported: the CoPeDiT opt
 )
 
 MASK_STREAM = 3  # random stream of the per-case missing masks (data: 0, CodeBrain's patterns: 1, anchors: 2)
+# plans configuration kinds CoPeDiT trains on: brain volumes (slots = sequences), cardiac stacks (slots = slabs)
+COPEDIT_KINDS = ("3d_volume", "3d_cardiac_stack")
 
 
 def copedit_config(configuration: dict[str, Any], ablation: str = "none") -> CoPeDiTConfig:
-    """The networks of a ``3d_volume`` plans configuration, with mask-code prompts for the mask options."""
-    if configuration.get("kind") != "3d_volume":
+    """The networks of a CoPeDiT plans configuration (``3d_volume`` or ``3d_cardiac_stack``), with mask-code prompts
+    for the mask options."""
+    if configuration.get("kind") not in COPEDIT_KINDS:
         raise InputError("CoPeDiT trains on a 3D-volume configuration of the plans (3d_copedit or 3d_copedit_cpu; "
-                         f"codebrain_plan_and_preprocess -c 3d_copedit_cpu), got kind {configuration.get('kind')!r}")
+                         "3d_cardiac or 3d_cardiac_cpu for missing slices; codebrain_plan_and_preprocess -c "
+                         f"3d_copedit_cpu), got kind {configuration.get('kind')!r}")
     config = CoPeDiTConfig.from_dict(configuration["network"])
-    if list(config.volume_shape) != [int(s) for s in configuration["target_size"]]:
-        raise InputError(f"network volume_shape {list(config.volume_shape)} differs from the configuration's "
+    if list(config.stack_shape) != [int(s) for s in configuration["target_size"]]:
+        raise InputError(f"network input {list(config.stack_shape)} differs from the configuration's "
                          f"target_size {configuration['target_size']}")
-    prompts, _ = ablation_switches(ablation)
+    prompts, layout = ablation_switches(ablation)
+    if config.elements == "slices" and layout == "per_count":
+        raise InputError("--layout per_count puts the given slots first, which would scramble the slab order of a "
+                         "short-axis stack: the cardiac configurations train the shared layout only")
     return config.with_mask_prompts() if prompts == "mask" else config
 
 
@@ -52,13 +64,19 @@ def iteration_generator(seed: int, rank: int, iteration: int, stream: int) -> to
 
 
 def iteration_missing_masks(seed: int, rank: int, iteration: int, batch: int, num_modalities: int,
-                            same_count: bool = False, stream: int = MASK_STREAM) -> Tensor:
+                            same_count: bool = False, stream: int = MASK_STREAM,
+                            elements: str = "modalities") -> Tensor:
     """Per-case missing masks ``(B, m)`` bool of one iteration (a count 1..m-1, then which; pure in the iteration).
 
     ``same_count`` draws one count for the batch (the one-model-per-count layout trains one model per step), the
-    same on every rank, so that all DDP ranks train the same model in a step.
+    same on every rank, so that all DDP ranks train the same model in a step. ``elements='slices'``: consecutive
+    runs of a random length 1..m-1 at a random start (``sample_missing_runs``).
     """
     generator = iteration_generator(seed, rank, iteration, stream)
+    if elements == "slices":
+        if same_count:
+            raise InputError("one missing count per batch is the per-count layout, which slices do not train")
+        return sample_missing_runs(batch, num_modalities, generator=generator)
     if not same_count:
         return sample_missing_masks(batch, num_modalities, generator=generator)
     count = int(torch.randint(1, num_modalities, (1,), generator=iteration_generator(seed, 0, iteration, stream + 100)))
@@ -66,8 +84,13 @@ def iteration_missing_masks(seed: int, rank: int, iteration: int, batch: int, nu
     return torch.rand(batch, num_modalities, generator=generator).argsort(dim=1) < count
 
 
-def all_missing_masks(num_modalities: int) -> Tensor:
-    """Every pattern with 1..m-1 missing sequences ``(2^m - 2, m)`` bool, in the order of the CodeBrain patterns."""
+def all_missing_masks(num_modalities: int, elements: str = "modalities") -> Tensor:
+    """Every pattern with 1..m-1 missing sequences ``(2^m - 2, m)`` bool, in the order of the CodeBrain patterns;
+    ``elements='slices'``: every consecutive run of 1..m-1 slabs (by length, then start)."""
+    if elements == "slices":
+        return torch.tensor([[start <= k < start + length for k in range(num_modalities)]
+                             for length in range(1, num_modalities) for start in range(num_modalities - length + 1)],
+                            dtype=torch.bool)
     rows = []
     for code in range(1, 2 ** num_modalities - 1):
         available = [bool(code >> (num_modalities - 1 - c) & 1) for c in range(num_modalities)]

@@ -6,7 +6,9 @@ the training cases per epoch (the same on every rank), consecutive batches to co
 
 Augmentation (reference: the official code's train transforms, the same draws for every sequence of a case): flip
 of each axis (p .3), a quarter turn in the axial plane when it is square (p .3), intensity x U(.9, 1.1) (p .2) and
-+ U(-.05, .05) inside the brain (p .2), clipped to [0, 1]. Stage II latents are computed once from the
++ U(-.05, .05) inside the brain (p .2), clipped to [0, 1]. For the slabs of a short-axis stack (plans
+``flip_reverses_slabs``) a flip of the slice axis flips the whole stack: the slab order is reversed with the slices
+within each slab. Stage II latents are computed once from the
 un-augmented volumes (reference decision 8).
 
 **Latent cache** (``<stage2 folder>/latent_cache/``): ``latents.npy`` float32 ``(N, m, e, x, y, z)`` (continuous
@@ -64,7 +66,7 @@ def augment_case(volume: np.ndarray, rng: np.random.Generator, spec: dict[str, A
     out = np.array(volume, dtype=np.float32, copy=True)
     for axis in (1, 2, 3):
         if rng.uniform() < spec["flip_probability"]:
-            out = np.flip(out, axis=axis)
+            out = np.flip(out, axis=(0, 3) if axis == 3 and spec.get("flip_reverses_slabs") else axis)
     if out.shape[1] == out.shape[2] and rng.uniform() < spec["rotate90_probability"]:
         out = np.rot90(out, k=int(rng.integers(1, 4)), axes=(1, 2))
     brain = (out > 0).any(axis=0, keepdims=True)

@@ -1,7 +1,8 @@
 """CoPeDiT Stage I: the CoPeVAE tokenizer (CoPeDiT, arXiv 2602.18400) on the one training loop.
 
 Each iteration takes a batch of complete, augmented 3D cases and gives every case its own random missing set C
-(1..m-1 sequences; reference decision 4). The generator loss is ``L1 + VQ (+ perceptual, only with local weights)
+(1..m-1 sequences; reference decision 4; for a cardiac stack a consecutive run of 1..m-1 slabs,
+``trainers.copedit.common``). The generator loss is ``L1 + VQ (+ perceptual, only with local weights)
 + 0.01 LSGAN + 0.01 (Ld + 0.5 Lp + 0.5 Lc)`` (``codebrain_seg.networks.copedit.losses``); the MONAI patch
 discriminator is trained with the least-squares loss from the first iteration. Both optimisers clip the gradient
 norm to 1.0 and follow a warmup-cosine schedule per iteration.
@@ -32,6 +33,7 @@ from codebrain_seg.networks.copedit import (
     build_discriminator,
     missing_count_loss,
     missing_position_loss,
+    slabs_to_stack,
 )
 from trainers.base_trainer import BaseTrainer
 from trainers.copedit.common import (
@@ -76,15 +78,17 @@ def restart_dead_codes(vae: CoPeVAE, latents: Tensor, threshold: float, generato
 
 
 @torch.no_grad()
-def pretext_accuracy(vae: CoPeVAE, volumes: list[np.ndarray], device: torch.device) -> dict[str, float]:
-    """Accuracy of the count and position heads over every missing pattern of complete cases ``(m, X, Y, Z)``.
+def pretext_accuracy(vae: CoPeVAE, volumes: list[np.ndarray], device: torch.device,
+                     elements: str = "modalities") -> dict[str, float]:
+    """Accuracy of the count and position heads over every missing pattern of complete cases ``(m, X, Y, Z)``
+    (``elements='slices'``: every consecutive run of slabs).
 
     Returns ``count_accuracy`` (argmax of H1 = the number missing), ``position_accuracy`` (H2's sign per sequence),
     ``position_exact`` (all sequences right), and the chance levels ``count_chance`` (always the most frequent
     count) and ``position_chance`` (0.5).
     """
     vae.eval()
-    masks = all_missing_masks(vae.config.num_modalities).to(device)
+    masks = all_missing_masks(vae.config.num_modalities, elements).to(device)
     counts = masks.sum(dim=1) - 1
     correct = {"count": 0.0, "position": 0.0, "exact": 0.0}
     for volume in volumes:
@@ -113,11 +117,15 @@ class CoPeVAETrainer(BaseTrainer):
         """A 3D-volume configuration and no CodeBrain-only option."""
         check_copedit_options(self)
 
+    def draw_pattern(self, iteration: int) -> Tensor:
+        """Unused: every case draws its own missing set in :meth:`train_step` (a cardiac stack has one channel)."""
+        return torch.ones(self.config.vae.num_modalities, dtype=torch.bool)
+
     def build_networks(self) -> None:
         """CoPeVAE and the discriminator of the configuration; the loss (perceptual term only with local weights)."""
         self.config = copedit_config(self.configuration, "none")
         self.networks = {"vae": CoPeVAE(self.config.vae), "discriminator": build_discriminator(self.config.vae)}
-        self.loss = CoPeVAELoss(self.config.vae).to(self.device)
+        self.loss = CoPeVAELoss(self.config.vae, stacked_slabs=self.config.elements == "slices").to(self.device)
         self.max_grad_norm = float(self.planned.optimisation_option("gradient_clip", 1.0))
         self.restart = self.planned.optimisation_option("codebook_restart") or {}
         self.extra_patterns = int(self.planned.optimisation_option("pretext_patterns_per_case", 0))
@@ -141,7 +149,8 @@ class CoPeVAETrainer(BaseTrainer):
     def train_step(self, x: Tensor, available: Tensor, iteration: int) -> dict[str, float]:
         """One CoPeVAE + discriminator step; each case gets its own missing set (``available`` is not used)."""
         missing = iteration_missing_masks(self.options.seed, self.context.rank, iteration, len(x),
-                                          self.config.vae.num_modalities).to(self.device)
+                                          self.config.vae.num_modalities,
+                                          elements=self.config.elements).to(self.device)
         vae, discriminator = self.train_modules["vae"], self.train_modules["discriminator"]
         # The generator loss goes through the bare discriminator (under DDP its wrapper would wait for gradients
         # that this pass must not produce) with its weights frozen, so no gradient is left in D.
@@ -181,7 +190,8 @@ class CoPeVAETrainer(BaseTrainer):
         config, k = self.config.vae, self.extra_patterns
         vae = self.networks["vae"]
         masks = iteration_missing_masks(self.options.seed, self.context.rank, iteration, len(latents) * k,
-                                        config.num_modalities, stream=EXTRA_PATTERN_STREAM).to(latents.device)
+                                        config.num_modalities, stream=EXTRA_PATTERN_STREAM,
+                                        elements=self.config.elements).to(latents.device)
         prompts = vae.prompts(latents.repeat_interleave(k, dim=0), ~masks)
         extra = {"count": missing_count_loss(vae.count_head(prompts[:, 0]), masks, config.count_loss),
                  "position": missing_position_loss(vae.position_head(prompts[:, 1]), masks)}
@@ -192,7 +202,8 @@ class CoPeVAETrainer(BaseTrainer):
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
-        """Reconstruction PSNR / SSIM (all sequences, quantised decode) and pretext accuracy on validation cases."""
+        """Reconstruction PSNR / SSIM (all sequences, quantised decode; a cardiac case: its re-stacked volume) and
+        pretext accuracy on validation cases."""
         vae: CoPeVAE = self.networks["vae"]
         cases = self.split["val"] or self.split["train"][:1]
         volumes = load_volumes(self.data_folder, cases)
@@ -201,9 +212,11 @@ class CoPeVAETrainer(BaseTrainer):
             x = torch.from_numpy(np.asarray(volume, np.float32))[None].to(self.device)
             with self.autocast():
                 reconstruction = vae.decode(vae.encode(x)).float().clamp(0, 1)
+            if self.config.elements == "slices":  # the re-stacked volume (a slab is thinner than the SSIM window)
+                reconstruction, x = slabs_to_stack(reconstruction)[:, None], slabs_to_stack(x)[:, None]
             psnrs += volume_psnr(reconstruction[0], x[0]).tolist()
             ssims += [volume_ssim(reconstruction[0, c], x[0, c]) for c in range(x.shape[1])]
         metrics: dict[str, Any] = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
-        metrics.update(pretext_accuracy(vae, volumes, self.device))
+        metrics.update(pretext_accuracy(vae, volumes, self.device, self.config.elements))
         metrics["score"] = metrics["psnr"]
         return metrics

@@ -24,6 +24,7 @@ from monai.networks.nets import PatchDiscriminator
 from torch import Tensor, nn
 
 from codebrain_seg.errors import InputError
+from codebrain_seg.networks.copedit.cardiac import slabs_to_stack
 from codebrain_seg.networks.copedit.config import CoPeVAEConfig
 from codebrain_seg.networks.copedit.copevae import CoPeVAEOutput
 
@@ -120,20 +121,26 @@ class CoPeVAELoss(nn.Module):
 
     Args:
         config: loss weights, temperature and the perceptual weights file.
+        stacked_slabs: the slots are consecutive slabs of one short-axis stack (``elements='slices'``): the
+            discriminator and the perceptual net then see the whole re-stacked volume ``(X, Y, m * Z)`` (the
+            paper's CoPeVAE-C input), not each thin slab on its own.
 
     ``generator_losses(output, volumes, missing, discriminator)`` returns the weighted total and its parts;
     ``discriminator_loss(discriminator, volumes, reconstruction)`` the LSGAN discriminator loss.
     """
 
-    def __init__(self, config: CoPeVAEConfig) -> None:
+    def __init__(self, config: CoPeVAEConfig, stacked_slabs: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.stacked_slabs = stacked_slabs
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.perceptual = build_perceptual_loss(config)
 
-    @staticmethod
-    def _single_channel(volumes: Tensor) -> Tensor:
-        # (B, m, X, Y, Z) -> (B*m, 1, X, Y, Z): the discriminator and the perceptual net see one modality at a time
+    def _single_channel(self, volumes: Tensor) -> Tensor:
+        # (B, m, X, Y, Z) -> (B*m, 1, X, Y, Z): the discriminator and the perceptual net see one modality at a time;
+        # slabs of a stack: (B, 1, X, Y, m*Z), the stack itself
+        if self.stacked_slabs:
+            return slabs_to_stack(volumes)[:, None]
         return volumes.reshape(-1, 1, *volumes.shape[2:])
 
     def generator_losses(self, output: CoPeVAEOutput, volumes: Tensor, missing: Tensor,
