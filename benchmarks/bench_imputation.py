@@ -1,19 +1,29 @@
-"""Imputation speed and memory: seconds per BraTS volume (240x240x155, one sequence missing) and peak memory.
+"""Imputation speed and memory on a real BraTS volume (240x240x155, T1Gd missing), as a user waits for it.
 
 Usage:
-    python benchmarks/bench_imputation.py [--dataset D --fold F] [-c 2d_cpu] [--device cpu] [--batch-size B]
-                                          [--repeats N] [--real-data DIR]
+    python benchmarks/bench_imputation.py --dataset D [--fold F] [-c 2d_cpu] [--repeats N] [--paper]
 
-With ``--dataset`` the trained model of that dataset is used (``$codebrain_results``). Without it, two real BraTS
-cases (``../shared/data/real``) are converted and planned in a temporary folder and an **untrained** network of
-the configuration's sizes is timed (the cost of inference does not depend on the weights); the output says which.
-Prints one figure per line.
+With a trained model of ``--dataset`` (``$codebrain_results``; e.g. the one ``benchmarks/bench_planning.py --real``
+trains), it prints:
+
+* the **whole command**: wall seconds of ``codebrain_impute`` on one held-out case (a fresh process: Python start,
+  imports, model loading, reading, imputing, writing), without and with ``--save-confidence``, and the peak resident
+  memory of those processes;
+* the **precision agreement**: PSNR of the bf16-autocast output against the fp32 output of the same model on the
+  same case (over the brain, data range = the fp32 output's brain range), and the in-process seconds of each. The
+  predictor picks bf16 by itself only where the CPU computes it natively (AMX / AVX512-BF16); elsewhere bf16 is
+  emulated (slower) and fp32 is what runs;
+* with ``--paper``: the in-process seconds per volume of the paper configuration (``2d``), an untrained network of
+  its sizes (the cost of inference does not depend on the weights).
+
+One figure per line, with the load average, so a figure measured beside other jobs can be read as such.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,91 +32,102 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from codebrain_seg import paths
-from codebrain_seg.converters.brats import convert_brats
-from codebrain_seg.inference.codebrain import CodeBrainPredictor
-from codebrain_seg.io import read_json, read_nifti
-from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from codebrain_seg.raw_dataset import image_path, list_cases
-from planners.plan_and_preprocess import plan_and_preprocess
+from codebrain_seg import paths  # noqa: E402
+from codebrain_seg.inference.codebrain import CodeBrainPredictor  # noqa: E402
+from codebrain_seg.io import read_json, read_nifti  # noqa: E402
+from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel  # noqa: E402
+from codebrain_seg.raw_dataset import image_path  # noqa: E402
 
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+MISSING = "T1Gd"
 
 
-def _untrained_predictor(work: Path, real: Path, configuration: str, device: str, batch_size: int | None):
-    for kind in ("raw", "preprocessed", "results"):
-        os.environ[f"codebrain_{kind}"] = str(work / kind)
-    source = work / "source"
-    source.mkdir()
-    for case in sorted(p.name for p in real.iterdir() if p.is_dir())[:2]:
-        (source / case).symlink_to(real / case)
-    raw = convert_brats(source, 989, name="BenchImpute").dataset_dir
-    out = plan_and_preprocess(989, [configuration])
-    plans = read_json(out / "codebrainPlans.json")
-    settings = plans["configurations"][configuration]
-    config = CodeBrainConfig(in_channels=len(plans["channel_names"]), fsq_levels=settings["fsq_levels"],
-                             **settings["network"])
-    torch.manual_seed(0)
-    predictor = CodeBrainPredictor(StageOneModel(config), PriorEncoder(config), plans, configuration, device,
-                                   batch_size, model_info={"untrained": True})
-    return predictor, raw, "untrained network of the configuration's sizes (no trained model given)"
+def _child_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _command_seconds(args: argparse.Namespace, source: Path, output: Path, confidence: bool) -> float:
+    command = [sys.executable, "-m", "codebrain_seg.cli.impute", "-d", str(args.dataset), "-f", str(args.fold),
+               "-c", args.configuration, "-i", str(source), "-o", str(output)] + (
+        ["--save-confidence"] if confidence else [])
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def _agreement_psnr(reference: np.ndarray, other: np.ndarray, brain: np.ndarray) -> float:
+    values, against = reference[brain].astype(np.float64), other[brain].astype(np.float64)
+    data_range = float(values.max() - values.min()) or 1.0
+    mse = float(np.mean((values - against) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(data_range ** 2 / mse))
+
+
+def _timed(function) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Time ``impute_arrays`` on one real BraTS volume with T2 missing and print the figures."""
+    """Time the imputation command and the in-process paths on one held-out case; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default=None, help="dataset of a trained model (default: untrained)")
-    parser.add_argument("--fold", default="0")
+    parser.add_argument("--dataset", required=True, help="dataset of a trained model")
+    parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("-c", "--configuration", default="2d_cpu")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--real-data", default=str(REPO.parent / "shared" / "data" / "real"))
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each command (the best is reported)")
+    parser.add_argument("--paper", action="store_true", help="also time the paper configuration (minutes on a CPU)")
     args = parser.parse_args(argv)
-    real = Path(args.real_data)
+    raw = paths.raw_dataset_dir(args.dataset)
+    split = read_json(paths.preprocessed_dataset_dir(args.dataset) / "splits_final.json")[args.fold]
+    case = split["val"][0]
+    predictor = CodeBrainPredictor.from_results(args.dataset, args.fold, args.configuration, "cpu")
+    missing = predictor.channel_names.index(MISSING)
+    print(f"load_average_1min_at_start: {os.getloadavg()[0]:.2f}")
+    print(f"cpu: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}; predictor precision by default: {predictor.precision}")
+    print(f"case: {case} (held out of fold {args.fold}), missing {MISSING}; model {predictor.model_info}")
+
     with tempfile.TemporaryDirectory() as work:
-        if args.dataset:
-            predictor = CodeBrainPredictor.from_results(args.dataset, args.fold, args.configuration, args.device,
-                                                        batch_size=args.batch_size)
-            raw, model = paths.raw_dataset_dir(args.dataset), f"trained model {predictor.model_info}"
-        else:
-            if not real.is_dir():
-                print(f"skipped: {real} not found")
-                return
-            predictor, raw, model = _untrained_predictor(Path(work), real, args.configuration, args.device,
-                                                         args.batch_size)
-        case_id = list_cases(raw)[0]
-        volumes = [read_nifti(image_path(raw, case_id, c)) for c in range(predictor.num_channels)]
-        images = np.stack([v.data for v in volumes])
-        available = [True] * predictor.num_channels
-        available[2] = False  # T2 missing
-        baseline = _peak_rss_mb()
-        seconds = []
-        for _ in range(max(args.repeats, 1)):
-            start = time.perf_counter()
-            predictor.impute_arrays(images, available, volumes[0].affine)
-            seconds.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        predictor.impute_with_confidence(images, available, volumes[0].affine)
-        confidence_seconds = time.perf_counter() - start
-        network = predictor.configuration["network"]
-        parameters = sum(p.numel() for p in predictor.stage_one.parameters()) + sum(
-            p.numel() for p in predictor.prior_encoder.parameters())
-        print(f"model: {model}")
-        print(f"configuration: {args.configuration} {network} crop {predictor.configuration['crop_size']}")
-        print(f"parameters_million: {parameters / 1e6:.2f}")
-        print(f"volume: {'x'.join(map(str, images.shape[1:]))}, missing: {predictor.channel_names[2]}")
-        print(f"device: {args.device}, torch threads: {torch.get_num_threads()}, batch size: {predictor.batch_size}")
-        print(f"load_average_1min: {os.getloadavg()[0]:.2f}")
-        every = ", ".join(f"{s:.2f}" for s in seconds)
-        print(f"seconds_per_volume: {min(seconds):.2f} (best of {len(seconds)}; all {every})")
-        print(f"seconds_per_volume_with_confidence: {confidence_seconds:.2f}")
-        print(f"peak_rss_mb: {_peak_rss_mb():.0f} (before imputation: {baseline:.0f})")
+        source = Path(work) / "input"
+        source.mkdir()
+        for channel in range(predictor.num_channels):
+            if channel != missing:
+                (source / image_path(raw, case, channel).name).symlink_to(image_path(raw, case, channel))
+        plain = [_command_seconds(args, source, Path(work) / f"out{i}", False) for i in range(args.repeats)]
+        confident = [_command_seconds(args, source, Path(work) / f"conf{i}", True) for i in range(args.repeats)]
+    print(f"command_seconds_per_volume: {min(plain):.1f} (best of {len(plain)}: "
+          f"{', '.join(f'{s:.1f}' for s in plain)}; codebrain_impute in a new process, start to files written)")
+    print(f"command_seconds_per_volume_with_confidence: {min(confident):.1f} "
+          f"({', '.join(f'{s:.1f}' for s in confident)})")
+    print(f"command_peak_rss_mb: {_child_peak_rss_mb():.0f}")
+
+    volumes = [read_nifti(image_path(raw, case, c)) for c in range(predictor.num_channels)]
+    images = np.stack([v.data for v in volumes]).astype(np.float32)
+    available = [c != missing for c in range(predictor.num_channels)]
+    brain = np.any(images[np.asarray(available)] != 0, axis=0)
+    outputs, seconds = {}, {}
+    for precision in ("fp32", "bf16"):
+        predictor.precision = precision
+        seconds[precision], outputs[precision] = _timed(
+            lambda: predictor.impute_arrays(images, available, volumes[0].affine))
+        print(f"in_process_seconds_{precision}: {seconds[precision]:.1f}")
+    agreement = _agreement_psnr(outputs["fp32"][missing], outputs["bf16"][missing], brain)
+    print(f"bf16_vs_fp32_psnr_db: {agreement:.1f} (bf16 autocast output against fp32, over the brain)")
+
+    if args.paper:
+        plans = predictor.plans
+        settings = plans["configurations"]["2d"]
+        config = CodeBrainConfig(in_channels=predictor.num_channels, fsq_levels=settings["fsq_levels"],
+                                 **settings["network"])
+        torch.manual_seed(0)
+        paper = CodeBrainPredictor(StageOneModel(config), PriorEncoder(config), plans, "2d", "cpu",
+                                   model_info={"untrained": True})
+        paper_seconds, _ = _timed(lambda: paper.impute_arrays(images, available, volumes[0].affine))
+        print(f"paper_configuration_seconds_per_volume: {paper_seconds:.0f} (in process, {paper.precision}, batch "
+              f"{paper.batch_size}, untrained network of the 2d sizes)")
+    print(f"load_average_1min_at_end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

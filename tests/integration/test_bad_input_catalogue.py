@@ -185,7 +185,7 @@ class Mistake:
     may_change: tuple[str, ...] = ()
 
 
-PLAN = ("-d", str(DATASET), "-c", "2d_cpu")
+PLAN = ("-d", str(DATASET), "-c", "2d_cpu", "--no-benchmark")  # timing steps is tested elsewhere
 TRAIN = ("-d", str(DATASET), "-f", "0", "-c", CONFIG, "--device", "cpu")
 IMPUTE = ("-d", str(DATASET), "-f", "0", "-c", CONFIG, "-i", "{in}", "-o", "{out}")
 # What a refused training may touch: its log, and the plans / dataset.json copies beside the folds.

@@ -73,7 +73,8 @@ def test_plan_and_preprocess_resumes_after_a_kill(plan_raw, sig, tmp_path, monke
     use_project_folders(root, monkeypatch)
     arrays = root / "preprocessed" / "Dataset991_DemoBraTS" / "codebrainPlans_2d"
     code, finished = interrupt_when(
-        [sys.executable, "-m", "codebrain_seg.cli.plan_and_preprocess", "-d", "991", "-c", "2d_cpu"],
+        [sys.executable, "-m", "codebrain_seg.cli.plan_and_preprocess", "-d", "991", "-c", "2d_cpu",
+         "--no-benchmark"],
         lambda: sorted(arrays.glob("[!.]*.json")) if arrays.is_dir() else [], sig, tmp_path / "log.txt")
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), (tmp_path / "log.txt").read_text()[-2000:]
     if sig == signal.SIGINT:
@@ -82,7 +83,7 @@ def test_plan_and_preprocess_resumes_after_a_kill(plan_raw, sig, tmp_path, monke
     assert 1 <= len(done) < 8
     kept = {name: stamp for name, stamp in _stamps(arrays.glob("*")).items()
             if name.split(".")[0].split("_seg")[0] + ".json" in done}
-    assert plan_main(["-d", "991", "-c", "2d_cpu"]) == 0
+    assert plan_main(["-d", "991", "-c", "2d_cpu", "--no-benchmark"]) == 0
     after = _stamps(arrays.glob("*"))
     assert {name: after[name] for name in kept} == kept  # the finished cases were not redone
     properties = sorted(arrays.glob("[!.]*.json"))

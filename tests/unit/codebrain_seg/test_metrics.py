@@ -9,8 +9,10 @@ from skimage.metrics import (
     structural_similarity,
 )
 
+from codebrain_seg.errors import InputError
 from codebrain_seg.metrics import (
     PSNR_CAP,
+    calibrated_brain_psnr,
     percentile_normalise,
     region_metrics,
     slice_metrics,
@@ -92,3 +94,22 @@ def test_percentile_normalise_and_regions():
     assert scores["tumour"]["voxels"] == 27 and scores["healthy"]["voxels"] == 12 ** 3 - 27
     worse = region_metrics(np.zeros_like(scaled), scaled, {"brain": brain})["brain"]
     assert worse["mae"] == pytest.approx(1000 * scaled[brain].mean(), rel=1e-4)
+
+
+def test_calibrated_brain_psnr_ignores_gain_and_offset_and_scores_only_the_brain():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(100, 1000, size=(12, 12, 6)).astype(np.float32)
+    brain = np.zeros(target.shape, bool)
+    brain[2:10, 2:10, 1:5] = True
+    target[~brain] = 0
+    # Inside the 0.5-99.5 percentiles an affine map of the truth is recovered exactly by the fit.
+    low, high = np.percentile(target[brain], (0.5, 99.5))
+    inside = np.clip(target, low, high)
+    prediction = 3.0 * inside - 7.0
+    prediction[~brain] = 12345.0  # outside the brain: never scored
+    assert calibrated_brain_psnr(prediction, target, brain) == PSNR_CAP
+    noisy = prediction + rng.normal(0, 3.0 * (high - low) * 0.1, size=target.shape).astype(np.float32)
+    # noise of 0.1 of the scaled range -> MSE ~ 0.01 -> about 20 dB
+    assert calibrated_brain_psnr(noisy, target, brain) == pytest.approx(20.0, abs=1.0)
+    with pytest.raises(InputError):
+        calibrated_brain_psnr(prediction, target, np.zeros_like(brain))

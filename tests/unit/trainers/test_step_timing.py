@@ -1,0 +1,63 @@
+"""Measured step costs: real trainer steps of both stages on a tiny crop, cached per machine and candidate."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import trainers.step_timing as step_timing
+from planners.budget import NetworkSize
+from planners.experiment_planner import PAPER_FSQ_LEVELS, _optimisation
+from trainers.options import COMPILE_MIN_ITERATIONS, choose_compile
+
+TINY = NetworkSize(4, 8, 8, 1)
+
+
+def tiny_plans() -> dict:
+    configuration = {"crop_size": [32, 32], "fsq_levels": PAPER_FSQ_LEVELS, "network": TINY.as_dict(),
+                     "batch_size": 2, "data_identifier": "x", "optimisation": _optimisation(100, 2)}
+    return {"channel_names": ["T1", "T1Gd", "T2", "FLAIR"], "configurations": {"2d_cpu": configuration}}
+
+
+def test_measured_costs_are_positive_and_stage_two_is_timed_on_its_own_trainer(one_thread):
+    costs = step_timing.measure_step_costs(tiny_plans(), "2d_cpu", TINY, 2, steps=1)
+    for stage in (costs.stage1, costs.stage2):
+        assert stage.seconds_per_iteration > 0
+        assert stage.validation_seconds_per_slice > 0
+        assert stage.checkpoint_seconds > 0
+    assert costs.source.startswith("measured on this machine") and "1 threads" in costs.source
+
+
+def test_costs_are_cached_per_machine_and_candidate(tmp_path, monkeypatch, one_thread):
+    cache = tmp_path / "costs.json"
+    calls = []
+    real = step_timing.measure_step_costs
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs, steps=1)
+
+    monkeypatch.setattr(step_timing, "measure_step_costs", counting)
+    costs = step_timing.measured_step_costs(tiny_plans(), "2d_cpu", cache=cache)
+    first = costs(TINY, 2)
+    again = costs(TINY, 2)
+    assert calls == [TINY]  # the second ask is answered from the cache
+    assert again == first
+    stored = json.loads(cache.read_text())
+    assert len(stored) == 1 and step_timing.machine_key("cpu") in next(iter(stored))
+    costs(TINY, 1)  # another batch size is another candidate
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("requested,iterations,expected", [
+    (True, 10, True), (False, 10**6, False), (None, COMPILE_MIN_ITERATIONS - 1, False)])
+def test_compile_follows_the_request_and_auto_skips_short_runs(requested, iterations, expected):
+    assert choose_compile(requested, iterations, torch.device("cpu")) is expected
+
+
+def test_compile_auto_turns_on_for_long_runs_where_kernels_can_be_built(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/g++")
+    assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cpu")) is True
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cpu")) is False
