@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "binary mask-code ablation (a model trained with codebrain_train --prompts mask)")
     parser.add_argument("--layout", choices=["shared", "per_count"], default="shared",
                         help="copedit: the model layout it was trained with (default shared)")
+    parser.add_argument("--missing-slices", default=None, metavar="K,K,...",
+                        help="a missing-slice (cardiac) dataset: the 0-based indices of the missing slices along the "
+                             "slice axis, the same in every case, e.g. 3,4,5 (default: the all-zero slices); "
+                             "methods copedit (default), linear, nearest, zero")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final",
                         help="model checkpoint (default final)")
     add_model_variant_arguments(parser)
@@ -77,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 args.device, args.batch_size, args.save_confidence, args.checkpoint,
                                 ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
                                 code_dim=args.code_dim, source_rule=args.source_rule, prompts=args.prompts,
-                                layout=args.layout, model_folder=args.model_folder)
+                                layout=args.layout, model_folder=args.model_folder,
+                                missing_slices=args.missing_slices)
         print(f"wrote {len(written)} file(s) to {args.output}")
 
     return run_cli(run)

@@ -98,7 +98,9 @@ class CoPeDiTPredictor:
         self.config = config
         self.diffusion = MissingSlotDiffusion(config.diffusion)
         self.steps, self.seed = steps, int(seed)
-        self.reference_upper = np.array(view.reference_uppers, dtype=np.float32)
+        # a missing sequence's scale; a cardiac stack keeps its own (per-volume mapping, no dataset reference)
+        self.reference_upper = np.array(view.reference_uppers if config.elements == "modalities" else [],
+                                        dtype=np.float32)
         self.model_info = dict(model_info or {})
         self.intensity_scale = INTENSITY_SCALE
 
@@ -234,15 +236,18 @@ def load_copedit_from_folder(fold_dir: Path, configuration: str | None = None, d
 
 
 def resolve_configuration(dataset: str | int, fold: int | str, device: str = "cpu",
-                          options: dict[str, Any] | None = None) -> str:
+                          options: dict[str, Any] | None = None,
+                          choices: tuple[str, str] = ("3d_copedit", "3d_copedit_cpu")) -> str:
     """The CoPeDiT configuration to use: the one with a finished Stage II for this fold and option, if exactly one;
-    else ``3d_copedit`` with a CUDA device and ``3d_copedit_cpu`` without (``codebrain_train``'s default)."""
+    else ``3d_copedit`` with a CUDA device and ``3d_copedit_cpu`` without (``codebrain_train``'s default;
+    ``choices`` gives another pair, e.g. the cardiac ``3d_cardiac`` / ``3d_cardiac_cpu``)."""
     options = dict(options or {})
     found = finished_configurations(dataset, fold, copedit_folder_name(options.get("prompts", "learned"),
                                                                        options.get("layout", "shared")))
+    found = [name for name in found if name in choices] if len(found) > 1 else found
     if len(found) == 1:
         return found[0]
-    return "3d_copedit" if str(device).startswith("cuda") and uses_gpu(device) else "3d_copedit_cpu"
+    return choices[0] if str(device).startswith("cuda") and uses_gpu(device) else choices[1]
 
 
 class CoPeDiTImputer:

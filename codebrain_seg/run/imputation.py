@@ -11,6 +11,10 @@ folder). Given sequences are never written.
 Every case is checked before anything is written: an unreadable file, a channel the model does not know, sequences
 on different grids or a case with every sequence missing stop the run with one message listing all problems.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r imputes cases r, r + WORLD_SIZE, ... of the sorted list.
+
+A **missing-slice (cardiac) dataset** takes the other path, :func:`codebrain_seg.run.slice_imputation.
+impute_slices_folder`: short-axis stacks ``CASE_0000.nii.gz`` in, the completed stacks out (all-zero slices, or
+``--missing-slices 3,4,5``, filled), each with a ``CASE_imputation.json`` naming the filled slices.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from codebrain_seg.io import read_nifti, write_json, write_nifti
 from codebrain_seg.plans import Plans
 from codebrain_seg.results_layout import METHOD_FOLDERS
 from codebrain_seg.run.methods import get_method
+from codebrain_seg.run.slice_imputation import impute_slices_folder, slice_dataset_plans
 from codebrain_seg.variants import CodeBrainVariant
 from planners.experiment_planner import get_configuration
 
@@ -170,7 +175,8 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
                   checkpoint: str = "final", *, ablation: str = "none",
                   loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
                   code_dim: int | None = None, source_rule: str = "random", prompts: str = "learned",
-                  layout: str = "shared", model_folder: str | Path | None = None) -> list[Path]:
+                  layout: str = "shared", model_folder: str | Path | None = None,
+                  missing_slices: str | Sequence[int] | None = None) -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
 
     Args:
@@ -195,7 +201,17 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
         model_folder: predict from this folder alone (``<Method>__<plans>__<configuration>`` or its ``fold_F``,
             e.g. one installed by ``codebrain_install_model``): its plans.json and checkpoints, no raw or
             preprocessed dataset; the variant options are then ignored.
+        missing_slices: a missing-slice (cardiac) dataset only: ``'3,4,5'``, the 0-based slices missing in every
+            case (default: the all-zero slices); see :func:`codebrain_seg.run.slice_imputation.impute_slices_folder`.
     """
+    if slice_dataset_plans(dataset, model_folder, fold) is not None:
+        if save_confidence:
+            raise InputError("--save-confidence comes from CodeBrain's Stage II; a missing-slice dataset has none")
+        return impute_slices_folder(dataset, fold, input_folder, output_folder, configuration, method, device,
+                                    missing_slices, checkpoint, prompts, model_folder)
+    if missing_slices is not None:
+        raise InputError("--missing-slices applies to a missing-slice (cardiac) dataset of codebrain_convert_cardiac; "
+                         "this model imputes missing sequences (absent or all-zero files)")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"--batch-size must be a positive integer, got {batch_size!r} (leave it out for the "
                          f"configuration's Stage II batch size)")

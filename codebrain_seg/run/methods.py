@@ -16,8 +16,10 @@ from codebrain_seg.errors import InputError, UnknownNameError
 from codebrain_seg.inference.baselines import MeanOfAvailable, ZeroFill
 from codebrain_seg.inference.codebrain import CodeBrainImputer
 from codebrain_seg.inference.copedit import CoPeDiTImputer, resolve_configuration
+from codebrain_seg.inference.copedit_slices import CoPeDiTSliceImputer
 from codebrain_seg.inference.regression import RegressionImputer
 from codebrain_seg.inference.request import ImputationContext, Imputer
+from codebrain_seg.inference.slice_baselines import LinearSlices, NearestSlices, SliceImputer, ZeroSlices
 from codebrain_seg.results_layout import METHOD_FOLDERS
 from codebrain_seg.variants import (
     CODEBRAIN_ABLATIONS,
@@ -50,6 +52,8 @@ class Method:
         options: imputer options this name fixes (a trained option of another method).
         resolve_configuration: for a method whose model lives in a configuration of its own (CoPeDiT's 3D
             volumes): ``(dataset, fold, device, options) -> configuration`` when none is given.
+        slice_imputer: builds the method's missing-slice imputer (``codebrain_seg.inference.slice_baselines``
+            interface) for a cardiac dataset; None: the method fills sequences only.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Method:
     configurations: tuple[str, str] = ("2d", "2d_cpu")
     options: Mapping[str, Any] = field(default_factory=dict)
     resolve_configuration: ConfigurationResolver | None = None
+    slice_imputer: Callable[[ImputationContext], SliceImputer] | None = None
 
     @property
     def trainable(self) -> bool:
@@ -86,9 +91,35 @@ class Method:
             context = replace(context, options={**context.options, **self.options})
         return self.imputer(context)
 
+    @property
+    def fills_slices(self) -> bool:
+        """Whether the method fills missing slices of a short-axis stack."""
+        return self.slice_imputer is not None
+
+    def build_slice_imputer(self, context: ImputationContext) -> SliceImputer:
+        """The method's missing-slice imputer for ``context`` (the name's fixed options applied)."""
+        if self.slice_imputer is None:
+            raise InputError(f"method {self.name!r} fills missing sequences, not missing slices; for a short-axis "
+                             f"stack use one of {', '.join(slice_methods())}")
+        if self.options:
+            context = replace(context, options={**context.options, **self.options})
+        return self.slice_imputer(context)
+
+
+def _slices_only(name: str) -> Callable[[ImputationContext], Imputer]:
+    def refuse(context: ImputationContext) -> Imputer:
+        raise InputError(f"method {name!r} fills missing slices of a short-axis stack (a cardiac dataset), not "
+                         "missing sequences")
+    return refuse
+
 
 METHODS: dict[str, Method] = {
-    "zero": Method("zero", ZeroFill, "the missing sequences stay zero (lower bound)"),
+    "zero": Method("zero", ZeroFill, "the missing sequences (or slices) stay zero (lower bound)",
+                   slice_imputer=ZeroSlices),
+    "linear": Method("linear", _slices_only("linear"), "missing slices: linear interpolation between the nearest "
+                     "given slices", slice_imputer=LinearSlices),
+    "nearest": Method("nearest", _slices_only("nearest"), "missing slices: a copy of the nearest given slice",
+                      slice_imputer=NearestSlices),
     "mean": Method("mean", MeanOfAvailable, "rescaled mean of the given sequences"),
     "codebrain": Method("codebrain", CodeBrainImputer, "CodeBrain (CVPR 2026; variants: --variant, --ablation)",
                         METHOD_FOLDERS["codebrain"], {1: CodeBrainStageOneTrainer, 2: CodeBrainStageTwoTrainer},
@@ -98,7 +129,7 @@ METHODS: dict[str, Method] = {
     "copedit": Method("copedit", CoPeDiTImputer, "CoPeDiT (CoPeVAE + MDiT3D latent diffusion, 3D volumes)",
                       METHOD_FOLDERS["copedit"], {1: CoPeVAETrainer, 2: MDiT3DTrainer}, tuple(COPEDIT_ABLATIONS),
                       COPEDIT_SHARED_STAGES, ("3d_copedit", "3d_copedit_cpu"),
-                      resolve_configuration=resolve_configuration),
+                      resolve_configuration=resolve_configuration, slice_imputer=CoPeDiTSliceImputer),
 }
 # CoPeDiT trained with ``codebrain_train --method copedit --prompts mask`` (binary mask codes as prompts).
 METHODS["copedit-mask"] = replace(METHODS["copedit"], name="copedit-mask", stages={}, options={"prompts": "mask"},
@@ -127,6 +158,11 @@ def trainable_methods() -> list[str]:
 def imputation_methods() -> list[str]:
     """Names ``codebrain_impute --method`` and the evaluations' ``--methods`` accept."""
     return sorted(METHODS)
+
+
+def slice_methods() -> list[str]:
+    """Names that fill missing slices (``codebrain_impute`` and ``codebrain_evaluate_slices`` on a cardiac dataset)."""
+    return sorted(name for name, method in METHODS.items() if method.fills_slices)
 
 
 def get_imputer(name: str, context: ImputationContext) -> Imputer:
