@@ -18,7 +18,6 @@ One figure per line; training runs with the threads torch picks (all cores), so 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

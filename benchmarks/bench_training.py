@@ -82,7 +82,7 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
                                            options)
         trainer._setup()
         x = torch.rand(batch_size, len(CHANNELS), *CROP, device=trainer.device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=trainer.memory_format)
         available = torch.tensor([True, False, True, True], device=trainer.device)
         last = trainer.total_iterations - 1  # past the adversarial start: the full generator objective
         start = time.perf_counter()
@@ -93,7 +93,7 @@ def measure(kind: str, batch_size: int, iterations: int, device: str, precision:
 
         generator = trainer.networks["generator"].eval()
         prior = PriorEncoder(CodeBrainConfig.from_dict(generator.config.to_dict()))
-        prior = prior.to(trainer.device, memory_format=torch.channels_last).eval()
+        prior = prior.to(trainer.device, memory_format=trainer.memory_format).eval()
         masked = x * available.view(1, -1, 1, 1)
         with torch.inference_mode(), trainer.autocast():
             impute(generator, prior, masked)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from codebrain_seg.device import PRECISIONS, native_bf16, select_device
+from codebrain_seg.device import PRECISIONS, native_bf16, preferred_memory_format, select_device  # noqa: F401
 from codebrain_seg.errors import InputError
 from codebrain_seg.plans import Configuration
 from planners.sizing import default_save_every
@@ -73,8 +73,9 @@ class BaseTrainer(CheckpointingMixin):
 
     method = ""
     stage = 0
-    # Memory order of the networks and batches: channels-last suits 2D convolutions; 3D methods use contiguous.
-    memory_format = torch.channels_last
+    # Memory order of the networks and batches: None = the device's preferred 2D order
+    # (codebrain_seg.device.preferred_memory_format); the 3D methods set the default order.
+    memory_format: torch.memory_format | None = None
 
     def __init__(self, plans: dict[str, Any], configuration_name: str, data_folder: Path,
                  split: dict[str, list[str]], output_dir: Path, options: TrainingOptions,
@@ -94,6 +95,7 @@ class BaseTrainer(CheckpointingMixin):
             raise InputError(f"iterations and batch size must be >= 1, got {self.total_iterations}, {self.batch_size}")
         self.context = distributed_context()
         self.device = select_device(options.device, self.context.local_rank)
+        self.memory_format = type(self).memory_format or preferred_memory_format(self.device)
         self.check_prerequisites()  # before anything is written
         planned_every = self.planned.validation_every(self.stage) if options.iterations is None else None
         self.val_every = int(options.val_every or planned_every or max(1, min(10_000, self.total_iterations // 10)))
@@ -219,7 +221,7 @@ class BaseTrainer(CheckpointingMixin):
         batches = []
         for start in range(0, len(entries), self.batch_size):
             array = cache.slices(entries[start:start + self.batch_size])
-            batches.append(torch.from_numpy(array).to(self.device).contiguous(memory_format=torch.channels_last))
+            batches.append(torch.from_numpy(array).to(self.device).contiguous(memory_format=self.memory_format))
         return batches
 
     def _setup(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from codebrain_seg.device import memory_format_of
 from codebrain_seg.errors import InputError
 from codebrain_seg.losses import (
     discriminator_loss,
@@ -122,9 +123,10 @@ def score_patterns(batches: Sequence[Tensor], patterns: Sequence[Sequence[bool]]
 
 
 def masked_inputs(x: Tensor, masks: Tensor) -> Tensor:
-    """``(B, C, H, W)`` x ``(P, C)`` bool -> zero-filled stacks ``(P * B, C, H, W)``, pattern-major."""
+    """``(B, C, H, W)`` x ``(P, C)`` bool -> zero-filled stacks ``(P * B, C, H, W)``, pattern-major, in the memory
+    order of ``x``."""
     stacked = x.unsqueeze(0) * masks[:, None, :, None, None].to(x.dtype)
-    return stacked.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    return stacked.flatten(0, 1).contiguous(memory_format=memory_format_of(x))
 
 
 class CodeBrainStageOneTrainer(BaseTrainer):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from codebrain_seg.checkpoints import load_checkpoint
+from codebrain_seg.device import preferred_memory_format
 from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.losses import classification_loss, code_regression_loss, grading_loss
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
@@ -39,13 +40,14 @@ class StageOneNotFinishedError(MissingFileError):
     """Raised when Stage II is started before Stage I wrote its final checkpoint."""
 
 
-def load_stage_one(path: Path, device: torch.device) -> tuple[StageOneModel, dict[str, Any]]:
+def load_stage_one(path: Path, device: torch.device,
+                   memory_format: torch.memory_format | None = None) -> tuple[StageOneModel, dict[str, Any]]:
     """The frozen Stage-I generator of a checkpoint (eval mode, no gradients) and the checkpoint's metadata."""
     state = load_checkpoint(path, expect={"stage": 1}, keys=("networks.generator", "network_config"),
                             what="CodeBrain Stage I checkpoint")
     model = StageOneModel(CodeBrainConfig.from_dict(state["network_config"]))
     model.load_state_dict(state["networks"]["generator"])
-    model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    model.to(device, memory_format=memory_format or preferred_memory_format(device)).eval().requires_grad_(False)
     return model, state
 
 
@@ -82,7 +84,7 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
 
     def build_networks(self) -> None:
         """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
-        self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device)
+        self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device, self.memory_format)
         trained = self.generator.config
         expected = code_levels(self.options.variant, self.options.code_dim, self.planned.fsq_levels)
         if trained.variant != self.options.variant or trained.fsq_levels != expected:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from codebrain_seg import paths
+from codebrain_seg.device import preferred_memory_format
 from codebrain_seg.io import atomic_path
 from planners.budget import NetworkSize
 from planners.experiment_planner import _optimisation
@@ -105,7 +106,7 @@ def measure_step_costs(plans: dict[str, Any], configuration: str, size: NetworkS
             trainer = trainer_class(plans, configuration, Path(work), {"train": [], "val": []},
                                     Path(work) / f"stage{number}", options)
             x = torch.rand(trainer.batch_size, channels, *crop, device=trainer.device)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=trainer.memory_format)
             available = torch.ones(channels, dtype=torch.bool, device=trainer.device)
             available[channels // 2] = False
             costs.append(_time_trainer(trainer, x, available, steps, data))
@@ -123,7 +124,8 @@ def measured_step_costs(plans: dict[str, Any], configuration: str, device: str =
     cache = cache or paths.preprocessed_root() / CACHE_NAME
     config = plans["configurations"][configuration]
     scope = {"machine": machine_key(device), "crop": config["crop_size"], "channels": plans["channel_names"],
-             "data": str(data[0]) if data else None}
+             "data": str(data[0]) if data else None,
+             "memory_format": str(preferred_memory_format(torch.device("cuda" if device == "cuda" else "cpu")))}
 
     def costs(size: NetworkSize, batch_size: int) -> StepCosts:
         key = json.dumps({**scope, "network": size.as_dict(), "batch_size": batch_size}, sort_keys=True)

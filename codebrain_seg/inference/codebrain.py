@@ -41,12 +41,13 @@ from codebrain_seg.checkpoints import (
     check_trained_configuration,
     load_checkpoint,
 )
+from codebrain_seg.device import preferred_memory_format
 from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.inference.confidence import ordinal_confidence
 from codebrain_seg.inference.learned import LearnedImputer
 from codebrain_seg.inference.model_folders import model_plans, variant_fold_dir
 from codebrain_seg.inference.request import ImputationContext
-from codebrain_seg.inference.slice_predictor import SlicePredictor, channels_last
+from codebrain_seg.inference.slice_predictor import SlicePredictor, network_input
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
 from codebrain_seg.networks.codebrain import SOURCE_RULES
 from codebrain_seg.variants import CodeBrainVariant
@@ -76,8 +77,8 @@ class CodeBrainPredictor(SlicePredictor):
                  source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0,
                  precision: str = "auto") -> None:
         super().__init__(plans, configuration, device, batch_size, model_info, precision)
-        self.stage_one = stage_one.to(self.device, memory_format=torch.channels_last).eval()
-        self.prior_encoder = prior_encoder.to(self.device, memory_format=torch.channels_last).eval()
+        self.stage_one = stage_one.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
+        self.prior_encoder = prior_encoder.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
         self.config = prior_encoder.config
         self.fsq_levels = list(self.config.fsq_levels)
         self.supports_confidence = self.config.head == "grading"
@@ -131,7 +132,7 @@ class CodeBrainPredictor(SlicePredictor):
             targets (FSQ levels ``(B, num_codes * d, H/8, W/8)`` int64; VQ indices ``(B, num_codes, ...)``; continuous
             codes), "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
         """
-        x = channels_last(masked, self.device)
+        x = network_input(masked, self.device)
         given = None
         if available is not None:
             given = torch.as_tensor(np.asarray(available, dtype=bool), device=self.device)[None].expand(len(x), -1)
@@ -160,7 +161,7 @@ class CodeBrainPredictor(SlicePredictor):
     def oracle_levels(self, full: np.ndarray | Tensor) -> Tensor:
         """Stage I posterior code levels (layout of ``predict_slices``' ``levels``) of complete slices
         ``(B, C, H, W)`` (an upper bound)."""
-        x = channels_last(full, self.device)
+        x = network_input(full, self.device)
         return self.stage_one.codes_to_levels(self.stage_one.encode_codes(x)).cpu()
 
     def code_layout(self) -> dict[str, Any]:

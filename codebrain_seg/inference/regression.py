@@ -13,9 +13,10 @@ from codebrain_seg.checkpoints import (
     check_trained_configuration,
     load_checkpoint,
 )
+from codebrain_seg.device import preferred_memory_format
 from codebrain_seg.errors import MissingFileError
 from codebrain_seg.inference.learned import LearnedImputer
-from codebrain_seg.inference.slice_predictor import SlicePredictor, channels_last
+from codebrain_seg.inference.slice_predictor import SlicePredictor, network_input
 from codebrain_seg.networks import CodeBrainConfig, RegressionNetwork
 from codebrain_seg.results_layout import METHOD_FOLDERS
 
@@ -27,12 +28,12 @@ class RegressionPredictor(SlicePredictor):
                  device: str | torch.device = "cpu", batch_size: int | None = None,
                  model_info: dict[str, Any] | None = None) -> None:
         super().__init__(plans, configuration, device, batch_size, model_info)
-        self.network = network.to(self.device, memory_format=torch.channels_last).eval()
+        self.network = network.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
 
     @torch.no_grad()
     def predict_slices(self, masked: np.ndarray | Tensor) -> dict[str, Tensor]:
         """``{"reconstruction": (B, C, H, W)}`` (unclamped, on the CPU) from zero-filled slices."""
-        x = channels_last(masked, self.device)
+        x = network_input(masked, self.device)
         return {"reconstruction": self.network(x).float().cpu()}
 
 

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from codebrain_seg.device import memory_format_of
 from codebrain_seg.errors import InputError
 from codebrain_seg.losses import decode_classification, decode_grading
 from codebrain_seg.networks.fsq import FSQ, PAPER_LEVELS
@@ -334,7 +335,7 @@ class StageOneModel(nn.Module):
         """:meth:`encode_codes` plus the quantiser's auxiliary loss (VQ codebook + commitment; 0 otherwise)."""
         _check_spatial(x_full, self.config.in_channels, "x_full")
         if self.per_modality:  # every modality through the same single-channel encoder, as one batch
-            x_full = x_full.reshape(-1, 1, *x_full.shape[2:]).contiguous(memory_format=torch.channels_last)
+            x_full = x_full.reshape(-1, 1, *x_full.shape[2:]).contiguous(memory_format=memory_format_of(x_full))
         codes, loss = self.encode_modality(x_full)
         return self._unfold(codes), loss
 
@@ -404,7 +405,7 @@ class StageOneModel(nn.Module):
                 raise InputError(f"sources must be ({batch}, {channels}), got {tuple(sources.shape)}")
             index = sources[:, targets].to(x_masked.device)  # (B, T)
             gathered = torch.gather(x_masked, 1, index[:, :, None, None].expand(-1, -1, *x_masked.shape[2:]))
-            source_images = gathered.flatten(0, 1).unsqueeze(1).contiguous(memory_format=torch.channels_last)
+            source_images = gathered.flatten(0, 1).unsqueeze(1).contiguous(memory_format=memory_format_of(x_masked))
         decoded = self.decode_modality(selected, source_images).reshape(batch, len(targets),
                                                                         *self._image_size(selected))
         if len(targets) == channels:

@@ -9,6 +9,7 @@ from planners.sizing import (
     CPU_MIN_ITERATIONS,
     CPU_SECONDS_PER_STAGE,
     STAGE_START_SECONDS,
+    VALIDATIONS_PER_STAGE,
     StageCost,
     StepCosts,
     analytic_step_costs,
@@ -45,7 +46,7 @@ def test_budget_picks_the_largest_network_that_still_gets_the_minimum_iterations
     assert sized.network == LADDER[1]
     assert sized.iterations >= BUDGET_MIN_ITERATIONS
     assert asked == [16, 24, 32]  # the first candidate that does not fit ends the search: 64 is never timed
-    assert sized.val_every == sized.iterations // 5
+    assert sized.val_every == sized.iterations // VALIDATIONS_PER_STAGE
     assert sum(sized.planned_seconds) <= 45 * 60
     assert sum(sized.planned_seconds) > 0.9 * 45 * 60  # the budget is used, not left idle
     assert "45 minutes" in sized.reason and "16/24/24/2" in sized.reason

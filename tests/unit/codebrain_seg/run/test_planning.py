@@ -9,7 +9,7 @@ from codebrain_seg.demo_data import make_demo_dataset
 from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
 from planners.budget import NetworkSize
-from planners.sizing import BUDGET_MIN_ITERATIONS, StageCost, StepCosts
+from planners.sizing import BUDGET_MIN_ITERATIONS, VALIDATIONS_PER_STAGE, StageCost, StepCosts
 
 
 def fake_measured(asked: list):
@@ -50,7 +50,7 @@ def test_budget_resizes_only_the_cpu_configuration_and_keeps_the_arrays(demo_dat
     assert cpu["timing"]["budget_minutes"] == 30
     assert cpu["optimisation"]["stage1"]["iterations"] >= BUDGET_MIN_ITERATIONS
     assert cpu["optimisation"]["stage1"]["iterations"] == cpu["optimisation"]["stage2"]["iterations"]
-    assert cpu["optimisation"]["stage1"]["val_every"] == cpu["optimisation"]["stage1"]["iterations"] // 5
+    assert cpu["optimisation"]["stage1"]["val_every"] == cpu["optimisation"]["stage1"]["iterations"] // VALIDATIONS_PER_STAGE
     planned = cpu["timing"]["stage1"]["planned_seconds"] + cpu["timing"]["stage2"]["planned_seconds"]
     assert 0.9 * 30 * 60 <= planned <= 30 * 60
     assert budgeted["configurations"]["2d"] == plans["configurations"]["2d"]  # nothing else changes
