@@ -40,7 +40,7 @@ else
     codebrain_make_demo_dataset -d 960 --name GPUCheck --cases 8 --shape 240 240 155
 fi
 timed() { local start=$SECONDS; "$@"; echo "seconds[$1 ${*:2:3}]: $((SECONDS - start))"; }
-timed codebrain_plan_and_preprocess -d 960 -c 2d --device cuda
+timed codebrain_plan_and_preprocess -d 960 -c 2d --device cuda --no-benchmark  # 2d_cpu is not trained here
 timed codebrain_train -d 960 -f 0 -c 2d --device cuda --precision bf16 --iterations "$ITERATIONS" \
     --val-every "$ITERATIONS" --log-every 50
 RUN="$WORK/results/Dataset960_GPUCheck/CodeBrain__codebrainPlans__2d/fold_0"
