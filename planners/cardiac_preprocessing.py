@@ -192,6 +192,22 @@ def restore_stack(stack: np.ndarray, properties: Mapping[str, Any]) -> tuple[np.
     return values.astype(np.float32), inside.astype(bool)
 
 
+def field_of_view(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float],
+                  configuration: Mapping[str, Any]) -> np.ndarray:
+    """``(X, Y, Z)`` bool in the file's voxel order: where the in-plane window of an imputation (centred on the image,
+    no labels) covers the stack; every slice the same."""
+    affine = np.asarray(affine, dtype=np.float64)
+    axis = int(configuration["slice_axis"])
+    canonical = to_canonical(np.zeros([int(s) for s in shape], np.float32), affine)
+    order = [a for a in range(3) if a != axis] + [axis]
+    stack_shape = [canonical.shape[a] for a in order]
+    spacing_c = canonical_spacing(list(spacing), affine)
+    starts, sizes = window_geometry(stack_shape, [spacing_c[a] for a in order],
+                                    float(configuration["in_plane_crop_mm"]))
+    inside = paste_window(np.ones(sizes + [stack_shape[2]], np.float32), starts + [0], stack_shape) > 0
+    return from_canonical(np.ascontiguousarray(np.transpose(inside, np.argsort(order))), affine).astype(bool)
+
+
 def label_box_centre(label: np.ndarray, affine: np.ndarray, slice_axis: int) -> list[float] | None:
     """Centre of the labelled heart's in-plane box in canonical stack voxels (None when nothing is labelled)."""
     labelled = to_canonical(np.asarray(label), np.asarray(affine, dtype=np.float64)) > 0

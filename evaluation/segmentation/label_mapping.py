@@ -205,3 +205,72 @@ def prediction_regions(dataset_json: Mapping[str, Any], label_map: str | None = 
 def model_channels(dataset_json: Mapping[str, Any]) -> list[str]:
     """The channel names of a ``dataset.json`` (``channel_names`` or nnU-Net's older ``modality``)."""
     return channel_names(dict(dataset_json))
+
+
+# ---- cardiac structures (missing-slice datasets) ----------------------------------------------------------
+
+CARDIAC_STRUCTURES = ("LV", "RV", "MYO")
+# The converter's labels (codebrain_convert_cardiac, ACDC's codes): 1 RV cavity, 2 LV myocardium, 3 LV cavity.
+PROJECT_CARDIAC: dict[str, tuple[int, ...]] = {"LV": (3,), "RV": (1,), "MYO": (2,)}
+_CARDIAC_WORDS: dict[str, tuple[str, ...]] = {
+    "LV": ("lv", "lvc", "lvcavity", "leftventricle", "leftventricular", "leftventricularcavity", "lvbloodpool",
+           "lvendo", "lvblood"),
+    "RV": ("rv", "rvc", "rvcavity", "rightventricle", "rightventricular", "rightventricularcavity", "rvbloodpool",
+           "rvendo", "rvblood"),
+    "MYO": ("myo", "mlv", "myocardium", "lvmyocardium", "lvmyo", "leftventricularmyocardium", "lvm", "myocard"),
+}
+
+
+@dataclass(frozen=True)
+class StructureMap:
+    """The label values of one kind of cardiac label map that are the LV cavity, the RV cavity and the myocardium."""
+
+    structures: Mapping[str, tuple[int, ...]]
+    source: str
+
+    def masks(self, label: np.ndarray) -> dict[str, np.ndarray]:
+        """``{structure: bool mask}`` of a label map."""
+        label = np.asarray(label)
+        return {name: np.isin(label, self.structures[name]) for name in CARDIAC_STRUCTURES}
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"LV": [...], "RV": [...], "MYO": [...], "source": ...}`` for results files."""
+        return {**{name: list(self.structures[name]) for name in CARDIAC_STRUCTURES}, "source": self.source}
+
+
+def parse_structure_map(text: str) -> StructureMap:
+    """``'LV=3;RV=1;MYO=2'`` -> a :class:`StructureMap` (``--seg-label-map`` of a cardiac evaluation)."""
+    structures: dict[str, tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in str(text).split(";"))):
+        name, _, values = part.partition("=")
+        name = name.strip().upper()
+        try:
+            labels = tuple(sorted({int(v) for v in values.split(",") if v.strip()}))
+        except ValueError:
+            labels = ()
+        if name not in CARDIAC_STRUCTURES or not labels or min(labels) < 1:
+            raise SegmenterError(f"--seg-label-map {text!r}: each entry must be LV|RV|MYO=<labels >= 1>, e.g. "
+                                 "'LV=3;RV=1;MYO=2'")
+        structures[name] = labels
+    if set(structures) != set(CARDIAC_STRUCTURES):
+        raise SegmenterError(f"--seg-label-map {text!r} must give LV, RV and MYO, got {sorted(structures)}")
+    return StructureMap(structures, "--seg-label-map")
+
+
+def cardiac_structures(dataset_json: Mapping[str, Any], label_map: str | None = None, what: str = "the segmenter"
+                       ) -> StructureMap:
+    """LV / RV / MYO of the label maps a ``dataset.json`` describes, by the label names (``LV``, ``LV cavity``,
+    ``left ventricle``, nnU-Net's ACDC ``LVC`` / ``MLV`` / ``RV`` ...); ``label_map`` (``'LV=3;RV=1;MYO=2'``)
+    states them directly. Without declared labels: the converter's 1 RV, 2 MYO, 3 LV."""
+    if label_map:
+        return parse_structure_map(label_map)
+    labels = dict(dataset_json.get("labels") or {})
+    if not labels:
+        return StructureMap(PROJECT_CARDIAC, "no labels declared: the converter's 1 RV, 2 MYO, 3 LV")
+    plain = {name: int(value) for name, value in labels.items() if not isinstance(value, list) and int(value) != 0}
+    found = _named(list(plain), _CARDIAC_WORDS)
+    if set(found) != set(CARDIAC_STRUCTURES) or len({plain[found[s]] for s in CARDIAC_STRUCTURES}) != 3:
+        raise SegmenterError(f"{what} declares labels {labels}: cannot tell the LV cavity, RV cavity and myocardium "
+                             "apart (expected names such as LV / RV / MYO or 'LV cavity', 'right ventricle', "
+                             "'myocardium'); pass --seg-label-map 'LV=...;RV=...;MYO=...'")
+    return StructureMap({s: (plain[found[s]],) for s in CARDIAC_STRUCTURES}, "label names")
