@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-f", "--fold", required=True, type=int, help="fold of splits_final.json")
     parser.add_argument("-c", "--configuration", default=None,
                         help="plans configuration (default: 2d with a GPU, 2d_cpu without; copedit: 3d_copedit "
-                             "with a GPU, 3d_copedit_cpu without)")
+                             "with a GPU, 3d_copedit_cpu without; a cardiac missing-slice dataset: 3d_cardiac / "
+                             "3d_cardiac_cpu)")
     parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stage(s) to train")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per stage (default: the plans)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

@@ -11,6 +11,7 @@ leaves a stage unchanged reuses the plain method's run of that stage (``Method.s
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from trainers.base_trainer import TrainingOptions
 from trainers.distributed import distributed_context
 
 logger = logging.getLogger(__name__)
+
+# A missing-slice (cardiac) dataset plans only these (planners.cardiac_planner): paper size with a GPU, else the CPU one.
+MISSING_SLICE_CONFIGURATIONS = ("3d_cardiac", "3d_cardiac_cpu")
 
 
 def _stages(stage: str | int, method: Method) -> list[int]:
@@ -96,6 +100,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
     preprocessed = paths.preprocessed_dataset_dir(dataset)
     plans = load_plans(preprocessed)
     if configuration is None:
+        if plans.get("task") == "missing_slices":
+            spec = replace(spec, configurations=MISSING_SLICE_CONFIGURATIONS)
         configuration = spec.default_configuration(device)
         logger.info("no configuration given: using %r (%s)", configuration,
                     "a CUDA GPU is available" if configuration == spec.configurations[0] else "no GPU will be used")
