@@ -34,12 +34,21 @@ INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
 # Activation memory one inference batch may take (the model, the case and its output come on top; the target for
 # a whole codebrain_impute run is a peak of 3 GB).
 INFERENCE_MEMORY_BYTES = 1.5e9
+# On a CPU the largest batch that fits is not the fastest: the NAFNet's convolutions and normalisations are bound by
+# memory traffic, and feature maps that leave the caches cost more than the per-batch overhead saves. Measured on a
+# held-out real BraTS volume (2d_cpu 8/16/16/1 at 152x184, one AVX2 thread): batch 64 took 64 s, 16 45 s, 4 32 s,
+# 2 18 s, 1 17 s. So a CPU batch holds about this many bytes of activations (one slice of these networks).
+CPU_INFERENCE_MEMORY_BYTES = 32e6
 MAX_INFERENCE_BATCH = 64
 
 
-def inference_batch_size(configuration: Mapping[str, Any], memory_bytes: float = INFERENCE_MEMORY_BYTES) -> int:
+def inference_batch_size(configuration: Mapping[str, Any], memory_bytes: float = INFERENCE_MEMORY_BYTES,
+                         device: torch.device | None = None) -> int:
     """Slices per forward pass from a memory estimate: the full-resolution feature maps dominate, about 12 of them
-    of the widest network width alive at once (NAFNet blocks double their width inside), 4 bytes a value."""
+    of the widest network width alive at once (NAFNet blocks double their width inside), 4 bytes a value. On a CPU
+    (``device``) the budget is :data:`CPU_INFERENCE_MEMORY_BYTES` (cache-sized), on a GPU ``memory_bytes``."""
+    if device is not None and device.type == "cpu":
+        memory_bytes = min(memory_bytes, CPU_INFERENCE_MEMORY_BYTES)
     crop = [int(s) for s in configuration.get("crop_size", (256, 256))]
     network = configuration.get("network", {})
     width = max(int(network.get(key, 32)) for key in ("posterior_width", "common_width", "decoder_width"))
@@ -87,7 +96,7 @@ class SlicePredictor:
         self.device = torch.device(device)
         if batch_size is not None and int(batch_size) < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size or inference_batch_size(self.configuration))
+        self.batch_size = int(batch_size or inference_batch_size(self.configuration, device=self.device))
         self.precision = resolve_inference_precision(precision, self.device)
         self.reference_upper = np.array(view.reference_uppers, dtype=np.float32)
         self.model_info = dict(model_info or {}, precision=self.precision)

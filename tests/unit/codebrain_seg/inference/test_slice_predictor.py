@@ -47,6 +47,12 @@ def test_batch_size_from_memory_and_its_bounds():
     paper = {"crop_size": [240, 240], "network": {"posterior_width": 32, "common_width": 96, "decoder_width": 96}}
     assert inference_batch_size(paper) == int(1.5e9 // (12 * 96 * 240 * 240 * 4))  # 5
     assert inference_batch_size(paper, memory_bytes=1.0) == 1
+    # On a CPU a cache-sized budget: the paper network one slice at a time, the tiny test network a few dozen.
+    assert inference_batch_size(paper, device=torch.device("cpu")) == 1
+    real_cpu = {"crop_size": [152, 184], "network": {"posterior_width": 8, "common_width": 16, "decoder_width": 16}}
+    assert inference_batch_size(real_cpu, device=torch.device("cpu")) == 1  # 21.5 MB per slice
+    small = {"crop_size": [64, 64], "network": {"posterior_width": 8, "common_width": 8, "decoder_width": 8}}
+    assert inference_batch_size(small, device=torch.device("cpu")) == int(32e6 // (12 * 8 * 64 * 64 * 4))  # 20
     with pytest.raises(InputError, match="batch size"):
         Recording(batch_size=0)
 
