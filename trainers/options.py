@@ -7,15 +7,16 @@ from typing import Any
 
 import torch
 
+from codebrain_seg.device import native_bf16
 from codebrain_seg.errors import InputError
 
 # Options that must be positive when given (None = the plans' or the machine's value): a 0 must not silently
 # mean "the default" (``--iterations 0`` once started a 2,600-iteration run).
-# ``torch.compile`` costs minutes of compilation up front (about 5 for the paper network on a 2-core CPU; the
-# generator and discriminator each compile once) and then runs a training step about 1.5x faster on a CPU with bf16
-# (benchmarks/bench_training.py; docs/benchmarks.md): it repays itself after a few hundred iterations of the paper
-# network, so "auto" turns it on for runs of at least this many iterations and leaves short runs (tests, the demo,
-# minutes-long CPU budgets whose iterations are few) uncompiled.
+# ``torch.compile`` costs minutes of compilation up front (about 5 for the paper network on a 2-core CPU, 7 on one
+# AVX2 thread) and does not pay everywhere (benchmarks/bench_training.py; docs/benchmarks.md): on a CPU with native
+# bf16 (AVX512-BF16) it ran the paper network's Stage I step 1.5x faster, on an AVX2-only CPU in fp32 it ran it
+# 0.74x as fast (0.046 against 0.062 slices/s). So "auto" compiles runs of at least this many iterations on CUDA
+# and on CPUs with native bf16, and leaves short runs (tests, the demo, CPU budgets) and other CPUs uncompiled.
 COMPILE_MIN_ITERATIONS = 10_000
 POSITIVE = ("iterations", "batch_size", "val_every", "save_every", "log_every", "num_threads",
             "max_val_slices_per_case")
@@ -59,8 +60,12 @@ class TrainingOptions:
 
 def choose_compile(requested: bool | None, iterations: int, device: torch.device) -> bool:
     """Whether a stage runs under ``torch.compile``: as requested, or (``None`` = auto) for runs of at least
-    :data:`COMPILE_MIN_ITERATIONS` iterations where inductor can build kernels (CUDA, or a C++ compiler for the CPU)."""
+    :data:`COMPILE_MIN_ITERATIONS` iterations where it was measured to pay: CUDA, or a CPU with native bf16 and a
+    C++ compiler for inductor's kernels."""
     if requested is not None:
         return bool(requested)
-    can_build = device.type == "cuda" or shutil.which("g++") is not None or shutil.which("c++") is not None
-    return iterations >= COMPILE_MIN_ITERATIONS and can_build
+    if device.type == "cuda":
+        pays = True
+    else:
+        pays = native_bf16(device) and (shutil.which("g++") is not None or shutil.which("c++") is not None)
+    return iterations >= COMPILE_MIN_ITERATIONS and pays

@@ -56,8 +56,15 @@ def test_compile_follows_the_request_and_auto_skips_short_runs(requested, iterat
     assert choose_compile(requested, iterations, torch.device("cpu")) is expected
 
 
-def test_compile_auto_turns_on_for_long_runs_where_kernels_can_be_built(monkeypatch):
+def test_compile_auto_turns_on_for_long_runs_only_where_it_pays(monkeypatch):
+    import trainers.options as options
+
     monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/g++")
+    monkeypatch.setattr(options, "native_bf16", lambda device: True)
     assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cpu")) is True
-    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr(options, "native_bf16", lambda device: False)  # an AVX2 CPU: compiled fp32 was slower
     assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cpu")) is False
+    monkeypatch.setattr(options, "native_bf16", lambda device: True)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no compiler for inductor's CPU kernels
+    assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cpu")) is False
+    assert choose_compile(None, COMPILE_MIN_ITERATIONS, torch.device("cuda")) is True
