@@ -104,9 +104,10 @@ class RegionMap:
         return {**{name: list(self.regions[name]) for name in REGION_NAMES}, "source": self.source}
 
 
-def parse_label_map(text: str) -> RegionMap:
-    """``'WT=1,2,3;TC=2,3;ET=3'`` -> a :class:`RegionMap` (the ``--seg-label-map`` option)."""
-    regions: dict[str, tuple[int, ...]] = {}
+def _parse_name_map(text: str, names: Sequence[str], example: str) -> dict[str, tuple[int, ...]]:
+    """``'A=1,2;B=3'`` -> ``{name: labels}`` with every one of ``names`` given once, labels >= 1 (the
+    ``--seg-label-map`` option of the brain and the cardiac evaluations)."""
+    parsed: dict[str, tuple[int, ...]] = {}
     for part in filter(None, (p.strip() for p in str(text).split(";"))):
         name, _, values = part.partition("=")
         name = name.strip().upper()
@@ -114,13 +115,19 @@ def parse_label_map(text: str) -> RegionMap:
             labels = tuple(sorted({int(v) for v in values.split(",") if v.strip()}))
         except ValueError:
             labels = ()
-        if name not in REGION_NAMES or not labels or min(labels) < 1:
-            raise SegmenterError(f"--seg-label-map {text!r}: each entry must be WT|TC|ET=<labels >= 1>, e.g. "
-                                 f"'WT=1,2,3;TC=2,3;ET=3'")
-        regions[name] = labels
-    if set(regions) != set(REGION_NAMES):
-        raise SegmenterError(f"--seg-label-map {text!r} must give WT, TC and ET, got {sorted(regions)}")
-    return RegionMap(regions, "--seg-label-map")
+        if name not in names or not labels or min(labels) < 1:
+            raise SegmenterError(f"--seg-label-map {text!r}: each entry must be {'|'.join(names)}=<labels >= 1>, "
+                                 f"e.g. {example!r}")
+        parsed[name] = labels
+    if set(parsed) != set(names):
+        raise SegmenterError(f"--seg-label-map {text!r} must give {', '.join(names[:-1])} and {names[-1]}, got "
+                             f"{sorted(parsed)}")
+    return parsed
+
+
+def parse_label_map(text: str) -> RegionMap:
+    """``'WT=1,2,3;TC=2,3;ET=3'`` -> a :class:`RegionMap` (the ``--seg-label-map`` option)."""
+    return RegionMap(_parse_name_map(text, REGION_NAMES, "WT=1,2,3;TC=2,3;ET=3"), "--seg-label-map")
 
 
 def _named(names: Sequence[str], words: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
@@ -240,21 +247,7 @@ class StructureMap:
 
 def parse_structure_map(text: str) -> StructureMap:
     """``'LV=3;RV=1;MYO=2'`` -> a :class:`StructureMap` (``--seg-label-map`` of a cardiac evaluation)."""
-    structures: dict[str, tuple[int, ...]] = {}
-    for part in filter(None, (p.strip() for p in str(text).split(";"))):
-        name, _, values = part.partition("=")
-        name = name.strip().upper()
-        try:
-            labels = tuple(sorted({int(v) for v in values.split(",") if v.strip()}))
-        except ValueError:
-            labels = ()
-        if name not in CARDIAC_STRUCTURES or not labels or min(labels) < 1:
-            raise SegmenterError(f"--seg-label-map {text!r}: each entry must be LV|RV|MYO=<labels >= 1>, e.g. "
-                                 "'LV=3;RV=1;MYO=2'")
-        structures[name] = labels
-    if set(structures) != set(CARDIAC_STRUCTURES):
-        raise SegmenterError(f"--seg-label-map {text!r} must give LV, RV and MYO, got {sorted(structures)}")
-    return StructureMap(structures, "--seg-label-map")
+    return StructureMap(_parse_name_map(text, CARDIAC_STRUCTURES, "LV=3;RV=1;MYO=2"), "--seg-label-map")
 
 
 def cardiac_structures(dataset_json: Mapping[str, Any], label_map: str | None = None, what: str = "the segmenter"
