@@ -203,6 +203,21 @@ def _frozen_vae(state: dict[str, Any], fold_dir: Path) -> dict[str, Any]:
                             f"{', '.join(str(p) for p in candidates)})")
 
 
+def predictor_of_context(context: ImputationContext, configuration: str, options: dict[str, Any]
+                         ) -> tuple[Any, tuple[Path, str, dict[str, Any]]]:
+    """The CoPeDiT predictor of an imputation request: from its model folder, else from the results folder of its
+    prompts / layout options; and ``(fold_dir, checkpoint, settings)`` identifying the model for fingerprints."""
+    if context.model_dir is not None:
+        fold_dir = Path(context.model_dir)
+    else:
+        folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
+        fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
+    checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
+    predictor = load_copedit_from_folder(fold_dir, configuration, context.device, checkpoint,
+                                         options.get("ddim_steps"), seed)
+    return predictor, (fold_dir, checkpoint, {"ddim_steps": options.get("ddim_steps"), "seed": seed})
+
+
 def load_copedit_from_folder(fold_dir: Path, configuration: str | None = None, device: str = "cpu",
                              checkpoint: str = "final", steps: int | None = None, seed: int = 0) -> CoPeDiTPredictor:
     """Load CoPeVAE + MDiT3D (EMA) from a ``fold_F`` folder written by ``codebrain_train --method copedit``.
@@ -272,16 +287,8 @@ class CoPeDiTImputer:
         if planned.get("kind") != "3d_volume":
             configuration = options.get("copedit_configuration") or resolve_configuration(
                 context.dataset, context.fold, context.device, options)
-        if context.model_dir is not None:
-            fold_dir = Path(context.model_dir)
-        else:
-            folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
-            fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
-        checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
-        self.predictor = load_copedit_from_folder(fold_dir, configuration, context.device, checkpoint,
-                                                  options.get("ddim_steps"), seed)
+        self.predictor, self._model = predictor_of_context(context, configuration, options)
         self.reference_upper = self.predictor.reference_upper
-        self._model = (fold_dir, checkpoint, {"ddim_steps": options.get("ddim_steps"), "seed": seed})
 
     def fingerprint(self) -> dict[str, Any]:
         """See :func:`codebrain_seg.inference.request.model_fingerprint` (keys the segmentation evaluation's caches)."""

@@ -18,16 +18,14 @@ a stack (:meth:`CoPeDiTSliceImputer.impute_slices`):
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from codebrain_seg.errors import InputError
-from codebrain_seg.inference.copedit import load_copedit_from_folder, resolve_configuration
+from codebrain_seg.inference.copedit import predictor_of_context, resolve_configuration
 from codebrain_seg.inference.request import ImputationContext, model_fingerprint
 from codebrain_seg.inference.slice_baselines import interpolate_missing_slices
-from codebrain_seg.results_layout import copedit_folder_name, model_fold_dir
 from planners.cardiac_preprocessing import (
     canonical_slice_mask,
     file_slice_axis,
@@ -62,19 +60,12 @@ class CoPeDiTSliceImputer:
         if context.plans.get("configurations", {}).get(configuration, {}).get("kind") != CARDIAC_KIND:
             configuration = resolve_configuration(context.dataset, context.fold, context.device, options,
                                                   CARDIAC_CONFIGURATIONS)
-        if context.model_dir is not None:
-            fold_dir = Path(context.model_dir)
-        else:
-            folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
-            fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
-        checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
-        self.predictor = load_copedit_from_folder(fold_dir, configuration, context.device, checkpoint,
-                                                  options.get("ddim_steps"), seed)
+        self.predictor, self._model = predictor_of_context(context, configuration, options)
+        fold_dir = self._model[0]
         if self.predictor.config.elements != "slices":
             raise InputError(f"{fold_dir} holds a brain CoPeDiT model (missing sequences), not a missing-slice one")
         self.configuration = self.predictor.configuration
         self.configuration_name = self.predictor.configuration_name
-        self._model = (fold_dir, checkpoint, {"ddim_steps": options.get("ddim_steps"), "seed": seed})
 
     @property
     def model_info(self) -> dict[str, Any]:
