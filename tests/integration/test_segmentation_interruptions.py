@@ -16,6 +16,7 @@ from codebrain_seg.io import read_json
 from evaluation.segmentation import nnunet_bridge as bridge
 
 
+@pytest.mark.slow  # two real subprocess runs of the evaluation, 2-4 minutes each on 2 cores: run with -m slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_segmentation_evaluation_resumes_after_a_kill(tiny, sig, tmp_path):
     model = tmp_path / f"Killed{int(sig)}__P__3d_fullres"  # its own output folder per signal
