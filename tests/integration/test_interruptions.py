@@ -43,7 +43,10 @@ def interrupt_when(command: list[str], ready: Callable[[], list[Path]], sig: int
     mtimes, send ``sig`` and let it go. Returns the exit code and the recorded mtimes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        # The child gets SIGINT's default disposition: a pytest process in which an earlier in-process test left
+        # SIGINT ignored would pass that on, and Python installs no KeyboardInterrupt handler for an ignored signal.
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while process.poll() is None and not ready() and time.monotonic() < deadline:
             time.sleep(0.002)
