@@ -49,7 +49,7 @@ def test_methods_come_from_the_registry():
     assert resolve_methods(None) == ["zero", "codebrain", "mean"]
     assert all(m in METHODS for m in resolve_methods(None))
     assert resolve_methods(["mean", "zero", "mean"]) == ["zero", "mean"]
-    with pytest.raises(ValueError, match="registered methods: zero, mean"):
+    with pytest.raises(ValueError, match="unknown imputation method.*magic; registered methods: zero, linear, nearest, mean, codebrain"):
         resolve_methods(["mean", "magic"])
 
 
