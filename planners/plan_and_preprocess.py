@@ -68,6 +68,18 @@ def load_plans(preprocessed_dir: Path) -> dict[str, Any]:
     return plans
 
 
+def load_split(preprocessed_dir: Path, fold: int | str) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` of one fold of ``splits_final.json``, with a hint when it is missing."""
+    splits_path = preprocessed_dir / "splits_final.json"
+    if not splits_path.is_file():
+        raise MissingFileError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d "
+                               f"{preprocessed_dir.name}")
+    splits = read_json(splits_path)
+    if isinstance(fold, bool) or not str(fold).lstrip("-").isdigit() or not 0 <= int(fold) < len(splits):
+        raise InputError(f"fold {fold!r} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
+    return splits[int(fold)]
+
+
 def verify_dataset(raw_dir: Path, dataset_json: dict[str, Any]) -> None:
     """Check every raw case (readable, same grid, finite, non-zero, known labels); raise listing all problems."""
     names = channel_names(dataset_json)

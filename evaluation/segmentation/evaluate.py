@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Sequence
 
 from codebrain_seg import paths
-from codebrain_seg.errors import InputError, MissingFileError, UnknownNameError
+from codebrain_seg.errors import InputError, UnknownNameError
 from codebrain_seg.inference.model_folders import model_folder_prefix
 from codebrain_seg.inference.request import ImputationContext
-from codebrain_seg.io import read_json
 from codebrain_seg.raw_dataset import (
     FILE_ENDING,
     channel_names,
@@ -76,7 +75,7 @@ from evaluation.segmentation.runner import (  # noqa: F401 (part of this module'
     invalidate_if_changed,
     score_row,
 )
-from planners.plan_and_preprocess import load_plans
+from planners.plan_and_preprocess import load_plans, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +174,7 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
     retrained_list = _retrained_scenarios(names, retrained_scenarios) if protocol != "fixed" else []
     preprocessed_dir = paths.preprocessed_root() / dataset_name
     plans = load_plans(preprocessed_dir)
-    splits_path = preprocessed_dir / "splits_final.json"
-    if not splits_path.is_file():
-        raise MissingFileError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d {dataset_name}")
-    splits = read_json(splits_path)
-    if not 0 <= int(fold) < len(splits):
-        raise InputError(f"fold {fold} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
-    split = splits[int(fold)]
+    split = load_split(preprocessed_dir, fold)
 
     if cases is None:
         evaluation_cases, cases_tag = validation_cases(raw_dir, split), "val"

@@ -50,7 +50,7 @@ from evaluation.slices.scenarios import (
     structure_dice,
 )
 from planners.cardiac_preprocessing import field_of_view, file_slice_axis
-from planners.plan_and_preprocess import load_plans
+from planners.plan_and_preprocess import load_plans, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -194,13 +194,7 @@ def evaluate_slices(dataset: str | int, fold: int = 0, configuration: str | None
                          "sequences use codebrain_evaluate_imputation")
     preprocessed = paths.preprocessed_root() / dataset_name
     plans = load_plans(preprocessed)
-    splits_path = preprocessed / "splits_final.json"
-    if not splits_path.is_file():
-        raise MissingFileError(f"{splits_path} does not exist: run codebrain_plan_and_preprocess -d {dataset_name}")
-    splits = read_json(splits_path)
-    if not isinstance(fold, int) or not 0 <= fold < len(splits):
-        raise InputError(f"fold {fold!r} does not exist: {splits_path} has folds 0..{len(splits) - 1}")
-    split = splits[fold]
+    split = load_split(preprocessed, fold)
     cases = list(split["val"])[: max_cases if max_cases else None]
     if not cases:
         raise InputError(f"fold {fold} of {dataset_name} has no held-out case to evaluate")
