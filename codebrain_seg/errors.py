@@ -34,3 +34,8 @@ class UnknownNameError(UserError, KeyError, ValueError):
 
 class EnvironmentSetupError(UserError, OSError):
     """The machine or environment lacks what was asked for (a GPU, an environment variable)."""
+
+
+class TrainingDivergedError(UserError, RuntimeError):
+    """Training produced non-finite gradients step after step (the message names the network, iteration and
+    precision, and what to try); the last good checkpoint is kept, so ``--continue`` can resume from it."""

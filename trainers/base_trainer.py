@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from codebrain_seg.device import PRECISIONS, native_bf16, preferred_memory_format, select_device  # noqa: F401
-from codebrain_seg.errors import InputError
+from codebrain_seg.errors import InputError, TrainingDivergedError
 from codebrain_seg.plans import Configuration
 from planners.sizing import default_save_every
 from trainers.checkpointing import CHECKPOINT_FORMAT, CheckpointingMixin  # noqa: F401 (the loop's API)
@@ -58,6 +58,10 @@ from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
 
 logger = logging.getLogger(__name__)
 
+# Consecutive non-finite steps tolerated before a run is stopped as diverged: a rare bf16 overflow in a backward
+# pass is skipped as fp16's gradient scaler would skip it; a run that keeps producing them has diverged.
+MAX_NONFINITE_STEPS = 20
+
 class BaseTrainer(CheckpointingMixin):
     """Iteration-based training of one stage of one method (subclass and fill in the hooks).
 
@@ -76,6 +80,9 @@ class BaseTrainer(CheckpointingMixin):
     # Memory order of the networks and batches: None = the device's preferred 2D order
     # (codebrain_seg.device.preferred_memory_format); the 3D methods set the default order.
     memory_format: torch.memory_format | None = None
+    # "auto" precision on a CPU with native bf16: autocast to bf16 (a trainer whose backward is not reliable in
+    # bf16 on the CPU sets False and trains in fp32 there).
+    cpu_auto_bf16: bool = True
 
     def __init__(self, plans: dict[str, Any], configuration_name: str, data_folder: Path,
                  split: dict[str, list[str]], output_dir: Path, options: TrainingOptions,
@@ -103,6 +110,8 @@ class BaseTrainer(CheckpointingMixin):
         self.precision = self._choose_precision(options.precision)
         self.compiled = choose_compile(options.compile, self.total_iterations, self.device)
         self.iteration = 0
+        self.nonfinite_steps: dict[str, int] = {}  # consecutive skipped steps per network
+        self.skipped_steps = 0  # in this process's run, all networks
         self.best_metric: float | None = None
         self.best_iteration = -1
         self.history: list[dict[str, Any]] = []
@@ -168,7 +177,8 @@ class BaseTrainer(CheckpointingMixin):
         if requested not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {requested!r}")
         if requested == "auto":
-            return "bf16" if native_bf16(self.device) else "fp32"
+            usable = self.device.type == "cuda" or self.cpu_auto_bf16
+            return "bf16" if usable and native_bf16(self.device) else "fp32"
         if requested == "fp16" and self.device.type != "cuda":
             raise InputError("fp16 autocast needs a CUDA device; use fp32 or bf16 on the CPU")
         return requested
@@ -201,12 +211,36 @@ class BaseTrainer(CheckpointingMixin):
             self.schedulers[name] = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=self.total_iterations, eta_min=float(spec["eta_min"]))
 
-    def optimizer_step(self, name: str, loss: Tensor) -> None:
-        """Backward ``loss`` and step optimiser ``name`` (through the gradient scaler)."""
+    def optimizer_step(self, name: str, loss: Tensor, max_norm: float | None = None) -> float:
+        """Backward ``loss``, optionally clip the gradient norm to ``max_norm``, step optimiser ``name``.
+
+        A step whose gradients are not finite is skipped (without fp16's scaler nothing else would stop NaN from
+        reaching the weights); ``MAX_NONFINITE_STEPS`` in a row raise :class:`TrainingDivergedError`.
+        Returns the gradient norm before clipping (inf or nan for a skipped step).
+        """
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
+        self.scaler.unscale_(optimizer)
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not parameters:
+            return 0.0
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf") if max_norm is None else max_norm))
+        if self.scaler.is_enabled() or torch.isfinite(torch.tensor(norm)):
+            self.scaler.step(optimizer)  # fp16: the scaler skips an overflowing step and lowers its scale itself
+            self.nonfinite_steps[name] = 0
+            return norm
+        optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_steps[name] = self.nonfinite_steps.get(name, 0) + 1
+        self.skipped_steps += 1
+        logger.warning("iteration %d: non-finite gradients in %s (%s): step skipped (%d in a row)", self.iteration,
+                       name, self.precision, self.nonfinite_steps[name])
+        if self.nonfinite_steps[name] >= MAX_NONFINITE_STEPS:
+            raise TrainingDivergedError(
+                f"{self.output_dir}: training diverged at iteration {self.iteration}: {MAX_NONFINITE_STEPS} steps "
+                f"in a row gave non-finite gradients in {name} ({self.precision}); checkpoint_latest.pth holds the "
+                "last good state: rerun with --continue --precision fp32, or lower the learning rate in the plans")
+        return norm
 
     def draw_pattern(self, iteration: int) -> Tensor:
         """The availability pattern ``(C,)`` bool of ``iteration``, shared by the batch, pure in (seed, rank, it)."""
@@ -247,6 +281,8 @@ class BaseTrainer(CheckpointingMixin):
 
     def _record_window(self, losses: dict[str, float]) -> None:
         for key, value in losses.items():
+            if key.startswith("grad_norm") and not torch.isfinite(torch.tensor(float(value))):
+                continue  # a skipped step (counted in the record's skipped_steps): it would make the mean nan
             total = self._window.setdefault(key, [0.0, 0.0])
             total[0] += float(value)
             total[1] += 1.0
@@ -266,7 +302,8 @@ class BaseTrainer(CheckpointingMixin):
         record = {"kind": "train", "iteration": self.iteration,
                   "losses": {n: float(totals[i, 0]) / max(float(totals[i, 1]), 1.0) for i, n in enumerate(names)},
                   "lr": lr, "seconds_per_iteration": seconds, "batch_keys": gathered_keys,
-                  "slices_per_second": self.batch_size * self.context.world_size / seconds if seconds > 0 else None}
+                  "slices_per_second": self.batch_size * self.context.world_size / seconds if seconds > 0 else None,
+                  "skipped_steps": self.skipped_steps}
         if self.device.type == "cuda":
             record["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record

@@ -47,8 +47,13 @@ def machine_key(device: str) -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1
-    return f"{model} | {os.cpu_count()} cores | {threads} threads | torch {torch.__version__} | {device}"
+    return f"{model} | {os.cpu_count()} cores | {training_threads()} threads | torch {torch.__version__} | {device}"
+
+
+def training_threads() -> int:
+    """The torch threads a one-process CPU training run uses by default (``OMP_NUM_THREADS``, else every core):
+    steps are timed with this count, so the measurement, its cache key and the run agree."""
+    return int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1
 
 
 def _median_seconds(function: Callable[[], Any], repeats: int) -> float:
@@ -99,8 +104,9 @@ def measure_step_costs(plans: dict[str, Any], configuration: str, size: NetworkS
     crop = [int(c) for c in candidate["crop_size"]]
     channels = len(plans["channel_names"])
     torch.manual_seed(0)
+    threads, caller_threads = training_threads(), torch.get_num_threads()
     with tempfile.TemporaryDirectory() as work:
-        options = TrainingOptions(iterations=1000, device=device, compile=False)
+        options = TrainingOptions(iterations=1000, device=device, compile=False, num_threads=threads)
         costs = []
         for number, trainer_class in ((1, CodeBrainStageOneTrainer), (2, CodeBrainStageTwoTrainer)):
             trainer = trainer_class(plans, configuration, Path(work), {"train": [], "val": []},
@@ -109,8 +115,10 @@ def measure_step_costs(plans: dict[str, Any], configuration: str, size: NetworkS
             x = x.contiguous(memory_format=trainer.memory_format)
             available = torch.ones(channels, dtype=torch.bool, device=trainer.device)
             available[channels // 2] = False
-            costs.append(_time_trainer(trainer, x, available, steps, data))
-    threads = torch.get_num_threads()
+            try:
+                costs.append(_time_trainer(trainer, x, available, steps, data))
+            finally:
+                torch.set_num_threads(caller_threads)  # the trainer's setup set the run's count
     return StepCosts(costs[0], costs[1], f"measured on this machine ({machine_key(device)}, {threads} threads: "
                                          f"median of {steps} real training steps per stage"
                                          f"{', data loading included' if data else ''})")

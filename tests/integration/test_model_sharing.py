@@ -154,6 +154,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow  # about 2 CI-minutes beside the session's real model
 def test_a_model_trained_on_real_cases_travels_and_imputes_a_real_case_the_same(real_model_cache, tmp_path,
                                                                                 monkeypatch):
     """The session's CodeBrain trained on the real BraTS cases: a held-out real case imputed (T1Gd missing) before

@@ -248,6 +248,7 @@ def _real_options(**extra) -> dict:
                 tile_step_size=1.0, num_processes=2, **extra)
 
 
+@pytest.mark.slow  # about 13 CI-minutes: a real segmenter trained, then 4 scenarios x 3 rows predicted
 def test_real_cases_zero_fill_codebrain_and_full(real_segmenter, real_held_back_slabs):
     """The four "3 -> 1" scenarios of the held-back real cases for zero-fill, CodeBrain and full: the short trainer
     made the segmenter from the fold's training cases only, the table is written, and full > zero-fill."""

@@ -88,6 +88,7 @@ def test_unmappable_or_misordered_segmenters_are_refused(tiny, tmp_path, capsys,
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # two segmenters trained: about 2 CI-minutes
 def test_retrained_protocol_trains_a_missing_and_a_method_segmenter(tiny, capsys):
     code = main(["-d", str(DEMO_ID), "-f", "0", "--train-segmenter", "--seg-trainer", SMOKE, "--seg-gpu-memory-gb",
                  "0.5", "--protocol", "retrained", "--retrained-scenarios", "T1Gd", "--methods", "mean",

@@ -125,18 +125,9 @@ def add_warmup_cosine_optimizer(trainer: Any, name: str, spec: dict[str, Any]) -
 
 
 def clipped_step(trainer: Any, name: str, loss: Tensor, max_norm: float) -> float:
-    """Backward ``loss``, clip the gradient norm of network ``name`` to ``max_norm`` (reference: 1.0), step.
-
-    Returns the gradient norm before clipping.
-    """
-    optimizer = trainer.optimizers[name]
-    optimizer.zero_grad(set_to_none=True)
-    trainer.scaler.scale(loss).backward()
-    trainer.scaler.unscale_(optimizer)
-    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm) if parameters else torch.zeros(())
-    trainer.scaler.step(optimizer)
-    return float(norm)
+    """Backward ``loss``, clip the gradient norm of network ``name`` to ``max_norm`` (reference: 1.0), step
+    (``BaseTrainer.optimizer_step``: a non-finite step is skipped). Returns the gradient norm before clipping."""
+    return trainer.optimizer_step(name, loss, max_norm)
 
 
 def check_copedit_options(trainer: Any) -> None:

@@ -112,6 +112,10 @@ class CoPeVAETrainer(BaseTrainer):
     method = "copedit"
     stage = 1
     memory_format = torch.contiguous_format
+    # bf16 on an AMX CPU (torch 2.13, oneDNN): the backward of CoPeVAE's 3D decoder convolutions gave NaN gradients
+    # within ~60-200 iterations of the cardiac configuration, every step from then on, while fp32 trained; GPUs keep
+    # bf16 ("auto"), and --precision bf16 still asks for it explicitly.
+    cpu_auto_bf16 = False
 
     def check_prerequisites(self) -> None:
         """A 3D-volume configuration and no CodeBrain-only option."""

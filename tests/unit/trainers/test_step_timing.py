@@ -20,8 +20,12 @@ def tiny_plans() -> dict:
     return {"channel_names": ["T1", "T1Gd", "T2", "FLAIR"], "configurations": {"2d_cpu": configuration}}
 
 
-def test_measured_costs_are_positive_and_stage_two_is_timed_on_its_own_trainer(one_thread):
+def test_measured_costs_are_positive_and_stage_two_is_timed_on_its_own_trainer(monkeypatch, one_thread):
+    # Timed with the count a run would use (OMP_NUM_THREADS, else every core), whatever the caller had set.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(2)
     costs = step_timing.measure_step_costs(tiny_plans(), "2d_cpu", TINY, 2, steps=1)
+    assert torch.get_num_threads() == 2, "the caller's thread count is restored"
     for stage in (costs.stage1, costs.stage2):
         assert stage.seconds_per_iteration > 0
         assert stage.validation_seconds_per_slice > 0
