@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from codebrain_seg import paths
+from codebrain_seg.device import avoid_amx_for_3d_training
 from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import read_json, write_json
 from codebrain_seg.plans import Configuration
@@ -91,6 +92,8 @@ def run_training(dataset: str | int, fold: int, configuration: str | None = None
         **options: further :class:`trainers.base_trainer.TrainingOptions` fields (batch_size, log_every, ...).
     """
     spec = get_method(method)
+    if method != "codebrain":
+        avoid_amx_for_3d_training()  # CoPeDiT's 3D networks (and the 2D regression baseline, harmlessly)
     check_ablation(ablation, spec.ablations, method)
     variant, code_dim = check_variant(variant, code_dim)
     if method != "codebrain" and (variant != "cvpr" or code_dim is not None):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from codebrain_seg import paths
+from codebrain_seg.device import avoid_amx_for_3d_training
 from codebrain_seg.errors import InputError, UnknownNameError
 from codebrain_seg.inference.model_folders import model_folder_prefix
 from codebrain_seg.inference.request import ImputationContext
@@ -149,6 +150,8 @@ def evaluate_segmentation(dataset: str | int, fold: int = 0, configuration: str 
         A SegmentationEvaluation naming the output folder, the table and the written files (``both``: the fixed
         protocol's, with the retrained one's in ``.retrained``).
     """
+    if train_segmenter or protocol != "fixed":
+        avoid_amx_for_3d_training()  # nnU-Net's 3D U-Net trains in this process: before any convolution
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol != "fixed" and segmenter is not None:

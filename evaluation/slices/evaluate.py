@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from codebrain_seg import paths
+from codebrain_seg.device import avoid_amx_for_3d_training
 from codebrain_seg.errors import InputError, MissingFileError, UnknownNameError, UserError
 from codebrain_seg.inference.copedit import resolve_configuration
 from codebrain_seg.inference.copedit_slices import CARDIAC_CONFIGURATIONS
@@ -180,6 +181,7 @@ def evaluate_slices(dataset: str | int, fold: int = 0, configuration: str | None
         segmenter_predictor: an already loaded segmenter (``.model``, ``.read_images``, ``.predict``), instead of
             ``segmenter``.
     """
+    avoid_amx_for_3d_training()  # 3D networks run (and with train_segmenter, train) here: before any convolution
     method_names = resolve_methods(methods)
     lengths = _check_protocol(lengths, runs_per_case)
     if device not in ("cpu", "cuda"):

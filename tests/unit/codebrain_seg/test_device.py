@@ -1,5 +1,7 @@
-"""The device's preferred memory order of the 2D networks, and keeping a tensor's order through a reshape."""
+"""The device: memory order of the 2D networks (kept through a reshape) and the oneDNN cap for 3D training."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -25,3 +27,15 @@ def test_memory_format_of_reads_the_layout():
     assert memory_format_of(x.contiguous(memory_format=torch.channels_last)) == torch.channels_last
     assert memory_format_of(torch.rand(2, 1, 4, 5).contiguous(memory_format=torch.channels_last)) == \
         torch.contiguous_format  # one channel: both layouts are the same, the default is reported
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_onednn_is_capped_below_amx_for_3d_training_only_on_amx_and_never_over_the_users_choice(monkeypatch, amx):
+    from codebrain_seg.device import ONEDNN_3D_SAFE_ISA, avoid_amx_for_3d_training
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert avoid_amx_for_3d_training() is amx
+    assert os.environ.get("ONEDNN_MAX_CPU_ISA") == (ONEDNN_3D_SAFE_ISA if amx else None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert avoid_amx_for_3d_training() is False and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
