@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation.add_argument("--seg-label-map", default=None,
                               help="the segmenter's labels when its dataset.json does not say: 'LV=3;RV=1;MYO=2'")
     segmentation.add_argument("--num-processes", type=int, default=2, help="nnU-Net preprocessing processes")
+    segmentation.add_argument("--tile-step-size", type=float, default=0.5,
+                              help="sliding-window step of nnU-Net's predictor as a fraction of the patch (default "
+                                   "0.5; 1.0 = no overlap, fastest)")
+    segmentation.add_argument("--disable-tta", action="store_true",
+                              help="no test-time mirroring (8x faster; a CPU evaluates ~40 volumes per case)")
     segmentation.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                               help="segmenter precision on a CPU")
     return parser
@@ -77,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  _positive_list(args.lengths), args.runs_per_case, args.device, args.checkpoint,
                                  args.prompts, args.ddim_steps, args.segmenter, args.train_segmenter,
                                  args.seg_trainer, args.seg_recipe, args.seg_gpu_memory_gb, args.seg_label_map,
-                                 args.num_processes, precision=args.precision, max_cases=args.max_cases)
+                                 args.num_processes, args.tile_step_size, not args.disable_tta,
+                                 precision=args.precision, max_cases=args.max_cases)
         print((result.output_dir / "table.md").read_text())
         print(f"tables in {result.output_dir}")
 
