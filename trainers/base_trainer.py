@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 # pass is skipped as fp16's gradient scaler would skip it; a run that keeps producing them has diverged.
 MAX_NONFINITE_STEPS = 20
 
+
 class BaseTrainer(CheckpointingMixin):
     """Iteration-based training of one stage of one method (subclass and fill in the hooks).
 
