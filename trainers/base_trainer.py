@@ -14,6 +14,7 @@ dicts, written atomically and always read back with ``torch.load(..., weights_on
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from codebrain_seg.device import PRECISIONS, native_bf16, preferred_memory_format, select_device  # noqa: F401
-from codebrain_seg.errors import InputError, TrainingDivergedError
+from codebrain_seg.errors import InputError
 from codebrain_seg.plans import Configuration
 from planners.sizing import default_save_every
 from trainers.checkpointing import CHECKPOINT_FORMAT, CheckpointingMixin  # noqa: F401 (the loop's API)
@@ -45,7 +46,8 @@ from trainers.distributed import (  # noqa: F401 (part of the loop's API)
     rng_state,
     set_rng_state,
 )
-from trainers.options import TrainingOptions, choose_compile
+from trainers.gradient_steps import MAX_NONFINITE_STEPS, guarded_step  # noqa: F401 (the loop's API)
+from trainers.options import TrainingOptions, choose_compile, default_cpu_threads
 from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
     append_metrics,
     attach_log_file,
@@ -57,11 +59,6 @@ from trainers.training_logs import (  # noqa: F401 (part of the loop's API)
 )
 
 logger = logging.getLogger(__name__)
-
-# Consecutive non-finite steps tolerated before a run is stopped as diverged: a rare bf16 overflow in a backward
-# pass is skipped as fp16's gradient scaler would skip it; a run that keeps producing them has diverged.
-MAX_NONFINITE_STEPS = 20
-
 
 class BaseTrainer(CheckpointingMixin):
     """Iteration-based training of one stage of one method (subclass and fill in the hooks).
@@ -213,35 +210,9 @@ class BaseTrainer(CheckpointingMixin):
                 optimizer, T_max=self.total_iterations, eta_min=float(spec["eta_min"]))
 
     def optimizer_step(self, name: str, loss: Tensor, max_norm: float | None = None) -> float:
-        """Backward ``loss``, optionally clip the gradient norm to ``max_norm``, step optimiser ``name``.
-
-        A step whose gradients are not finite is skipped (without fp16's scaler nothing else would stop NaN from
-        reaching the weights); ``MAX_NONFINITE_STEPS`` in a row raise :class:`TrainingDivergedError`.
-        Returns the gradient norm before clipping (inf or nan for a skipped step).
-        """
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(optimizer)
-        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not parameters:
-            return 0.0
-        norm = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf") if max_norm is None else max_norm))
-        if self.scaler.is_enabled() or torch.isfinite(torch.tensor(norm)):
-            self.scaler.step(optimizer)  # fp16: the scaler skips an overflowing step and lowers its scale itself
-            self.nonfinite_steps[name] = 0
-            return norm
-        optimizer.zero_grad(set_to_none=True)
-        self.nonfinite_steps[name] = self.nonfinite_steps.get(name, 0) + 1
-        self.skipped_steps += 1
-        logger.warning("iteration %d: non-finite gradients in %s (%s): step skipped (%d in a row)", self.iteration,
-                       name, self.precision, self.nonfinite_steps[name])
-        if self.nonfinite_steps[name] >= MAX_NONFINITE_STEPS:
-            raise TrainingDivergedError(
-                f"{self.output_dir}: training diverged at iteration {self.iteration}: {MAX_NONFINITE_STEPS} steps "
-                f"in a row gave non-finite gradients in {name} ({self.precision}); checkpoint_latest.pth holds the "
-                "last good state: rerun with --continue --precision fp32, or lower the learning rate in the plans")
-        return norm
+        """Backward, optional clipping and step of network ``name``; a non-finite step is skipped
+        (:func:`trainers.gradient_steps.guarded_step`). Returns the gradient norm before clipping."""
+        return guarded_step(self, name, loss, max_norm)
 
     def draw_pattern(self, iteration: int) -> Tensor:
         """The availability pattern ``(C,)`` bool of ``iteration``, shared by the batch, pure in (seed, rank, it)."""
@@ -263,8 +234,7 @@ class BaseTrainer(CheckpointingMixin):
         if self.options.num_threads:
             torch.set_num_threads(self.options.num_threads)
         elif self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # Ranks sharing a machine split its cores instead of oversubscribing them.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.context.local_world_size))
+            torch.set_num_threads(default_cpu_threads(self.context.local_world_size))
         init_distributed(self.context, self.device)
         torch.manual_seed(self.options.seed)  # same initial weights on every rank
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -282,7 +252,7 @@ class BaseTrainer(CheckpointingMixin):
 
     def _record_window(self, losses: dict[str, float]) -> None:
         for key, value in losses.items():
-            if key.startswith("grad_norm") and not torch.isfinite(torch.tensor(float(value))):
+            if key.startswith("grad_norm") and not math.isfinite(float(value)):
                 continue  # a skipped step (counted in the record's skipped_steps): it would make the mean nan
             total = self._window.setdefault(key, [0.0, 0.0])
             total[0] += float(value)

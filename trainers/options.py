@@ -1,6 +1,7 @@
 """The run options of a training stage that are not in the plans."""
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,3 +70,9 @@ def choose_compile(requested: bool | None, iterations: int, device: torch.device
     else:
         pays = native_bf16(device) and (shutil.which("g++") is not None or shutil.which("c++") is not None)
     return iterations >= COMPILE_MIN_ITERATIONS and pays
+
+
+def default_cpu_threads(local_world_size: int = 1) -> int:
+    """Torch threads of a CPU training run without ``--num-threads``: ``OMP_NUM_THREADS``, else this machine's cores
+    split between the ranks sharing it (instead of oversubscribing them)."""
+    return int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 1) // local_world_size)

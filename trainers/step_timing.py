@@ -29,7 +29,7 @@ from planners.budget import NetworkSize
 from planners.experiment_planner import _optimisation
 from planners.sizing import StageCost, StepCostFunction, StepCosts
 from trainers.data_loading import close_batches
-from trainers.options import TrainingOptions
+from trainers.options import TrainingOptions, default_cpu_threads
 from trainers.stage1 import CodeBrainStageOneTrainer
 from trainers.stage2 import CodeBrainStageTwoTrainer
 
@@ -47,13 +47,7 @@ def machine_key(device: str) -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{model} | {os.cpu_count()} cores | {training_threads()} threads | torch {torch.__version__} | {device}"
-
-
-def training_threads() -> int:
-    """The torch threads a one-process CPU training run uses by default (``OMP_NUM_THREADS``, else every core):
-    steps are timed with this count, so the measurement, its cache key and the run agree."""
-    return int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1
+    return f"{model} | {os.cpu_count()} cores | {default_cpu_threads()} threads | torch {torch.__version__} | {device}"
 
 
 def _median_seconds(function: Callable[[], Any], repeats: int) -> float:
@@ -104,7 +98,8 @@ def measure_step_costs(plans: dict[str, Any], configuration: str, size: NetworkS
     crop = [int(c) for c in candidate["crop_size"]]
     channels = len(plans["channel_names"])
     torch.manual_seed(0)
-    threads, caller_threads = training_threads(), torch.get_num_threads()
+    # Timed with the count a one-process run uses, so the measurement, its cache key and the run agree.
+    threads, caller_threads = default_cpu_threads(), torch.get_num_threads()
     with tempfile.TemporaryDirectory() as work:
         options = TrainingOptions(iterations=1000, device=device, compile=False, num_threads=threads)
         costs = []

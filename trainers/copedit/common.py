@@ -124,12 +124,6 @@ def add_warmup_cosine_optimizer(trainer: Any, name: str, spec: dict[str, Any]) -
                                         float(spec["lr"]), float(spec["eta_min"])))
 
 
-def clipped_step(trainer: Any, name: str, loss: Tensor, max_norm: float) -> float:
-    """Backward ``loss``, clip the gradient norm of network ``name`` to ``max_norm`` (reference: 1.0), step
-    (``BaseTrainer.optimizer_step``: a non-finite step is skipped). Returns the gradient norm before clipping."""
-    return trainer.optimizer_step(name, loss, max_norm)
-
-
 def check_copedit_options(trainer: Any) -> None:
     """Refuse options that do not apply to CoPeDiT (before anything is written)."""
     copedit_config(trainer.configuration, trainer.options.ablation)

@@ -40,7 +40,6 @@ from trainers.copedit.common import (
     add_warmup_cosine_optimizer,
     all_missing_masks,
     check_copedit_options,
-    clipped_step,
     copedit_config,
     iteration_generator,
     iteration_missing_masks,
@@ -164,7 +163,7 @@ class CoPeVAETrainer(BaseTrainer):
             parts = self.loss.generator_losses(output, x, missing, plain_discriminator)
             if self.extra_patterns:
                 self._add_extra_patterns(parts, output.latents, iteration)
-        grad_norm = clipped_step(self, "vae", parts["total"], self.max_grad_norm)
+        grad_norm = self.optimizer_step("vae", parts["total"], self.max_grad_norm)
         restarted = 0
         every = int(self.restart.get("every", 0))
         if every and iteration % every == 0 and iteration < self.total_iterations * self.restart.get("until", 1.0):
@@ -174,7 +173,7 @@ class CoPeVAETrainer(BaseTrainer):
         plain_discriminator.requires_grad_(True)
         with self.autocast():
             d_loss = self.loss.discriminator_loss(discriminator, x, output.reconstruction.float())
-        clipped_step(self, "discriminator", d_loss, self.max_grad_norm)
+        self.optimizer_step("discriminator", d_loss, self.max_grad_norm)
         with torch.no_grad():
             count_correct = output.count_logits.argmax(dim=1) == missing.sum(dim=1) - 1
             position_correct = (output.position_logits > 0) == missing

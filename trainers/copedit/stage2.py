@@ -43,7 +43,6 @@ from trainers.copedit.common import (
     add_warmup_cosine_optimizer,
     all_missing_masks,
     check_copedit_options,
-    clipped_step,
     copedit_config,
     iteration_generator,
     iteration_missing_masks,
@@ -233,7 +232,7 @@ class MDiT3DTrainer(BaseTrainer):
         generator = iteration_generator(self.options.seed, self.context.rank, iteration, NOISE_STREAM)
         with self.autocast():
             loss = self.diffusion.training_loss(model, latents, slot_missing, prompts, generator)
-        grad_norm = clipped_step(self, "dit", loss, self.max_grad_norm)
+        grad_norm = self.optimizer_step("dit", loss, self.max_grad_norm)
         self.ema.update(self.networks["dit"])
         return {"loss_x0": float(loss.detach()), "grad_norm": grad_norm}
 
