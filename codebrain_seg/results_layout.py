@@ -62,9 +62,10 @@ def finished_configurations(dataset: str | int, fold: int | str, trainer: str, s
                   if folder.is_dir() and stage_finished(stage_dir(folder / f"fold_{fold}", stage)))
 
 
-def copedit_folder_name(prompts: str = "learned", layout: str = "shared") -> str:
-    """``CoPeDiT`` plus the option tag ``codebrain_train`` gives ``--prompts`` / ``--layout``."""
-    return COPEDIT_FOLDER + variant_name(copedit_ablation(prompts, layout))
+def copedit_folder_name(prompts: str = "learned", layout: str = "shared", seed_index: int = 0) -> str:
+    """``CoPeDiT`` plus the option tag ``codebrain_train`` gives ``--prompts`` / ``--layout`` and the ``-seedK``
+    tag of a seeded experiment's extra seed (``seed_index`` K > 0; ``CoPeDiT-mask-seed2``)."""
+    return COPEDIT_FOLDER + variant_name(copedit_ablation(prompts, layout), seed_index=seed_index)
 
 
 def source_rule_tag(source_rule: str) -> str:

@@ -210,7 +210,9 @@ def predictor_of_context(context: ImputationContext, configuration: str, options
     if context.model_dir is not None:
         fold_dir = Path(context.model_dir)
     else:
-        folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"))
+        # The seed of a seeded experiment (codebrain_ablate --seeds) comes with the request's variant, as CodeBrain's.
+        folder = copedit_folder_name(options.get("prompts", "learned"), options.get("layout", "shared"),
+                                     context.codebrain.seed_index)
         fold_dir = model_fold_dir(context.dataset, context.fold, configuration, folder)
     checkpoint, seed = options.get("checkpoint") or "final", int(options.get("seed", 0))
     predictor = load_copedit_from_folder(fold_dir, configuration, context.device, checkpoint,

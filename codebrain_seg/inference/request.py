@@ -26,7 +26,8 @@ class ImputationContext:
     """What a method may need to build itself: the plans of the dataset and, for learned ones, the model.
 
     ``codebrain`` names the CodeBrain variant whose results folder is loaded (``codebrain_train``'s ``--variant
-    --code-dim --ablation --loss-weights``; ignored when ``model_dir`` is given and by methods without variants).
+    --code-dim --ablation --loss-weights``; ignored when ``model_dir`` is given and by methods without variants). Its
+    ``seed_index`` selects the ``-seedK`` folder of a seeded experiment for every learned method (CoPeDiT too).
     """
 
     plans: dict[str, Any]

@@ -49,7 +49,7 @@ class Row:
     where the Rec. scoring takes F_c from (``'masked'``, the papers'; ``'zeros'``, the F_c-reliance diagnostic)."""
 
     label: str
-    variant: Variant
+    variant: Variant | str  # a CoPeDiT group's rows: the CoPeDiT option (``none``, ``mask``)
     paper: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     fc_input: str = "masked"
@@ -83,6 +83,9 @@ class Group:
     layout: str = "metrics"  # 'metrics': PSNR / SSIM / MAE per (stage, row); 'psnr': PSNR per row and stage
     claims: tuple[Claim, ...] = ()
     note: str = ""
+    # Whose variants the rows are: 'codebrain' (evaluation.ablation.run trains them) or 'copedit' (rows are
+    # CoPeDiT options, trained and scored by evaluation.ablation.prompts with one shared Stage I).
+    method: str = "codebrain"
 
     def row(self, label: str) -> Row:
         """The row with this label (KeyError naming the known ones)."""
@@ -181,6 +184,18 @@ GROUPS: dict[str, Group] = {group.name: group for group in (
                "decoder's 1x1 fusion weights of the code channels by sqrt((d + f) / d) at init (f = F_c channels), "
                "the scale they have without F_c. The last row decodes the w/ F_c model's oracle codes with F_c of "
                "an all-zero stack (no training). Rec. scores the missing sequences, as the papers."),
+    Group("copedit_prompts", "CoPeDiT: learned completeness prompts vs binary mask codes (imputation)",
+          "CoPeDiT Table 4 ('w/ Mask Codes' vs 'CoPeDiT')", ("imp",),
+          (Row("w/ Mask Codes", "mask"),
+           Row("learned prompts (CoPeDiT)", "none")),
+          claims=(Claim("imp", "learned prompts (CoPeDiT)", ("w/ Mask Codes",),
+                        "learned completeness prompts > binary mask codes in imputation"),),
+          method="copedit",
+          note="Both arms share one Stage I (CoPeVAE, trained once; its prompt encoders are frozen) and differ only "
+               "in MDiT3D's condition; each seed retrains Stage II of both arms. CoPeDiT trains its own 3D "
+               "configuration; the scores are the paper protocol on this 2D configuration's slices. The paper's "
+               "BraTS 2021 figures (Table 4, PSNR with 1 / 2 / 3 missing): mask codes 27.18 / 26.82 / 26.18 dB, "
+               "learned prompts 28.26 / 28.13 / 27.91 dB (not shown in the table: a different protocol)."),
 )}
 
 
@@ -206,10 +221,15 @@ def parse_groups(which: str | Sequence[str] | None) -> list[Group]:
     return [GROUPS[name] for name in dict.fromkeys(names)]
 
 
+def codebrain_groups(groups: Sequence[Group]) -> list[Group]:
+    """The groups whose rows are CodeBrain variants (the others are CoPeDiT's, :mod:`evaluation.ablation.prompts`)."""
+    return [group for group in groups if group.method == "codebrain"]
+
+
 def needed_stages(groups: Sequence[Group]) -> dict[Variant, tuple[int, ...]]:
     """Every variant the groups use (first use first, so the plain method trains first) -> trained stages needed."""
     needed: dict[Variant, set[int]] = {}
-    for group in groups:
+    for group in codebrain_groups(groups):
         for row in group.rows:
             for stage in group.stages:
                 needed.setdefault(row.variant, set()).update(STAGES_NEEDED[stage])
@@ -221,7 +241,7 @@ def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str, str]]:
     """Every (variant, stage, F_c input) to score, each once (the F_c input is ``'masked'`` but for the
     diagnostic rows, which score Rec. only)."""
     scorings: dict[tuple[Variant, str, str], None] = {}
-    for group in groups:
+    for group in codebrain_groups(groups):
         for row in group.rows:
             for stage in group.stages:
                 scorings[(row.variant, stage, row.fc_input if stage == "rec" else "masked")] = None

@@ -9,7 +9,9 @@
    (``evaluation.imputation.evaluate.evaluate_imputation``, method ``codebrain``) into
    ``<model>/fold_F/imputation_eval/<cases>/``, reconstruction from oracle codes
    (``evaluation.ablation.reconstruction``) into ``<model>/fold_F/reconstruction_eval/<cases>/``. An evaluation
-   newer than the checkpoints it scored, with the same cases, slices and patterns, is reused.
+   newer than the checkpoints it scored, with the same cases, slices and patterns, is reused. CoPeDiT's groups
+   (``Group.method == 'copedit'``, the prompt ablation) are trained and scored by :mod:`evaluation.ablation.prompts`
+   instead (one Stage I shared by every arm and seed).
 3. The tables go to ``$codebrain_results/DatasetXXX_Name/ablations__<plans>__<configuration>/fold_F/<cases>/``
    (``evaluation.ablation.report``).
 
@@ -38,13 +40,16 @@ from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from codebrain_seg.variants import resolve_loss_weights
 from evaluation.ablation import report
+from evaluation.ablation.cache import evaluation_is_current
 from evaluation.ablation.groups import (
     Group,
     Variant,
+    codebrain_groups,
     evaluations,
     needed_stages,
     parse_groups,
 )
+from evaluation.ablation.prompts import run_copedit_group
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
 from evaluation.ablation.reconstruction import evaluate_reconstruction, evaluation_tag
 from evaluation.imputation.aggregate import all_patterns
@@ -142,23 +147,6 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
     return trained
 
 
-def _evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: dict[str, Any],
-                           method: str) -> dict[str, Any] | None:
-    """The evaluation's summary when it is newer than every checkpoint and made with ``settings``, else None."""
-    path = folder / "summary.json"
-    if not path.is_file():
-        return None
-    newest = max(p.stat().st_mtime for p in checkpoints)
-    if path.stat().st_mtime < newest:
-        return None
-    summary = read_json(path)
-    if any(summary.get(key) != value for key, value in settings.items()):
-        return None
-    if method not in summary.get("summary", {}).get("paper", {}).get("image", {}):
-        return None
-    return summary
-
-
 def evaluate_model(dataset_name: str, fold: int, configuration: str, model: TrainedModel, stage: str,
                    cases: str = "val", device: str = "cpu", evaluation_slices: int | None = None,
                    batch_size: int | None = None, fc_input: str = "masked") -> dict[str, Any]:
@@ -181,7 +169,7 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
     else:
         checkpoints = [model.stage_dirs[k] / "checkpoint_final.pth" for k in (1, 2)]
         method = METHOD
-    current = _evaluation_is_current(folder, checkpoints, settings, method)
+    current = evaluation_is_current(folder, checkpoints, settings, method)
     if current is not None:
         logger.info("ablation: %s %s evaluation is current (%s); reused", model.name, stage, folder)
         return current
@@ -260,7 +248,7 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     configuration = configuration or get_method(METHOD).default_configuration(device)
     get_configuration(plans, configuration)  # a clear error for an unknown configuration, before any training
-    models = resolve_models(groups, dataset_name, plans, configuration, fold, seeds)
+    models = resolve_models(codebrain_groups(groups), dataset_name, plans, configuration, fold, seeds)
     unique = list({model.folder: model for model in models.values()}.values())
     logger.info("ablation groups %s, %d seed(s): %d model(s): %s", ", ".join(g.name for g in groups), seeds,
                 len(unique), ", ".join(f"{m.name} (stage {'+'.join(map(str, m.stages))})" for m in unique))
@@ -279,8 +267,19 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     meta = {"dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
             "iterations_requested": iterations, "trained_now": trained, "seeds": seeds,
             "base_seed": training_options.get("seed")}  # None: run_training's default
-    tables = [report.group_table(group, {(row.label, stage): results[(row.variant, stage,
-                                                                      row.fc_input if stage == "rec" else "masked")]
-                                         for row in group.rows for stage in group.stages}) for group in groups]
+    tables = []
+    for group in groups:
+        if group.method == "codebrain":
+            table = report.group_table(group, {(row.label, stage): results[(row.variant, stage,
+                                                                            row.fc_input if stage == "rec" else "masked")]
+                                               for row in group.rows for stage in group.stages})
+        else:
+            rows, note, trained_now = run_copedit_group(group, dataset_name, fold, configuration, seeds, iterations,
+                                                        device, cases, evaluation_slices, batch_size,
+                                                        **training_options)
+            trained.update(trained_now)
+            table = report.group_table(group, rows)
+            table["note"] += note
+        tables.append(table)
     report.write_report(out_dir, tables, meta)
     return out_dir

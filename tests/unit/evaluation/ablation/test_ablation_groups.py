@@ -16,9 +16,9 @@ from evaluation.ablation.groups import (
 
 def test_groups_map_to_the_papers_rows_and_training_options() -> None:
     assert list(GROUPS) == ["rec_fc", "grading", "loss", "quantiser", "condition", "weights", "variant", "dim",
-                            "fc_control"]
+                            "fc_control", "copedit_prompts"]
     options = {name: [(row.label, row.variant.as_options()) for row in group.rows]
-               for name, group in GROUPS.items()}
+               for name, group in GROUPS.items() if group.method == "codebrain"}
     none = {"ablation": "none", "loss_weights": None, "variant": "cvpr", "code_dim": None}
     assert options["rec_fc"] == [("w/o F_c", {**none, "ablation": "no_fc"}), ("w/ F_c", none)]
     assert options["grading"] == [("w/ Cls.", {**none, "ablation": "cls"}), ("w/ Grad.", none)]
@@ -37,7 +37,8 @@ def test_groups_map_to_the_papers_rows_and_training_options() -> None:
     assert {n: (g.stages, g.layout) for n, g in GROUPS.items()} == {
         "rec_fc": (("rec",), "metrics"), "grading": (("imp",), "metrics"), "loss": (("rec",), "metrics"),
         "quantiser": (("rec",), "metrics"), "condition": (("rec", "imp"), "psnr"), "weights": (("rec",), "psnr"),
-        "variant": (("rec", "imp"), "metrics"), "dim": (("rec", "imp"), "psnr"), "fc_control": (("rec",), "metrics")}
+        "variant": (("rec", "imp"), "metrics"), "dim": (("rec", "imp"), "psnr"), "fc_control": (("rec",), "metrics"),
+        "copedit_prompts": (("imp",), "metrics")}
     # the published IXI figures the tables show beside ours
     assert GROUPS["rec_fc"].row("w/ F_c").paper == {"rec": (34.32, 95.94, 10.65)}
     assert GROUPS["grading"].row("w/ Cls.").paper == {"imp": (29.24, 92.83, 18.00)}
@@ -57,8 +58,8 @@ def test_needed_stages_and_evaluations_share_the_plain_method() -> None:
 
 def test_unknown_or_empty_group_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match=r"unknown ablation group\(s\) 'fc', 'grade'; known groups: rec_fc, "
-                                         r"grading, loss, quantiser, condition, weights, variant, dim, fc_control "
-                                         r"\(or all\)"):
+                                         r"grading, loss, quantiser, condition, weights, variant, dim, fc_control, "
+                                         r"copedit_prompts \(or all\)"):
         parse_groups("rec_fc,fc,grade")
     with pytest.raises(ValueError, match="no ablation group selected"):
         parse_groups(" , ")
