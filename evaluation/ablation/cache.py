@@ -8,8 +8,9 @@ from codebrain_seg.io import read_json
 
 
 def evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: dict[str, Any],
-                           method: str) -> dict[str, Any] | None:
-    """The evaluation's summary when it is newer than every checkpoint and made with ``settings``, else None."""
+                          methods: Sequence[str]) -> dict[str, Any] | None:
+    """The evaluation's summary when it is newer than every checkpoint, made with ``settings`` and scored every one
+    of ``methods`` (paper protocol, whole image), else None."""
     path = folder / "summary.json"
     if not path.is_file():
         return None
@@ -19,6 +20,7 @@ def evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: d
     summary = read_json(path)
     if any(summary.get(key) != value for key, value in settings.items()):
         return None
-    if method not in summary.get("summary", {}).get("paper", {}).get("image", {}):
+    scored = summary.get("summary", {}).get("paper", {}).get("image", {})
+    if any(method not in scored for method in methods):
         return None
     return summary

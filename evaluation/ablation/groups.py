@@ -8,7 +8,8 @@ A **group** is one of the papers' ablation tables or figures; its **rows** are s
   (the papers' "Rec." rows, an upper bound; needs Stage I only);
 * ``imp`` — imputation (Stage II predicts the code from the masked stack; the papers' "Imp." rows).
 
-A row may also ask for the F_c-reliance diagnostic (``fc_input='zeros'``: its model's oracle-code reconstruction
+A row may also ask for the best instead of the final checkpoint (``checkpoint='best'``, Rec. only), or for the
+F_c-reliance diagnostic (``fc_input='zeros'``: its model's oracle-code reconstruction
 with F_c computed from zeros, :mod:`evaluation.ablation.reconstruction`); it reuses the model of the row it probes.
 
 Both are scored with the paper protocol (middle slices, whole image, PSNR / SSIM x100 / MAE x1000, O->O, M->O
@@ -37,6 +38,7 @@ LAYOUTS = ("metrics", "psnr")
 CODE_DIMS = (4, 5, 6, 7)
 # Where the Rec. scoring takes F_c from (evaluation.ablation.reconstruction.FC_INPUTS).
 FC_INPUTS = ("masked", "zeros")
+CHECKPOINTS = ("final", "best")  # which Stage I checkpoint a Rec. row scores
 
 
 # One trained model: the run_training switches that select it (defaults = the CVPR method as planned).
@@ -53,10 +55,17 @@ class Row:
     paper: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     fc_input: str = "masked"
+    checkpoint: str = "final"
 
     def __post_init__(self) -> None:
         if self.fc_input not in FC_INPUTS:
             raise InputError(f"row {self.label!r}: fc_input must be one of {FC_INPUTS}, got {self.fc_input!r}")
+        if self.checkpoint not in CHECKPOINTS:
+            raise InputError(f"row {self.label!r}: checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}")
+
+    def scoring(self, stage: str) -> tuple[str, str]:
+        """``(F_c input, checkpoint)`` the row is scored with on ``stage`` (Stage II imputation: the defaults)."""
+        return (self.fc_input, self.checkpoint) if stage == "rec" else ("masked", "final")
 
 
 @dataclass(frozen=True)
@@ -171,19 +180,26 @@ GROUPS: dict[str, Group] = {group.name: group for group in (
            Row("w/ F_c", PLAIN, paper={"rec": (34.32, 95.94, 10.65)}),
            Row("blank F_c", Variant(ablation="fc_blank")),
            Row("w/ F_c, balanced fusion init", Variant(ablation="fc_balanced")),
-           Row("w/ F_c, F_c of zeros at test", PLAIN, fc_input="zeros")),
+           Row("w/ F_c, F_c of zeros at test", PLAIN, fc_input="zeros"),
+           Row("w/o F_c, best checkpoint", Variant(ablation="no_fc"), checkpoint="best"),
+           Row("w/ F_c, best checkpoint", PLAIN, checkpoint="best"),
+           Row("blank F_c, best checkpoint", Variant(ablation="fc_blank"), checkpoint="best")),
           claims=(Claim("rec", "w/ F_c", ("w/o F_c",), "with F_c > without in reconstruction (the papers' claim)"),
                   Claim("rec", "w/ F_c", ("blank F_c",),
                         "the content of F_c, not its extra parameters, makes the gain: with F_c > blank F_c"),
                   Claim("rec", "w/ F_c, balanced fusion init", ("w/o F_c",),
                         "the gain survives a fusion init that gives the codes the no-F_c scale"),
                   Claim("rec", "w/ F_c", ("w/ F_c, F_c of zeros at test",),
-                        "the trained decoder uses F_c: F_c of the masked stack > F_c of zeros")),
+                        "the trained decoder uses F_c: F_c of the masked stack > F_c of zeros"),
+                  Claim("rec", "w/ F_c, best checkpoint", ("w/o F_c, best checkpoint",),
+                        "with F_c > without at the best checkpoints too")),
           note="blank F_c has the F_c model's architecture, parameter count and initial weights (same seed), but "
                "its common encoder reads zeros in training and inference. The balanced fusion init rescales the "
                "decoder's 1x1 fusion weights of the code channels by sqrt((d + f) / d) at init (f = F_c channels), "
                "the scale they have without F_c. The last row decodes the w/ F_c model's oracle codes with F_c of "
-               "an all-zero stack (no training). Rec. scores the missing sequences, as the papers."),
+               "an all-zero stack (no training). The best-checkpoint rows score checkpoint_best.pth (picked on the "
+               "fold's validation cases: optimistic on them, equally for each arm). Rec. scores the missing "
+               "sequences, as the papers; the details give the given sequences' PSNR too."),
     Group("copedit_prompts", "CoPeDiT: learned completeness prompts vs binary mask codes (imputation)",
           "CoPeDiT Table 4 ('w/ Mask Codes' vs 'CoPeDiT')", ("imp",),
           (Row("w/ Mask Codes", "mask"),
@@ -237,12 +253,11 @@ def needed_stages(groups: Sequence[Group]) -> dict[Variant, tuple[int, ...]]:
     return {variant: tuple(sorted(needed[variant])) for variant in order}
 
 
-def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str, str]]:
-    """Every (variant, stage, F_c input) to score, each once (the F_c input is ``'masked'`` but for the
-    diagnostic rows, which score Rec. only)."""
-    scorings: dict[tuple[Variant, str, str], None] = {}
+def evaluations(groups: Sequence[Group]) -> list[tuple[Variant, str, str, str]]:
+    """Every (variant, stage, F_c input, checkpoint) to score, each once (:meth:`Row.scoring`)."""
+    scorings: dict[tuple[Variant, str, str, str], None] = {}
     for group in codebrain_groups(groups):
         for row in group.rows:
             for stage in group.stages:
-                scorings[(row.variant, stage, row.fc_input if stage == "rec" else "masked")] = None
+                scorings[(row.variant, stage, *row.scoring(stage))] = None
     return list(scorings)

@@ -110,7 +110,7 @@ def evaluate_arm(dataset_name: str, fold: int, evaluation_configuration: str, fo
                 else get_configuration(plans, evaluation_configuration)["evaluation_slices"])
     checkpoints = [stage_one / "checkpoint_final.pth", stage_dir(fold_dir, 2) / "checkpoint_final.pth"]
     settings = {"cases": cases, "evaluation_slices": count, "patterns": all_patterns(len(plans["channel_names"]))}
-    summary = evaluation_is_current(folder, checkpoints, settings, method)
+    summary = evaluation_is_current(folder, checkpoints, settings, (method,))
     if summary is None:
         evaluate_imputation(dataset_name, fold, evaluation_configuration, cases, protocols=["paper"],
                             methods=[method], device=device, batch_size=batch_size, output_dir=folder,

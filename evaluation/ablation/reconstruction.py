@@ -12,9 +12,14 @@ all-zero stack instead of the masked one: how much the trained decoder uses F_c 
 scored into ``reconstruction_eval/<cases>-fc_zeros/`` (:func:`evaluation_tag`); :func:`fc_reliance` is its
 in-memory form for one model and a few slices.
 
+Besides the missing sequences (method ``oracle``, the papers' figure), the **given** sequences are scored too
+(method ``oracle_given``: how well Stage I rebuilds what it was shown), so an arm that buys a better missing-sequence
+score with worse given ones shows it. ``checkpoint='best'`` scores ``checkpoint_best.pth`` (picked on the fold's
+validation cases, so optimistic on ``cases='val'``, equally for every arm) into ``<cases>-best/``.
+
 Outputs, in ``<model>/fold_F/reconstruction_eval/<cases>/``: ``scores_paper.csv`` (one row per slice),
-``pairs.csv``, ``summary.csv``, ``summary.json`` (same layout as the imputation harness's, method ``oracle``) and
-``tables.md``.
+``pairs.csv``, ``summary.csv``, ``summary.json`` (same layout as the imputation harness's, methods ``oracle`` and
+``oracle_given``) and ``tables.md``.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ from trainers.stage2 import load_stage_one as load_generator
 logger = logging.getLogger(__name__)
 
 METHOD = "oracle"
+GIVEN_METHOD = "oracle_given"  # the same decoding scored on the given sequences
+CHECKPOINTS = ("final", "best")
 DEFAULT_BATCH = 8
 FC_INPUTS = ("masked", "zeros")
 
@@ -59,24 +66,34 @@ def check_fc_input(fc_input: str) -> str:
     return fc_input
 
 
-def evaluation_tag(cases: str, fc_input: str = "masked") -> str:
+def check_checkpoint(checkpoint: str) -> str:
+    """``checkpoint`` if it is ``'final'`` or ``'best'``; InputError otherwise."""
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    return checkpoint
+
+
+def evaluation_tag(cases: str, fc_input: str = "masked", checkpoint: str = "final") -> str:
     """Folder name of a reconstruction evaluation: ``val``, ``test`` or the cases folder's name, plus ``-fc_zeros``
-    for the F_c-reliance diagnostic."""
+    for the F_c-reliance diagnostic and ``-best`` for the best checkpoint."""
     tag = cases if cases in ("val", "test") else Path(cases).name
-    return tag + ("-fc_zeros" if check_fc_input(fc_input) == "zeros" else "")
+    tag += "-fc_zeros" if check_fc_input(fc_input) == "zeros" else ""
+    return tag + ("-best" if check_checkpoint(checkpoint) == "best" else "")
 
 
-def load_stage_one(stage1_dir: Path, device: str = "cpu") -> tuple[StageOneModel, dict[str, Any]]:
-    """The Stage I generator of ``stage1_dir/checkpoint_final.pth`` (eval mode) and its provenance.
+def load_stage_one(stage1_dir: Path, device: str = "cpu", checkpoint: str = "final"
+                   ) -> tuple[StageOneModel, dict[str, Any]]:
+    """The Stage I generator of ``stage1_dir/checkpoint_<checkpoint>.pth`` (eval mode) and its provenance.
 
     Raises:
-        FileNotFoundError: the stage is not finished.
+        FileNotFoundError: the stage is not finished (or, for ``best``, never validated).
         ValueError: the file is not a CodeBrain Stage I checkpoint.
     """
-    path = Path(stage1_dir) / "checkpoint_final.pth"
+    path = Path(stage1_dir) / f"checkpoint_{check_checkpoint(checkpoint)}.pth"
     if not path.is_file():
-        raise MissingFileError(f"no finished Stage I in {stage1_dir} ({path.name} is missing): train it with "
-                                "codebrain_train --stage 1")
+        raise MissingFileError(f"no {checkpoint} Stage I checkpoint in {stage1_dir} ({path.name} is missing): train "
+                               "it with codebrain_train --stage 1" + (" (the best one is written at validations)"
+                                                                      if checkpoint == "best" else ""))
     model, state = load_generator(path, torch.device(device))
     info = {"checkpoint": str(path), "stage1_iteration": state.get("iteration"),
             "configuration": state.get("configuration_name"), "network_config": state["network_config"]}
@@ -148,7 +165,8 @@ def fc_reliance(model: StageOneModel, full: np.ndarray, patterns: Sequence[str] 
 def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, stage1_dir: Path,
                             output_dir: Path, cases: str = "val", device: str = "cpu",
                             batch_size: int | None = None, evaluation_slices: int | None = None,
-                            patterns: Sequence[str] | None = None, fc_input: str = "masked") -> Path:
+                            patterns: Sequence[str] | None = None, fc_input: str = "masked",
+                            checkpoint: str = "final") -> Path:
     """Score the oracle-code reconstruction of a Stage I model on every pattern; writes the outputs (module
     docstring) to ``output_dir`` and returns it.
 
@@ -165,6 +183,7 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         patterns: subset of the ``2^C - 2`` patterns (default all).
         fc_input: ``'masked'`` (default) or ``'zeros'`` (the F_c-reliance diagnostic, module docstring); recorded
             in ``summary.json`` as ``fc_input`` when not the default.
+        checkpoint: ``'final'`` (default) or ``'best'``; recorded as ``checkpoint`` when not the default.
     """
     check_fc_input(fc_input)
     dataset_name = paths.resolve_dataset(dataset)
@@ -175,7 +194,7 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         raise InputError(f"evaluation_slices must be >= 1, got {evaluation_slices}")
     names = list(plans["channel_names"])
     patterns = list(patterns) if patterns else all_patterns(len(names))
-    model, info = load_stage_one(stage1_dir, device)
+    model, info = load_stage_one(stage1_dir, device, checkpoint)
     if model.config.in_channels != len(names):
         raise InputError(f"{stage1_dir} was trained on {model.config.in_channels} sequences, the dataset has "
                          f"{len(names)}")
@@ -191,10 +210,11 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         for pattern in patterns:
             available = np.array(parse_pattern(pattern))
             output = reconstruct(model, full, available, int(batch_size or DEFAULT_BATCH), fc_input)
-            for channel in np.flatnonzero(~available):
+            for channel in range(len(names)):  # the missing ones (the papers' figure), then the given ones
                 scores = slice_metrics(output[channel], full[channel])
+                method = GIVEN_METHOD if available[channel] else METHOD
                 for position, slice_index in enumerate(scored):
-                    rows.append({"method": METHOD, "case": case.case_id, "pattern": pattern, "protocol": "paper",
+                    rows.append({"method": method, "case": case.case_id, "pattern": pattern, "protocol": "paper",
                                  "region": "image", "missing": names[channel], "slice": int(slice_index),
                                  **{k: float(v[position]) for k, v in scores.items()}})
     summary = summarise(rows)
@@ -213,5 +233,6 @@ def evaluate_reconstruction(dataset: str | int, fold: int, configuration: str, s
         "case_ids": [case.case_id for case in case_files], "protocols": ["paper"], "patterns": patterns,
         "channel_names": names, "evaluation_slices": count, "methods": {METHOD: {"model": info}},
         "summary": summary, **({"fc_input": fc_input} if fc_input != "masked" else {}),
+        **({"checkpoint": checkpoint} if checkpoint != "final" else {}),
     })
     return output_dir

@@ -103,6 +103,8 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any] | Se
             first, summaries = seeds[0], [result["summary"] for result in seeds]
             scores = {metric: _metric_scopes(summaries, metric) for metric in METRICS}
             paper = row.paper.get(stage)
+            given = [result.get("given") for result in seeds]
+            given_score = arm_score([g["overall"]["psnr"] for g in given]) if all(given) else None
             rows.append({
                 "stage": stage, "stage_label": STAGE_LABELS[stage], "setting": row.label, **row.extra,
                 "model": first.get("model"), "iterations": first.get("iterations", {}),
@@ -111,6 +113,8 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any] | Se
                 "paper_ixi": dict(zip(METRICS, paper)) if paper else None,
                 "evaluation": first.get("evaluation"),
                 "seeds": len(seeds), "spread": {metric: scores[metric][1] for metric in METRICS},
+                # Rec. rows: the same decoding scored on the given sequences (mean over pairs, and its SD)
+                "given_psnr": None if given_score is None else {"mean": given_score.mean, "sd": given_score.spread},
                 "per_seed": [{"seed_index": result.get("seed_index", index), "model": result.get("model"),
                               "iterations": result.get("iterations", {}),
                               "psnr_mean": (result["summary"].get("overall") or {}).get("psnr"),
@@ -215,13 +219,16 @@ def markdown(table: dict[str, Any]) -> str:
     lines += ["", _seeds_line(table)]
     lines += ["", "Details (mean = unweighted mean over all (pattern, missing sequence) pairs; O->O = one given "
               "sequence, M->O = two or more):", ""]
+    with_given = any(r.get("given_psnr") for r in rows)
     header = ["Stages", "Settings", "model", "iterations (I / II)", "cases", "seeds"]
     header += [f"{m.upper()} {scope}" for m in METRICS for scope in ("O->O", "M->O", "mean")]
+    header += ["PSNR of the given sequences"] if with_given else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["stage_label"], row["setting"], _model_cell(row), _iterations(row["iterations"]),
                  str(row["cases"]), str(row.get("seeds", 1))]
         cells += [_cell(row, m, scope) for m in METRICS for scope in ("O->O", "M->O", "mean")]
+        cells += [_given_cell(row.get("given_psnr"))] if with_given else []
         lines.append("| " + " | ".join(cells) + " |")
     if table["claims"]:
         lines += ["", "The paper's claims on these numbers (PSNR, mean):", ""]
@@ -229,6 +236,12 @@ def markdown(table: dict[str, Any]) -> str:
     if table["note"]:
         lines += ["", f"Note: {table['note']}"]
     return "\n".join(lines) + "\n"
+
+
+def _given_cell(given: dict[str, float | None] | None) -> str:
+    if not given:
+        return "-"
+    return _number(given["mean"]) + ("" if given["sd"] is None else f" ± {given['sd']:.2f}")
 
 
 def _claim_line(claim: dict[str, Any]) -> str:
@@ -274,6 +287,8 @@ def csv_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
         for metric in METRICS:
             for scope in SCOPES:
                 entry[f"{metric}_{CSV_SCOPES[scope]}_sd"] = row.get("spread", {}).get(metric, {}).get(scope)
+        given = row.get("given_psnr") or {}
+        entry["given_psnr_mean"], entry["given_psnr_mean_sd"] = given.get("mean"), given.get("sd")
         entry["verdicts"] = _csv_verdicts(table, row["setting"], row["stage"])
         flat.append(entry)
     return flat

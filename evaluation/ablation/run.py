@@ -50,8 +50,8 @@ from evaluation.ablation.groups import (
     parse_groups,
 )
 from evaluation.ablation.prompts import run_copedit_group
+from evaluation.ablation.reconstruction import GIVEN_METHOD, evaluate_reconstruction, evaluation_tag
 from evaluation.ablation.reconstruction import METHOD as ORACLE_METHOD
-from evaluation.ablation.reconstruction import evaluate_reconstruction, evaluation_tag
 from evaluation.imputation.aggregate import all_patterns
 from evaluation.imputation.evaluate import evaluate_imputation
 from planners.experiment_planner import get_configuration
@@ -149,10 +149,12 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
 
 def evaluate_model(dataset_name: str, fold: int, configuration: str, model: TrainedModel, stage: str,
                    cases: str = "val", device: str = "cpu", evaluation_slices: int | None = None,
-                   batch_size: int | None = None, fc_input: str = "masked") -> dict[str, Any]:
+                   batch_size: int | None = None, fc_input: str = "masked", checkpoint: str = "final"
+                   ) -> dict[str, Any]:
     """Score one model on ``rec`` or ``imp`` (paper protocol), reusing a current evaluation; returns its summary.
 
-    ``fc_input='zeros'`` (``rec`` only) is the F_c-reliance diagnostic, scored into its own folder.
+    ``fc_input='zeros'`` (``rec`` only) is the F_c-reliance diagnostic and ``checkpoint='best'`` (``rec`` only)
+    scores the best Stage I checkpoint, each into its own folder.
     """
     plans = load_plans(paths.preprocessed_root() / dataset_name)
     count = int(evaluation_slices if evaluation_slices is not None
@@ -162,20 +164,24 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
         if stage != "rec":
             raise InputError(f"the F_c input can only be changed for Stage I reconstruction, not {stage!r}")
         settings["fc_input"] = fc_input  # today's evaluations carry no such key, so it is only checked here
-    folder = _evaluation_dir(model, stage, cases, fc_input)
+    if checkpoint != "final":
+        if stage != "rec":
+            raise InputError(f"only Stage I reconstruction scores the best checkpoint, not {stage!r}")
+        settings["checkpoint"] = checkpoint
+    folder = _evaluation_dir(model, stage, cases, fc_input, checkpoint)
     if stage == "rec":
-        checkpoints = [model.stage_dirs[1] / "checkpoint_final.pth"]
-        method = ORACLE_METHOD
+        checkpoints = [model.stage_dirs[1] / f"checkpoint_{checkpoint}.pth"]
+        methods = (ORACLE_METHOD, GIVEN_METHOD)  # an evaluation from before the given sequences were scored is redone
     else:
         checkpoints = [model.stage_dirs[k] / "checkpoint_final.pth" for k in (1, 2)]
-        method = METHOD
-    current = evaluation_is_current(folder, checkpoints, settings, method)
+        methods = (METHOD,)
+    current = evaluation_is_current(folder, checkpoints, settings, methods)
     if current is not None:
         logger.info("ablation: %s %s evaluation is current (%s); reused", model.name, stage, folder)
         return current
     if stage == "rec":
         evaluate_reconstruction(dataset_name, fold, configuration, model.stage_dirs[1], folder, cases, device,
-                                batch_size, count, fc_input=fc_input)
+                                batch_size, count, fc_input=fc_input, checkpoint=checkpoint)
     else:
         # The model folder is selected by the same switches (and seed) that trained it.
         evaluate_imputation(dataset_name, fold, configuration, cases, protocols=["paper"], methods=[METHOD],
@@ -185,10 +191,11 @@ def evaluate_model(dataset_name: str, fold: int, configuration: str, model: Trai
     return read_json(folder / "summary.json")
 
 
-def _evaluation_dir(model: TrainedModel, stage: str, cases: str, fc_input: str = "masked") -> Path:
+def _evaluation_dir(model: TrainedModel, stage: str, cases: str, fc_input: str = "masked",
+                    checkpoint: str = "final") -> Path:
     """``<model>/fold_F/{reconstruction,imputation}_eval/<cases>`` (the diagnostic: ``<cases>-fc_zeros``)."""
     if stage == "rec":
-        return model.folder / "reconstruction_eval" / evaluation_tag(cases, fc_input)
+        return model.folder / "reconstruction_eval" / evaluation_tag(cases, fc_input, checkpoint)
     tag = cases if cases in ("val", "test") else Path(cases).name
     return model.folder / "imputation_eval" / tag
 
@@ -200,7 +207,9 @@ def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder
     iterations = {"stage1": info.get("stage1_iteration")}
     if stage == "imp":
         iterations["stage2"] = info.get("stage2_iteration")
-    return {"summary": summary["summary"]["paper"]["image"][method], "model": model.name,
+    scored = summary["summary"]["paper"]["image"]
+    return {"summary": scored[method], "model": model.name,
+            "given": scored.get(GIVEN_METHOD) if stage == "rec" else None,
             "iterations": iterations, "cases": len(summary.get("case_ids", [])),
             "evaluation": str(folder), "seed_index": model.variant.seed_index}
 
@@ -255,13 +264,14 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     trained = train_models(dataset_name, fold, configuration, unique, iterations, device, **training_options)
     eval_device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
     results: dict[tuple[Variant, str, str], list[dict[str, Any]]] = {}
-    for variant, stage, fc_input in evaluations(groups):
+    for variant, stage, fc_input, checkpoint in evaluations(groups):
         for seed_index in range(seeds):
             model = models[seeded(variant, seed_index)]
             summary = evaluate_model(dataset_name, fold, configuration, model, stage, cases, eval_device,
-                                     evaluation_slices, batch_size, fc_input)
-            folder = _evaluation_dir(model, stage, cases, fc_input)
-            results.setdefault((variant, stage, fc_input), []).append(_row_result(model, stage, summary, folder))
+                                     evaluation_slices, batch_size, fc_input, checkpoint)
+            folder = _evaluation_dir(model, stage, cases, fc_input, checkpoint)
+            results.setdefault((variant, stage, fc_input, checkpoint), []).append(
+                _row_result(model, stage, summary, folder))
     out_dir = Path(output_dir) if output_dir else ablation_folder(dataset_name, plans["plans_name"], configuration,
                                                                    fold, cases)
     meta = {"dataset": dataset_name, "fold": fold, "configuration": configuration, "cases": cases,
@@ -270,8 +280,7 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     tables = []
     for group in groups:
         if group.method == "codebrain":
-            table = report.group_table(group, {(row.label, stage): results[(row.variant, stage,
-                                                                            row.fc_input if stage == "rec" else "masked")]
+            table = report.group_table(group, {(row.label, stage): results[(row.variant, stage, *row.scoring(stage))]
                                                for row in group.rows for stage in group.stages})
         else:
             rows, note, trained_now = run_copedit_group(group, dataset_name, fold, configuration, seeds, iterations,

@@ -83,6 +83,12 @@ def test_command_trains_evaluates_tabulates_and_reuses(project: SimpleNamespace,
         assert {m: row[m]["mean"] for m in ("psnr", "ssim", "mae")} == overall
         assert row["iterations"]["stage1"] == 2 and row["num_pairs"] == 28 and row["cases"] == 1
         assert 0 < row["psnr"]["mean"] < 100 and 0 <= row["mae"]["mean"] <= 1000
+        if stage == "rec":  # the given sequences are scored too, beside the missing ones (28 pairs each)
+            given = evaluation["summary"]["paper"]["image"]["oracle_given"]["overall"]
+            assert evaluation["summary"]["paper"]["image"]["oracle_given"]["num_pairs"] == 28
+            assert row["given_psnr"] == {"mean": given["psnr"], "sd": None}
+        else:
+            assert row["given_psnr"] is None
     assert next(r for r in tables["grading"]["rows"] if r["setting"] == "w/ Cls.")["iterations"] == {
         "stage1": 2, "stage2": 2}
     for table in tables.values():  # each verdict is the comparison of the overall PSNRs of the table's rows

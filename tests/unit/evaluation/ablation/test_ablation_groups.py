@@ -48,8 +48,9 @@ def test_groups_map_to_the_papers_rows_and_training_options() -> None:
 def test_needed_stages_and_evaluations_share_the_plain_method() -> None:
     groups = parse_groups("rec_fc,grading")
     assert needed_stages(groups) == {PLAIN: (1, 2), Variant(ablation="no_fc"): (1,), Variant(ablation="cls"): (1, 2)}
-    assert evaluations(groups) == [(Variant(ablation="no_fc"), "rec", "masked"), (PLAIN, "rec", "masked"),
-                                   (Variant(ablation="cls"), "imp", "masked"), (PLAIN, "imp", "masked")]
+    assert evaluations(groups) == [(Variant(ablation="no_fc"), "rec", "masked", "final"),
+                                   (PLAIN, "rec", "masked", "final"), (Variant(ablation="cls"), "imp", "masked", "final"),
+                                   (PLAIN, "imp", "masked", "final")]
     # reconstruction-only groups never ask for Stage II
     assert set(needed_stages(parse_groups(["loss", "weights"])).values()) == {(1,)}
     assert [g.name for g in parse_groups(None)] == list(GROUPS) == [g.name for g in parse_groups("all")]

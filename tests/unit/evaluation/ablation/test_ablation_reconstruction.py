@@ -40,3 +40,7 @@ def test_the_diagnostic_is_scored_into_its_own_folder() -> None:
     assert evaluation_tag("val") == "val" and evaluation_tag("test", "masked") == "test"
     assert evaluation_tag("val", "zeros") == "val-fc_zeros" and evaluation_tag("/data/held_out", "zeros") == \
         "held_out-fc_zeros"
+    assert evaluation_tag("val", checkpoint="best") == "val-best"
+    assert evaluation_tag("val", "zeros", "best") == "val-fc_zeros-best"
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        evaluation_tag("val", checkpoint="latest")

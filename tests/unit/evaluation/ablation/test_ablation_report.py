@@ -15,6 +15,7 @@ from evaluation.ablation import report
 from evaluation.ablation.groups import (
     GROUPS,
 )
+from evaluation.ablation.verdicts import UNRESOLVED
 from evaluation.imputation.aggregate import all_patterns, parse_pattern, summarise
 
 CONFIG = TINY_DEMO_CONFIGURATION
@@ -191,11 +192,22 @@ def test_seeds_give_mean_and_spread_and_seed_aware_verdicts(tmp_path: Path) -> N
 def test_fc_control_group_reports_every_arm_and_its_claims() -> None:
     group = GROUPS["fc_control"]
     values = {"w/o F_c": [29.0, 29.1], "w/ F_c": [31.0, 31.2], "blank F_c": [29.2, 29.0],
-              "w/ F_c, balanced fusion init": [31.1, 31.0], "w/ F_c, F_c of zeros at test": [20.0, 21.0]}
-    table = report.group_table(group, _seeded(values))
+              "w/ F_c, balanced fusion init": [31.1, 31.0], "w/ F_c, F_c of zeros at test": [20.0, 21.0],
+              "w/o F_c, best checkpoint": [29.5, 29.3], "w/ F_c, best checkpoint": [29.6, 29.4],
+              "blank F_c, best checkpoint": [29.0, 29.1]}
+    results = _seeded(values)
+    for seed in results[("w/ F_c", "rec")]:  # the given sequences' scores of a Rec. row
+        seed["given"] = {"overall": {"psnr": 35.0 + seed["seed_index"]}}
+    table = report.group_table(group, results)
     assert [r["setting"] for r in table["rows"]] == list(values)
     assert [(c["better"], c["worse"], c["verdict"]) for c in table["claims"]] == [
         ("w/ F_c", ["w/o F_c"], "yes"), ("w/ F_c", ["blank F_c"], "yes"),
-        ("w/ F_c, balanced fusion init", ["w/o F_c"], "yes"), ("w/ F_c", ["w/ F_c, F_c of zeros at test"], "yes")]
+        ("w/ F_c, balanced fusion init", ["w/o F_c"], "yes"), ("w/ F_c", ["w/ F_c, F_c of zeros at test"], "yes"),
+        ("w/ F_c, best checkpoint", ["w/o F_c, best checkpoint"], UNRESOLVED)]  # +0.1 dB, SD 0.14
+    given = {r["setting"]: r["given_psnr"] for r in table["rows"]}
+    assert given["w/ F_c"] == {"mean": 35.5, "sd": pytest.approx(0.7071, abs=1e-4)} and given["w/o F_c"] is None
+    text = report.markdown(table)
+    assert "PSNR of the given sequences" in text and "35.50 ± 0.71" in text
+    assert group.row("w/ F_c, best checkpoint").checkpoint == "best"
     assert group.row("w/ F_c, F_c of zeros at test").fc_input == "zeros"
     assert group.row("w/ F_c, F_c of zeros at test").variant == group.row("w/ F_c").variant  # no training

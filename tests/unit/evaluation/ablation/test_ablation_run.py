@@ -103,7 +103,12 @@ def test_fc_control_group_trains_the_controls_and_probes_the_plain_model(tmp_pat
         "CodeBrain-fc_blank-seed1", "CodeBrain-no_fc", "CodeBrain-no_fc-seed1", "CodeBrain-seed1"]
     assert all(m.stages == (1,) for m in models.values())  # reconstruction only: no Stage II
     scorings = evaluations(groups)
-    assert (PLAIN, "rec", "masked") in scorings and (PLAIN, "rec", "zeros") in scorings and len(scorings) == 5
+    assert (PLAIN, "rec", "masked", "final") in scorings and (PLAIN, "rec", "zeros", "final") in scorings
+    # the best checkpoints of the three trained-for-the-claim arms, scored into their own folders
+    assert {v.ablation for v, _, _, checkpoint in scorings if checkpoint == "best"} == {"none", "no_fc", "fc_blank"}
+    assert len(scorings) == 8
+    best = run._evaluation_dir(models[PLAIN], "rec", "val", "masked", "best")
+    assert best == models[PLAIN].folder / "reconstruction_eval" / "val-best"
     diagnostic = run._evaluation_dir(models[run.seeded(PLAIN, 1)], "rec", "val", "zeros")
     assert diagnostic == models[run.seeded(PLAIN, 1)].folder / "reconstruction_eval" / "val-fc_zeros"
     assert run._evaluation_dir(models[PLAIN], "rec", "val") == models[PLAIN].folder / "reconstruction_eval" / "val"
