@@ -10,7 +10,7 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
-from codebrain_seg.cli.train import add_variant_arguments
+from codebrain_seg.cli.variant_arguments import add_variant_arguments
 from codebrain_seg.run.model_sharing import SHAREABLE, export_model
 
 PROG = "codebrain_export_model"

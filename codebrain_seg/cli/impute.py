@@ -10,7 +10,7 @@ import sys
 from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
-from codebrain_seg.cli.train import add_variant_arguments
+from codebrain_seg.cli.variant_arguments import add_variant_arguments
 from codebrain_seg.errors import InputError
 from codebrain_seg.run import imputation
 from codebrain_seg.run.imputation import impute_folder

@@ -14,12 +14,9 @@ from typing import Any, Callable, Mapping
 from codebrain_seg.device import uses_gpu
 from codebrain_seg.errors import InputError, UnknownNameError
 from codebrain_seg.inference.baselines import MeanOfAvailable, ZeroFill
-from codebrain_seg.inference.codebrain import CodeBrainImputer
-from codebrain_seg.inference.copedit import CoPeDiTImputer, resolve_configuration
-from codebrain_seg.inference.copedit_slices import CoPeDiTSliceImputer
-from codebrain_seg.inference.regression import RegressionImputer
 from codebrain_seg.inference.request import ImputationContext, Imputer
 from codebrain_seg.inference.slice_baselines import LinearSlices, NearestSlices, SliceImputer, ZeroSlices
+from codebrain_seg.lazy import Lazy
 from codebrain_seg.results_layout import METHOD_FOLDERS
 from codebrain_seg.variants import (
     CODEBRAIN_ABLATIONS,
@@ -27,11 +24,20 @@ from codebrain_seg.variants import (
     COPEDIT_ABLATIONS,
     COPEDIT_SHARED_STAGES,
 )
-from trainers.copedit.stage1 import CoPeVAETrainer
-from trainers.copedit.stage2 import MDiT3DTrainer
-from trainers.regression import RegressionTrainer
-from trainers.stage1 import CodeBrainStageOneTrainer
-from trainers.stage2 import CodeBrainStageTwoTrainer
+
+# The learned methods' imputers and trainers are imported when first built (codebrain_seg.lazy): a command that
+# imputes with CodeBrain need not load CoPeDiT's networks nor any trainer. The targets are the modules this layer
+# may import (inference below it, trainers beside it).
+CodeBrainImputer = Lazy("codebrain_seg.inference.codebrain:CodeBrainImputer")
+CoPeDiTImputer = Lazy("codebrain_seg.inference.copedit:CoPeDiTImputer")
+resolve_configuration = Lazy("codebrain_seg.inference.copedit:resolve_configuration")
+CoPeDiTSliceImputer = Lazy("codebrain_seg.inference.copedit_slices:CoPeDiTSliceImputer")
+RegressionImputer = Lazy("codebrain_seg.inference.regression:RegressionImputer")
+CoPeVAETrainer = Lazy("trainers.copedit.stage1:CoPeVAETrainer")
+MDiT3DTrainer = Lazy("trainers.copedit.stage2:MDiT3DTrainer")
+RegressionTrainer = Lazy("trainers.regression:RegressionTrainer")
+CodeBrainStageOneTrainer = Lazy("trainers.stage1:CodeBrainStageOneTrainer")
+CodeBrainStageTwoTrainer = Lazy("trainers.stage2:CodeBrainStageTwoTrainer")
 
 ConfigurationResolver = Callable[[str | int, int | str, str, Mapping[str, Any] | None], str]
 
@@ -45,7 +51,8 @@ class Method:
         imputer: builds the method's imputer from an :class:`ImputationContext`.
         description: one line for ``--help`` and the docs.
         folder_name: results-folder prefix of a trainable method (``CodeBrain``).
-        stages: stage number -> trainer class, in training order (empty: nothing to train).
+        stages: stage number -> trainer class (or its :class:`codebrain_seg.lazy.Lazy`), in training order (empty:
+            nothing to train).
         ablations: the options ``codebrain_train --ablation`` (or CoPeDiT's ``--prompts``/``--layout``) accepts.
         shared_stages: option -> stages it shares with the plain method's run (reused, not retrained).
         configurations: default plans configurations (with a GPU, without one).
@@ -60,7 +67,7 @@ class Method:
     imputer: Callable[[ImputationContext], Imputer]
     description: str = ""
     folder_name: str | None = None
-    stages: Mapping[int, type] = field(default_factory=dict)
+    stages: Mapping[int, Callable[..., Any]] = field(default_factory=dict)
     ablations: tuple[str, ...] = ("none",)
     shared_stages: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     configurations: tuple[str, str] = ("2d", "2d_cpu")

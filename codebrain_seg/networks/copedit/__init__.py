@@ -1,80 +1,60 @@
-"""CoPeDiT networks (Liu et al., arXiv 2602.18400): CoPeVAE tokenizer, MDiT3D, missing-slot diffusion, configs."""
+"""CoPeDiT networks (Liu et al., arXiv 2602.18400): CoPeVAE tokenizer, MDiT3D, missing-slot diffusion, configs.
+
+The names below are imported on first use (PEP 562): the planners and the CodeBrain imputation read the light
+config modules (``config``, ``cardiac``) through this package, and importing the MONAI-based networks with them
+cost seconds of every command's start-up on a small CPU.
+"""
 from __future__ import annotations
 
-from codebrain_seg.networks.copedit.cardiac import (
-    cpu_cardiac_config,
-    paper_cardiac_config,
-    sample_missing_runs,
-    slabs_to_stack,
-    stack_to_slabs,
-)
-from codebrain_seg.networks.copedit.config import (
-    CoPeDiTConfig,
-    CoPeVAEConfig,
-    DiffusionConfig,
-    MDiT3DConfig,
-)
-from codebrain_seg.networks.copedit.copevae import (
-    CoPeVAE,
-    CoPeVAEOutput,
-    PromptEncoder,
-    check_missing_mask,
-    sample_missing_masks,
-)
-from codebrain_seg.networks.copedit.diffusion import (
-    ExponentialMovingAverage,
-    MissingSlotDiffusion,
-    available_first_order,
-    reorder_slots,
-    restore_slot_order,
-)
-from codebrain_seg.networks.copedit.embeddings import (
-    RotaryEmbedding3D,
-    sincos_position_embedding_3d,
-    sinusoidal_embedding,
-)
-from codebrain_seg.networks.copedit.losses import (
-    CoPeVAELoss,
-    build_discriminator,
-    build_perceptual_loss,
-    contrastive_assessment_loss,
-    missing_count_loss,
-    missing_position_loss,
-    pretext_losses,
-)
-from codebrain_seg.networks.copedit.mdit3d import MDiT3D, MDiTBlock, mask_code_prompts
+import importlib
+from typing import Any
 
-__all__ = [
-    "CoPeDiTConfig",
-    "CoPeVAE",
-    "CoPeVAEConfig",
-    "CoPeVAELoss",
-    "CoPeVAEOutput",
-    "DiffusionConfig",
-    "ExponentialMovingAverage",
-    "MDiT3D",
-    "MDiT3DConfig",
-    "MDiTBlock",
-    "MissingSlotDiffusion",
-    "PromptEncoder",
-    "RotaryEmbedding3D",
-    "available_first_order",
-    "build_discriminator",
-    "build_perceptual_loss",
-    "check_missing_mask",
-    "contrastive_assessment_loss",
-    "cpu_cardiac_config",
-    "mask_code_prompts",
-    "missing_count_loss",
-    "missing_position_loss",
-    "paper_cardiac_config",
-    "pretext_losses",
-    "reorder_slots",
-    "restore_slot_order",
-    "sample_missing_masks",
-    "sample_missing_runs",
-    "sincos_position_embedding_3d",
-    "sinusoidal_embedding",
-    "slabs_to_stack",
-    "stack_to_slabs",
-]
+# exported name -> submodule that defines it
+_SUBMODULES = {
+    "CoPeDiTConfig": "config",
+    "CoPeVAE": "copevae",
+    "CoPeVAEConfig": "config",
+    "CoPeVAELoss": "losses",
+    "CoPeVAEOutput": "copevae",
+    "DiffusionConfig": "config",
+    "ExponentialMovingAverage": "diffusion",
+    "MDiT3D": "mdit3d",
+    "MDiT3DConfig": "config",
+    "MDiTBlock": "mdit3d",
+    "MissingSlotDiffusion": "diffusion",
+    "PromptEncoder": "copevae",
+    "RotaryEmbedding3D": "embeddings",
+    "available_first_order": "diffusion",
+    "build_discriminator": "losses",
+    "build_perceptual_loss": "losses",
+    "check_missing_mask": "copevae",
+    "contrastive_assessment_loss": "losses",
+    "cpu_cardiac_config": "cardiac",
+    "mask_code_prompts": "mdit3d",
+    "missing_count_loss": "losses",
+    "missing_position_loss": "losses",
+    "paper_cardiac_config": "cardiac",
+    "pretext_losses": "losses",
+    "reorder_slots": "diffusion",
+    "restore_slot_order": "diffusion",
+    "sample_missing_masks": "copevae",
+    "sample_missing_runs": "cardiac",
+    "sincos_position_embedding_3d": "embeddings",
+    "sinusoidal_embedding": "embeddings",
+    "slabs_to_stack": "cardiac",
+    "stack_to_slabs": "cardiac",
+}
+
+__all__ = sorted(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULES[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
