@@ -68,6 +68,11 @@ def copedit_folder_name(prompts: str = "learned", layout: str = "shared", seed_i
     return COPEDIT_FOLDER + variant_name(copedit_ablation(prompts, layout), seed_index=seed_index)
 
 
+def cases_tag(cases: str) -> str:
+    """Folder name of an evaluation's cases: ``val``, ``test`` or the name of a folder of cases."""
+    return cases if cases in ("val", "test") else Path(cases).name
+
+
 def source_rule_tag(source_rule: str) -> str:
     """Suffix of an evaluation folder for a v1 model's F_c source rule (nothing for the default ``random``)."""
     return "" if source_rule == "random" else f"-source_{source_rule}"
@@ -76,7 +81,7 @@ def source_rule_tag(source_rule: str) -> str:
 def imputation_eval_folder(dataset: str | int, fold: int | str, configuration: str, cases: str,
                            trainer: str = CODEBRAIN_FOLDER, source_rule: str = "random") -> Path:
     """``fold_F/imputation_eval/<cases>[-source_<rule>]`` of a CodeBrain model; ``cases`` = val, test or a folder."""
-    tag = (cases if cases in ("val", "test") else Path(cases).name) + source_rule_tag(source_rule)
+    tag = cases_tag(cases) + source_rule_tag(source_rule)
     return model_fold_dir(dataset, fold, configuration, trainer) / "imputation_eval" / tag
 
 

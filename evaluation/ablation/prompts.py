@@ -28,7 +28,7 @@ import torch
 
 from codebrain_seg import paths
 from codebrain_seg.io import read_json
-from codebrain_seg.results_layout import stage_dir, stage_finished
+from codebrain_seg.results_layout import cases_tag, stage_dir, stage_finished
 from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from evaluation.ablation.cache import evaluation_is_current
@@ -97,15 +97,14 @@ def train_arms(dataset_name: str, fold: int, configuration: str, plans_name: str
     return trained
 
 
-def evaluate_arm(dataset_name: str, fold: int, evaluation_configuration: str, fold_dir: Path, stage_one: Path,
-                 option: str, seed_index: int, cases: str, device: str, evaluation_slices: int | None,
-                 batch_size: int | None) -> dict[str, Any]:
+def evaluate_arm(dataset_name: str, plans: dict[str, Any], fold: int, evaluation_configuration: str,
+                 fold_dir: Path, stage_one: Path, option: str, seed_index: int, cases: str, device: str,
+                 evaluation_slices: int | None, batch_size: int | None) -> dict[str, Any]:
     """Score one arm and seed with the paper protocol (reusing an evaluation newer than ``stage_one``'s and the
     arm's Stage II checkpoint); returns the row result :func:`evaluation.ablation.report.group_table` takes."""
     method = EVALUATED_AS[option]
-    tag = cases if cases in ("val", "test") else Path(cases).name
+    tag = cases_tag(cases)
     folder = fold_dir / "imputation_eval" / tag
-    plans = load_plans(paths.preprocessed_root() / dataset_name)
     count = int(evaluation_slices if evaluation_slices is not None
                 else get_configuration(plans, evaluation_configuration)["evaluation_slices"])
     checkpoints = [stage_one / "checkpoint_final.pth", stage_dir(fold_dir, 2) / "checkpoint_final.pth"]
@@ -168,7 +167,7 @@ def run_copedit_group(group: Group, dataset_name: str, fold: int, evaluation_con
         for seed_index in range(seeds):
             fold_dir = arm_folder(dataset_name, plans["plans_name"], configuration, fold, row.variant, seed_index)
             results.setdefault((row.label, "imp"), []).append(
-                evaluate_arm(dataset_name, fold, evaluation_configuration, fold_dir, shared, row.variant,
+                evaluate_arm(dataset_name, plans, fold, evaluation_configuration, fold_dir, shared, row.variant,
                              seed_index, cases, eval_device, evaluation_slices, batch_size))
     return results, pretext_accuracy_note(shared), trained
 

@@ -35,6 +35,7 @@ from codebrain_seg.errors import InputError, MissingFileError
 from codebrain_seg.io import atomic_path, write_json
 from codebrain_seg.metrics import slice_metrics
 from codebrain_seg.networks import StageOneModel
+from codebrain_seg.results_layout import cases_tag
 from evaluation.imputation.aggregate import (
     all_patterns,
     markdown_table,
@@ -76,7 +77,7 @@ def check_checkpoint(checkpoint: str) -> str:
 def evaluation_tag(cases: str, fc_input: str = "masked", checkpoint: str = "final") -> str:
     """Folder name of a reconstruction evaluation: ``val``, ``test`` or the cases folder's name, plus ``-fc_zeros``
     for the F_c-reliance diagnostic and ``-best`` for the best checkpoint."""
-    tag = cases if cases in ("val", "test") else Path(cases).name
+    tag = cases_tag(cases)
     tag += "-fc_zeros" if check_fc_input(fc_input) == "zeros" else ""
     return tag + ("-best" if check_checkpoint(checkpoint) == "best" else "")
 

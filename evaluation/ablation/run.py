@@ -36,6 +36,7 @@ from codebrain_seg import paths
 from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
 from codebrain_seg.plans import Configuration
+from codebrain_seg.results_layout import cases_tag
 from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from codebrain_seg.variants import resolve_loss_weights
@@ -196,7 +197,7 @@ def _evaluation_dir(model: TrainedModel, stage: str, cases: str, fc_input: str =
     """``<model>/fold_F/{reconstruction,imputation}_eval/<cases>`` (the diagnostic: ``<cases>-fc_zeros``)."""
     if stage == "rec":
         return model.folder / "reconstruction_eval" / evaluation_tag(cases, fc_input, checkpoint)
-    tag = cases if cases in ("val", "test") else Path(cases).name
+    tag = cases_tag(cases)
     return model.folder / "imputation_eval" / tag
 
 
@@ -216,7 +217,7 @@ def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder
 
 def ablation_folder(dataset: str | int, plans_name: str, configuration: str, fold: int, cases: str) -> Path:
     """``$codebrain_results/DatasetXXX_Name/ablations__<plans>__<configuration>/fold_F/<cases>``."""
-    tag = cases if cases in ("val", "test") else Path(cases).name
+    tag = cases_tag(cases)
     return (paths.results_dataset_dir(dataset) / f"ablations__{plans_name}__{configuration}" / f"fold_{fold}"
             / tag)
 
