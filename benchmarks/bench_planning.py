@@ -7,9 +7,14 @@ With ``--evaluate`` it then imputes T1Gd of every held-out case of the fold and 
 prediction mapped by one least-squares affine fit over the brain, PSNR over brain voxels) of the final and the best
 checkpoint.
 
+With ``--default-network`` (and ``--time-budget``) it trains instead the network that the plan *without* a budget
+picks (today's ``2d_cpu``) for the iterations that fill the same minutes at its measured costs: the budget's choice
+and today's default side by side at the same training minutes (use another ``--workdir``).
+
 Usage:
     python benchmarks/bench_planning.py --demo [--time-budget MINUTES] [--workdir DIR]
-    python benchmarks/bench_planning.py --real [--time-budget 45] [--evaluate] [--workdir DIR] [--real-data DIR]
+    python benchmarks/bench_planning.py --real [--time-budget 45] [--default-network] [--evaluate] [--workdir DIR]
+        [--real-data DIR]
 
 The dataset, plans, models and a record of the measured times live in ``--workdir`` (default: a folder under
 ``/tmp``), so a rerun reuses them: a stage that already finished is not timed again, its recorded time is printed.
@@ -37,6 +42,7 @@ from codebrain_seg.metrics import calibrated_brain_psnr  # noqa: E402
 from codebrain_seg.raw_dataset import image_path  # noqa: E402
 from codebrain_seg.run.planning import plan_and_preprocess  # noqa: E402
 from codebrain_seg.run.training import run_training  # noqa: E402
+from planners.sizing import BudgetSchedule, StepCosts, budget_schedule  # noqa: E402
 
 CONFIGURATION = "2d_cpu"
 DEMO_ID, REAL_ID = 990, 500
@@ -61,14 +67,17 @@ def _dataset(args: argparse.Namespace) -> int:
     return REAL_ID
 
 
-def _train_timed(dataset: int, fold: int, record_path: Path) -> dict[str, float]:
-    """Wall seconds of each stage, measured now or recorded by the run that trained it."""
+def _train_timed(dataset: int, fold: int, record_path: Path,
+                 schedule: BudgetSchedule | None = None) -> dict[str, float]:
+    """Wall seconds of each stage (trained as planned, or on ``schedule``), measured now or recorded by the run that
+    trained it."""
+    override = {} if schedule is None else {"iterations": schedule.iterations, "val_every": schedule.val_every}
     record = read_json(record_path) if record_path.is_file() else {}
     for stage in ("1", "2"):
         if stage in record:
             continue
         start = time.perf_counter()
-        run_training(dataset, fold, CONFIGURATION, stage=stage, device="cpu")
+        run_training(dataset, fold, CONFIGURATION, stage=stage, device="cpu", **override)
         record[stage] = time.perf_counter() - start
         write_json(record_path, record)
     return record
@@ -100,11 +109,15 @@ def main() -> None:
     which.add_argument("--demo", action="store_true", help="the built-in phantom (codebrain_demo's data)")
     which.add_argument("--real", action="store_true", help="the real BraTS cases of --real-data")
     parser.add_argument("--time-budget", type=float, default=None, help="minutes of training in all")
+    parser.add_argument("--default-network", action="store_true",
+                        help="with --time-budget: train the network planned without a budget for those minutes")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--evaluate", action="store_true", help="held-out T1Gd calibrated brain PSNR")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--real-data", default=str(REPO.parent / "shared" / "data" / "real"))
     args = parser.parse_args()
+    if args.default_network and args.time_budget is None:
+        parser.error("--default-network needs --time-budget (the minutes to train it for)")
     args.workdir = args.workdir or f"/tmp/bench_planning_{'demo' if args.demo else 'real'}"
     for kind in ("raw", "preprocessed", "results"):
         os.environ[f"codebrain_{kind}"] = str(Path(args.workdir) / kind)
@@ -112,7 +125,8 @@ def main() -> None:
     print(f"load_average_1min_at_start: {os.getloadavg()[0]:.2f}")
     dataset = _dataset(args)
     start = time.perf_counter()
-    preprocessed = plan_and_preprocess(dataset, [CONFIGURATION], time_budget_minutes=args.time_budget)
+    preprocessed = plan_and_preprocess(dataset, [CONFIGURATION],
+                                       time_budget_minutes=None if args.default_network else args.time_budget)
     print(f"planning_seconds (fingerprint, preprocessing and step timing; cached on a rerun): "
           f"{time.perf_counter() - start:.0f}")
     configuration = read_json(preprocessed / "codebrainPlans.json")["configurations"][CONFIGURATION]
@@ -121,9 +135,15 @@ def main() -> None:
           f"{configuration['optimisation']['stage1']['iterations']} iterations per stage, validation every "
           f"{configuration['optimisation']['stage1'].get('val_every')}, budget {timing['budget_minutes']} min")
     print(f"plan_source: {timing['source']}")
-    measured = _train_timed(dataset, args.fold, Path(args.workdir) / f"measured_fold{args.fold}.json")
+    schedule = None
+    if args.default_network:
+        schedule = budget_schedule(StepCosts.from_timing(timing), args.time_budget, timing["validation_slices"])
+        print(f"trained instead for the budget of {args.time_budget:g} min: {schedule.iterations} iterations per "
+              f"stage, validation every {schedule.val_every}")
+    measured = _train_timed(dataset, args.fold, Path(args.workdir) / f"measured_fold{args.fold}.json", schedule)
     for stage in ("1", "2"):
-        planned = timing[f"stage{stage}"]["planned_seconds"]
+        planned = (timing[f"stage{stage}"]["planned_seconds"] if schedule is None
+                   else schedule.planned_seconds[int(stage) - 1])
         print(f"stage{stage}_planned_seconds: {planned:.0f}")
         print(f"stage{stage}_measured_seconds: {measured[stage]:.0f}")
         print(f"stage{stage}_measured_over_planned: {measured[stage] / planned:.2f}")

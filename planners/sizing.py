@@ -64,6 +64,14 @@ class StepCosts:
         """The cost of stage 1 or 2."""
         return self.stage1 if number == 1 else self.stage2
 
+    @classmethod
+    def from_timing(cls, timing: dict[str, Any]) -> "StepCosts":
+        """The costs a plans' ``timing`` block (:meth:`SizedConfiguration.timing`) recorded for its network."""
+        def stage(block: dict[str, Any]) -> StageCost:
+            return StageCost(float(block["seconds_per_iteration"]), float(block["validation_seconds_per_slice"]),
+                             float(block["checkpoint_seconds"]))
+        return cls(stage(timing["stage1"]), stage(timing["stage2"]), str(timing["source"]))
+
 
 # (network, Stage I batch size) -> costs. Stage II runs at twice the Stage I batch (the plans' optimisation block).
 StepCostFunction = Callable[[NetworkSize, int], StepCosts]
@@ -133,6 +141,26 @@ def _fit_iterations(costs: StepCosts, seconds: float, validation_slices: int, st
     return low
 
 
+@dataclass(frozen=True)
+class BudgetSchedule:
+    """Iterations per stage (the same for both stages), validation cadence and planned seconds of each stage."""
+
+    iterations: int
+    val_every: int
+    planned_seconds: tuple[float, float]
+
+
+def budget_schedule(costs: StepCosts, budget_minutes: float, validation_slices: int) -> BudgetSchedule:
+    """The schedule that fills ``budget_minutes`` of training of both stages (validations and checkpoints included)
+    for a network of these ``costs``: the most iterations that fit, validated ``VALIDATIONS_PER_STAGE`` times per
+    stage. ``size_cpu_configuration`` applies it to the network it picks; ``benchmarks/bench_planning.py`` to
+    today's default network, to compare the two at the same minutes."""
+    iterations = _round_iterations(_fit_iterations(costs, 60.0 * budget_minutes, validation_slices, (1, 2)))
+    val_every = max(1, iterations // VALIDATIONS_PER_STAGE)
+    planned = tuple(planned_stage_seconds(costs.stage(s), iterations, val_every, validation_slices) for s in (1, 2))
+    return BudgetSchedule(iterations, val_every, planned)  # type: ignore[arg-type]
+
+
 def size_cpu_configuration(ladder: Sequence[NetworkSize], batch_size: int, validation_slices: int,
                            step_costs: StepCostFunction, budget_minutes: float | None = None) -> SizedConfiguration:
     """Network, iterations per stage and validation cadence of the CPU configuration.
@@ -160,10 +188,14 @@ def size_cpu_configuration(ladder: Sequence[NetworkSize], batch_size: int, valid
             break
     fitting = [entry for entry in fitted if entry[1] >= floor]
     size, iterations, costs = fitting[-1] if fitting else max(fitted, key=lambda entry: entry[1])
-    iterations = _round_iterations(iterations)
-    val_every = max(1, iterations // VALIDATIONS_PER_STAGE) if budget_minutes is not None else max(
-        1, min(10_000, iterations // 10))
-    planned = tuple(planned_stage_seconds(costs.stage(s), iterations, val_every, validation_slices) for s in (1, 2))
+    if budget_minutes is not None:
+        schedule = budget_schedule(costs, budget_minutes, validation_slices)
+        iterations, val_every, planned = schedule.iterations, schedule.val_every, schedule.planned_seconds
+    else:
+        iterations = _round_iterations(iterations)
+        val_every = max(1, min(10_000, iterations // 10))
+        planned = tuple(planned_stage_seconds(costs.stage(s), iterations, val_every, validation_slices)
+                        for s in (1, 2))
     what = (f"a budget of {budget_minutes:g} minutes for both stages (validation and checkpoints included): the "
             f"largest network of the ladder that still trains >= {floor} iterations per stage (at these budgets "
             "iterations buy more quality than width), both stages the same iterations, validation "

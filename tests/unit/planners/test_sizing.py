@@ -13,6 +13,7 @@ from planners.sizing import (
     StageCost,
     StepCosts,
     analytic_step_costs,
+    budget_schedule,
     planned_stage_seconds,
     size_cpu_configuration,
 )
@@ -75,6 +76,18 @@ def test_timing_block_records_the_prediction_and_its_source():
     assert timing["source"] == "fake" and timing["budget_minutes"] == 45
     assert timing["stage1"]["planned_seconds"] == pytest.approx(sized.planned_seconds[0], abs=0.1)
     assert [c["network"]["common_width"] for c in timing["candidates"]] == [16, 24, 32]
+
+
+def test_default_network_rescheduled_for_a_budget_from_its_recorded_timing():
+    """bench_planning --default-network: the costs a plan recorded give back the schedule of that budget."""
+    default = size_cpu_configuration(LADDER, 4, 20, fake_costs({16: 0.4, 24: 0.6, 32: 1.0, 64: 3.0}, []))
+    costs = StepCosts.from_timing(default.timing(4, 20, None))
+    assert costs.stage1.seconds_per_iteration == pytest.approx(1.0) and costs.source == "fake"
+    schedule = budget_schedule(costs, 45, 20)
+    assert schedule.val_every == schedule.iterations // VALIDATIONS_PER_STAGE
+    assert 0.95 * 45 * 60 < sum(schedule.planned_seconds) <= 45 * 60
+    # at 1.0 + 0.5 s per iteration pair, 45 minutes hold about 1,750 iterations of each stage
+    assert 1650 <= schedule.iterations <= 1800
 
 
 def test_analytic_costs_grow_with_the_network_and_the_batch():
