@@ -7,16 +7,18 @@ case with each reason. With ``skip_bad`` the good cases are converted and the re
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from codebrain_seg.errors import ExistingFileError, InputError
-from codebrain_seg.io import ImageReadError, read_nifti
+from codebrain_seg.io import ImageReadError, Volume, read_nifti
 from codebrain_seg.paths import dataset_folder_name, parse_dataset_folder_name, raw_root
 from codebrain_seg.raw_dataset import FILE_ENDING, RawDatasetWriter, list_cases
 
@@ -119,9 +121,19 @@ def _label_problems(name: str, data: np.ndarray, allowed: set[int]) -> list[str]
     return []
 
 
+def _read_or_error(path: Path) -> Volume | str:
+    """The volume of ``path``, or the problem that kept it from being read."""
+    if not path.is_file():
+        return f"file not found: {path}"
+    try:
+        return read_nifti(path)
+    except ImageReadError as error:
+        return str(error)
+
+
 def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, allowed_labels: set[int] | None = None,
                affine_atol: float = DEFAULT_AFFINE_ATOL_MM, same_grid: bool = True,
-               blank: list[str] | None = None) -> list[str]:
+               blank: list[str] | None = None, loaded: dict[str, Any] | None = None) -> list[str]:
     """Problems of one case (empty list = good): unreadable, grid mismatch, NaN/inf, all-zero, unknown labels.
 
     Args:
@@ -134,6 +146,8 @@ def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, all
             sources that are registered during conversion, such as IXI).
         blank: when a list is given, an all-zero image is not a problem but its name is appended here (imputation
             input: an all-zero sequence is a missing one).
+        loaded: when a dict is given, every image read is stored in it by sequence name (a
+            :class:`codebrain_seg.io.Volume`), so a caller that reads the case next need not read it twice.
 
     Returns:
         One human-readable sentence per problem, naming the sequence and the measured discrepancy.
@@ -143,15 +157,15 @@ def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, all
     files = [(name, Path(path), False) for name, path in images.items()]
     if label is not None:
         files.append(("label", Path(label), True))
-    for name, path, is_label in files:
-        if not path.is_file():
-            problems.append(f"{name}: file not found: {path}")
+    # The files are read side by side (gzip decompression releases the GIL), then checked in order.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        read = list(pool.map(lambda entry: _read_or_error(entry[1]), files))
+    for (name, path, is_label), volume in zip(files, read):
+        if not isinstance(volume, Volume):
+            problems.append(f"{name}: {volume}")
             continue
-        try:
-            volume = read_nifti(path)
-        except ImageReadError as error:
-            problems.append(f"{name}: {error}")
-            continue
+        if loaded is not None and not is_label:
+            loaded[name] = volume
         shape, affine = tuple(volume.data.shape), volume.affine
         if same_grid and reference is None:
             reference = (name, shape, affine)

@@ -37,7 +37,9 @@ INFERENCE_MEMORY_BYTES = 1.5e9
 # On a CPU the largest batch that fits is not the fastest: the NAFNet's convolutions and normalisations are bound by
 # memory traffic, and feature maps that leave the caches cost more than the per-batch overhead saves. Measured on a
 # held-out real BraTS volume (2d_cpu 8/16/16/1 at 152x184, one AVX2 thread): batch 64 took 64 s, 16 45 s, 4 32 s,
-# 2 18 s, 1 17 s. So a CPU batch holds about this many bytes of activations (one slice of these networks).
+# 2 18 s, 1 17 s; with two threads (AMD EPYC with AVX512-BF16, bf16) batch 1 took 5.7-6.5 s, 2 5.0-5.2, 4 5.0-5.2,
+# 8 5.1-6.1, 16 6.5-6.9. So a CPU batch holds about this many bytes of activations per torch thread (one slice of
+# these networks each).
 CPU_INFERENCE_MEMORY_BYTES = 32e6
 MAX_INFERENCE_BATCH = 64
 
@@ -46,9 +48,10 @@ def inference_batch_size(configuration: Mapping[str, Any], memory_bytes: float =
                          device: torch.device | None = None) -> int:
     """Slices per forward pass from a memory estimate: the full-resolution feature maps dominate, about 12 of them
     of the widest network width alive at once (NAFNet blocks double their width inside), 4 bytes a value. On a CPU
-    (``device``) the budget is :data:`CPU_INFERENCE_MEMORY_BYTES` (cache-sized), on a GPU ``memory_bytes``."""
+    (``device``) the budget is :data:`CPU_INFERENCE_MEMORY_BYTES` per torch thread (cache-sized), on a GPU
+    ``memory_bytes``."""
     if device is not None and device.type == "cpu":
-        memory_bytes = min(memory_bytes, CPU_INFERENCE_MEMORY_BYTES)
+        memory_bytes = min(memory_bytes, CPU_INFERENCE_MEMORY_BYTES * torch.get_num_threads())
     crop = [int(s) for s in configuration.get("crop_size", (256, 256))]
     network = configuration.get("network", {})
     width = max(int(network.get(key, 32)) for key in ("posterior_width", "common_width", "decoder_width"))
@@ -157,11 +160,13 @@ class SlicePredictor:
         stack, brain, properties = prepare_case(images, available, affine, self.plans, self.configuration)
         stack[~available] = 0.0
         reconstruction, confidence = self.predict_stack(stack, with_confidence, available)
-        reconstruction *= brain[None]
-        properties = dict(properties, normalization_upper=self.reference_upper.tolist())
-        restored = restore_to_original(reconstruction, properties, denormalise=True)
+        # Only the missing sequences go back to the original grid (the given ones are returned unchanged): a
+        # quarter of the copying for one missing sequence of four.
+        missing = np.flatnonzero(~available)
+        restored_part = reconstruction[missing] * brain[None]
+        properties = dict(properties, normalization_upper=self.reference_upper[missing].tolist())
         output = images.copy()
-        output[~available] = restored[~available]
+        output[missing] = restore_to_original(restored_part, properties, denormalise=True)
         if confidence is not None:
             confidence *= brain
             confidence = restore_to_original(confidence[None], properties, denormalise=False)[0]

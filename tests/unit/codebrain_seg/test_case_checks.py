@@ -178,3 +178,12 @@ def test_report_summary_fits_one_screen(tmp_path):
     assert "Converted 2 case(s) (1 labelled, 1 without labels)" in summary
     assert "Skipped 30 bad case(s)" in summary and "c00: missing t1" in summary and "... and 18 more" in summary
     assert len(summary.splitlines()) < 25
+
+
+def test_the_images_read_by_the_check_are_handed_to_the_caller(good_case, tmp_path):
+    images, label = good_case
+    loaded: dict = {}
+    assert check_case("c1", {**images, "gone": tmp_path / "absent.nii.gz"}, label, LABELS, loaded=loaded) == [
+        f"gone: file not found: {tmp_path / 'absent.nii.gz'}"]
+    assert sorted(loaded) == ["t1", "t2"]  # the images that could be read; not the label
+    assert np.array_equal(loaded["t1"].data, nib.load(str(images["t1"])).get_fdata().astype(np.float32))

@@ -40,7 +40,8 @@ def test_slices_without_any_given_signal_are_not_computed():
     assert np.allclose(output[0, [1, 3, 4]], 2 * stack[0, [1, 3, 4]]) and not output[:, [0, 2]].any()
 
 
-def test_batch_size_from_memory_and_its_bounds():
+def test_batch_size_from_memory_and_its_bounds(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     configuration = PLANS["configurations"]["2d_cpu"]
     # 12 maps x width 8 x 16 x 16 pixels x 4 bytes = 98 kB per slice: the cap of 64 applies.
     assert inference_batch_size(configuration) == slice_predictor.MAX_INFERENCE_BATCH
@@ -53,6 +54,10 @@ def test_batch_size_from_memory_and_its_bounds():
     assert inference_batch_size(real_cpu, device=torch.device("cpu")) == 1  # 21.5 MB per slice
     small = {"crop_size": [64, 64], "network": {"posterior_width": 8, "common_width": 8, "decoder_width": 8}}
     assert inference_batch_size(small, device=torch.device("cpu")) == int(32e6 // (12 * 8 * 64 * 64 * 4))  # 20
+    # The CPU budget is per torch thread: two threads split a batch of two slices of the real-case network.
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert inference_batch_size(real_cpu, device=torch.device("cpu")) == 2
+    assert inference_batch_size(paper, device=torch.device("cpu")) == 1
     with pytest.raises(InputError, match="batch size"):
         Recording(batch_size=0)
 
