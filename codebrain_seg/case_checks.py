@@ -7,8 +7,6 @@ case with each reason. With ``skip_bad`` the good cases are converted and the re
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from codebrain_seg.errors import ExistingFileError, InputError
-from codebrain_seg.io import ImageReadError, Volume, read_nifti
+from codebrain_seg.io import ImageReadError, Volume, read_nifti, read_side_by_side
 from codebrain_seg.paths import dataset_folder_name, parse_dataset_folder_name, raw_root
 from codebrain_seg.raw_dataset import FILE_ENDING, RawDatasetWriter, list_cases
 
@@ -157,9 +155,7 @@ def check_case(case_id: str, images: Mapping[str, Path], label: Path | None, all
     files = [(name, Path(path), False) for name, path in images.items()]
     if label is not None:
         files.append(("label", Path(label), True))
-    # The files are read side by side (gzip decompression releases the GIL), then checked in order.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
-        read = list(pool.map(lambda entry: _read_or_error(entry[1]), files))
+    read = read_side_by_side(_read_or_error, [path for _, path, _ in files])  # then checked in order
     for (name, path, is_label), volume in zip(files, read):
         if not isinstance(volume, Volume):
             problems.append(f"{name}: {volume}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -52,6 +53,13 @@ def read_nifti(path: str | Path, dtype: Any = np.float32) -> Volume:
     if data.ndim != 3:
         raise ImageReadError(f"{path}: expected a 3D image, got shape {data.shape}")
     return Volume(data=data, affine=np.asarray(image.affine, dtype=np.float64), header=image.header.copy())
+
+
+def read_side_by_side(read: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[read(item) for item in items]`` in threads, one per core at most: reading compressed NIfTI files is
+    mostly gzip decompression, which releases the GIL (about 0.3 s per BraTS volume here)."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(items), os.cpu_count() or 1))) as pool:
+        return list(pool.map(read, items))
 
 
 @contextmanager
