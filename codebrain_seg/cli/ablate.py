@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "mean and SD over seeds, and an ordering counts only when its gap exceeds the spread")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="torch CPU threads for training and evaluation (default: the trainer's choice)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="training precision of the stages trained now (default auto: bf16 where the device "
+                             "computes it natively, else fp32); the tables name each arm's. Precisions share the "
+                             "results folders, so a comparison runs each precision under its own $codebrain_results: "
+                             "a finished stage of another precision is refused, not reused")
     parser.add_argument("-o", "--output", default=None, help="folder of the tables (default: see above)")
     return parser
 
@@ -64,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--iterations must be >= 1, got {args.iterations}")
         if args.seeds < 1:
             raise InputError(f"--seeds must be >= 1 (trainings per arm), got {args.seeds}")
-        options = {"seed": args.seed}
+        options = {"seed": args.seed, "precision": args.precision}
         if args.num_threads is not None:
             if args.num_threads < 1:
                 raise InputError(f"--num-threads must be >= 1, got {args.num_threads}")

@@ -236,6 +236,7 @@ def load_predictor_from_folder(fold_dir: Path, configuration: str | None = None,
     info = {"model_folder": str(fold_dir), "checkpoint": f"stage2/{path.name}", "method": state.get("method"),
             "stage2_iteration": state.get("iteration"), "stage1_iteration": state.get("stage1_iteration"),
             "stage2_best_score": state.get("best_metric"), "network_config": config.to_dict(),
+            "training_precision": state.get("precision"),
             "variant": config.variant, **{key: identity[key] for key in ("ablation", "code_dim") if key in identity}}
     return CodeBrainPredictor(stage_one, prior_encoder, plans, trained_configuration, device,
                               batch_size, info, source_rule=source_rule,

@@ -246,6 +246,7 @@ def load_copedit_from_folder(fold_dir: Path, configuration: str | None = None, d
     info = {"model_folder": str(fold_dir), "checkpoint": f"stage2/{path.name}", "method": "copedit",
             "stage2_iteration": state.get("iteration"), "stage1_iteration": state.get("stage1_iteration"),
             "stage2_best_score": state.get("best_metric"), "prompts": config.prompt_source,
+            "training_precision": state.get("precision"),
             "layout": state.get("layout", "shared"), "ddim_steps": steps or config.diffusion.sampling_steps,
             "seed": seed}
     return CoPeDiTPredictor(vae, _ema_models(state, config), config, state["plans"], trained,

@@ -1,9 +1,12 @@
-"""Whether an ablation's stored evaluation still describes its model (the runners reuse it instead of rescoring)."""
+"""What the ablation runners may reuse: a stored evaluation that still describes its model (instead of rescoring), a
+finished stage of the precision asked for (instead of retraining)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
+from codebrain_seg.checkpoints import load_checkpoint
+from codebrain_seg.errors import InputError
 from codebrain_seg.io import read_json
 
 
@@ -24,3 +27,15 @@ def evaluation_is_current(folder: Path, checkpoints: Sequence[Path], settings: d
     if any(method not in scored for method in methods):
         return None
     return summary
+
+
+def check_reused_precision(stage_dir: Path, precision: str) -> None:
+    """InputError when ``precision`` was asked for explicitly and the finished stage in ``stage_dir`` was trained in
+    another one (reusing it would put the wrong precision's model in the table); ``auto`` accepts any."""
+    if precision == "auto":
+        return
+    trained = load_checkpoint(stage_dir / "checkpoint_final.pth", what="training checkpoint").get("precision")
+    if trained != precision:
+        raise InputError(f"{stage_dir} is finished in {trained} but --precision {precision} was asked for: a "
+                         "finished stage is reused, never retrained, so run the other precision under its own "
+                         "$codebrain_results (same preprocessed data) or use --precision auto to reuse it")

@@ -31,7 +31,7 @@ from codebrain_seg.io import read_json
 from codebrain_seg.results_layout import cases_tag, stage_dir, stage_finished
 from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
-from evaluation.ablation.cache import evaluation_is_current
+from evaluation.ablation.cache import check_reused_precision, evaluation_is_current
 from evaluation.ablation.groups import Group
 from evaluation.imputation.aggregate import all_patterns
 from evaluation.imputation.evaluate import evaluate_imputation
@@ -86,6 +86,8 @@ def train_arms(dataset_name: str, fold: int, configuration: str, plans_name: str
         if stage == 2 and seed_index > 0:
             link_stage_one(arm_folder(dataset_name, plans_name, configuration, fold, "none", seed_index), shared)
         if stage_finished(stage_dir(fold_dir, stage) if stage == 2 else shared):
+            check_reused_precision(stage_dir(fold_dir, stage) if stage == 2 else shared,
+                                   training_options.get("precision", "auto"))
             logger.info("prompt ablation: %s stage %d is finished; reused, not retrained", fold_dir.parent.name,
                         stage)
             continue
@@ -120,7 +122,8 @@ def evaluate_arm(dataset_name: str, plans: dict[str, Any], fold: int, evaluation
     info = summary.get("methods", {}).get(method, {}).get("model", {})
     return {"summary": summary["summary"]["paper"]["image"][method], "model": fold_dir.parent.name,
             "iterations": {"stage1": info.get("stage1_iteration"), "stage2": info.get("stage2_iteration")},
-            "cases": len(summary.get("case_ids", [])), "evaluation": str(folder), "seed_index": seed_index}
+            "cases": len(summary.get("case_ids", [])), "evaluation": str(folder), "seed_index": seed_index,
+            "training_precision": info.get("training_precision")}
 
 
 def pretext_accuracy_note(stage_one: Path) -> str:

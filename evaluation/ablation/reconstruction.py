@@ -97,6 +97,7 @@ def load_stage_one(stage1_dir: Path, device: str = "cpu", checkpoint: str = "fin
                                                                       if checkpoint == "best" else ""))
     model, state = load_generator(path, torch.device(device))
     info = {"checkpoint": str(path), "stage1_iteration": state.get("iteration"),
+            "training_precision": state.get("precision"),
             "configuration": state.get("configuration_name"), "network_config": state["network_config"]}
     return model, info
 

@@ -108,7 +108,7 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any] | Se
             rows.append({
                 "stage": stage, "stage_label": STAGE_LABELS[stage], "setting": row.label, **row.extra,
                 "model": first.get("model"), "iterations": first.get("iterations", {}),
-                "cases": first.get("cases"), "num_pairs": first["summary"].get("num_pairs"),
+                "training_precision": _precisions(seeds), "cases": first.get("cases"), "num_pairs": first["summary"].get("num_pairs"),
                 **{metric: scores[metric][0] for metric in METRICS},
                 "paper_ixi": dict(zip(METRICS, paper)) if paper else None,
                 "evaluation": first.get("evaluation"),
@@ -140,6 +140,13 @@ def group_table(group: Group, results: dict[tuple[str, str], dict[str, Any] | Se
     return {"group": group.name, "title": group.title, "source": group.source, "stages": list(group.stages),
             "layout": group.layout, "note": group.note, "extra_columns": _extra_columns(group),
             "seeds": max(r["seeds"] for r in rows), "rows": rows, "claims": claims}
+
+
+def _precisions(seeds: Sequence[dict[str, Any]]) -> str:
+    """The training precision(s) of one setting's seeds, e.g. ``bf16`` (``?`` for an evaluation that predates the
+    record, ``bf16 / fp32`` if the seeds differ, which a comparison should not)."""
+    found = [str(result.get("training_precision") or "?") for result in seeds]
+    return " / ".join(dict.fromkeys(found))
 
 
 def _extra_columns(group: Group) -> list[str]:
@@ -220,13 +227,13 @@ def markdown(table: dict[str, Any]) -> str:
     lines += ["", "Details (mean = unweighted mean over all (pattern, missing sequence) pairs; O->O = one given "
               "sequence, M->O = two or more):", ""]
     with_given = any(r.get("given_psnr") for r in rows)
-    header = ["Stages", "Settings", "model", "iterations (I / II)", "cases", "seeds"]
+    header = ["Stages", "Settings", "model", "iterations (I / II)", "precision", "cases", "seeds"]
     header += [f"{m.upper()} {scope}" for m in METRICS for scope in ("O->O", "M->O", "mean")]
     header += ["PSNR of the given sequences"] if with_given else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["stage_label"], row["setting"], _model_cell(row), _iterations(row["iterations"]),
-                 str(row["cases"]), str(row.get("seeds", 1))]
+                 row.get("training_precision") or "?", str(row["cases"]), str(row.get("seeds", 1))]
         cells += [_cell(row, m, scope) for m in METRICS for scope in ("O->O", "M->O", "mean")]
         cells += [_given_cell(row.get("given_psnr"))] if with_given else []
         lines.append("| " + " | ".join(cells) + " |")
@@ -276,7 +283,8 @@ def csv_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"group": table["group"], "stage": row["stage"], "setting": row["setting"]}
         entry.update({key: row.get(key) for key in table["extra_columns"]})
         entry.update({"model": row["model"], "stage1_iterations": row["iterations"].get("stage1"),
-                      "stage2_iterations": row["iterations"].get("stage2"), "cases": row["cases"],
+                      "stage2_iterations": row["iterations"].get("stage2"),
+                      "training_precision": row.get("training_precision"), "cases": row["cases"],
                       "num_pairs": row["num_pairs"]})
         for metric in METRICS:
             for scope in SCOPES:

@@ -41,7 +41,7 @@ from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from codebrain_seg.variants import resolve_loss_weights
 from evaluation.ablation import report
-from evaluation.ablation.cache import evaluation_is_current
+from evaluation.ablation.cache import check_reused_precision, evaluation_is_current
 from evaluation.ablation.groups import (
     Group,
     Variant,
@@ -128,7 +128,10 @@ def finished(stage_dir: Path) -> bool:
 
 def train_models(dataset: str | int, fold: int, configuration: str, models: Sequence[TrainedModel],
                  iterations: int | None = None, device: str = "auto", **training_options: Any) -> dict[str, list[int]]:
-    """Train the missing stages of each model in order; returns ``{model name: stages trained now}``."""
+    """Train the missing stages of each model in order; returns ``{model name: stages trained now}``.
+
+    A finished stage is reused, after :func:`check_reused_precision` against ``training_options['precision']``.
+    """
     if iterations is not None:
         # Only the final checkpoint is scored: validating twice per stage shows the curve without the trainer's
         # default of ten validations, which on real cases costs as much as the training itself.
@@ -137,6 +140,7 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
     for model in models:
         for stage in model.stages:
             if finished(model.stage_dirs[stage]):
+                check_reused_precision(model.stage_dirs[stage], training_options.get("precision", "auto"))
                 logger.info("ablation: %s stage %d is finished (%s); reused, not retrained", model.name, stage,
                             model.stage_dirs[stage])
                 continue
@@ -212,6 +216,7 @@ def _row_result(model: TrainedModel, stage: str, summary: dict[str, Any], folder
     return {"summary": scored[method], "model": model.name,
             "given": scored.get(GIVEN_METHOD) if stage == "rec" else None,
             "iterations": iterations, "cases": len(summary.get("case_ids", [])),
+            "training_precision": info.get("training_precision"),
             "evaluation": str(folder), "seed_index": model.variant.seed_index}
 
 

@@ -108,6 +108,16 @@ def test_command_trains_evaluates_tabulates_and_reuses(project: SimpleNamespace,
     assert {p: p.stat().st_mtime_ns for p in evaluations_before} == evaluations_before
     rerun = read_json(out / "ablations.json")
     assert rerun["trained_now"] == {} and rerun["groups"] == json.loads(json.dumps(combined["groups"]))
+    # each row names the precision its model was trained in; asking for the other one refuses to reuse the models
+    trained_in = {r["training_precision"] for t in tables.values() for r in t["rows"]}
+    assert len(trained_in) == 1 and trained_in <= {"fp32", "bf16"}
+    other = "fp32" if trained_in == {"bf16"} else "bf16"
+    capsys.readouterr()
+    assert ablate_main(argv + ["--precision", other]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert f"is finished in {trained_in.pop()} but --precision {other} was asked for" in error
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == before  # nothing retrained or overwritten
 
 
 def test_variant_group_scores_v1_and_cvpr_on_both_stages(project: SimpleNamespace) -> None:

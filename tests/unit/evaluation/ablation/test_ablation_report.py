@@ -44,7 +44,8 @@ def _summary(noise: float, seed: int) -> dict:
 def _results(group_name: str, noise: dict[str, float]) -> dict:
     group = GROUPS[group_name]
     return {(row.label, stage): {"summary": _summary(noise[row.label] * (2 if stage == "imp" else 1), index),
-                                 "model": f"Model{index}", "iterations": {"stage1": 5, "stage2": 7}, "cases": 1}
+                                 "model": f"Model{index}", "iterations": {"stage1": 5, "stage2": 7}, "cases": 1,
+                                 "training_precision": "bf16"}
             for index, row in enumerate(group.rows) for stage in group.stages}
 
 
@@ -78,8 +79,9 @@ def test_metrics_table_in_markdown_csv_and_json(tmp_path: Path) -> None:
     with open(tmp_path / "rec_fc.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and rows[1]["setting"] == "w/ F_c" and rows[1]["model"] == "Model1"
-    assert list(rows[0])[:8] == ["group", "stage", "setting", "model", "stage1_iterations", "stage2_iterations",
-                                 "cases", "num_pairs"]
+    assert list(rows[0])[:9] == ["group", "stage", "setting", "model", "stage1_iterations", "stage2_iterations",
+                                 "training_precision", "cases", "num_pairs"]
+    assert rows[1]["training_precision"] == "bf16"
     assert float(rows[1]["psnr_o2o"]) == pytest.approx(summary["O->O"]["psnr"], rel=1e-12)
     assert float(rows[1]["ssim_m2o"]) == pytest.approx(summary["M->O"]["ssim"], rel=1e-12)
     assert rows[1]["seeds"] == "1" and rows[1]["psnr_mean_sd"] == ""  # one seed: no spread
@@ -92,8 +94,8 @@ def test_metrics_table_in_markdown_csv_and_json(tmp_path: Path) -> None:
                         "paper, IXI (PSNR / SSIM / MAE) |")
     assert main[1] == (f"| Rec. | w/ F_c | {summary['overall']['psnr']:.2f} | {summary['overall']['ssim']:.2f} | "
                        f"{summary['overall']['mae']:.2f} | 34.32 / 95.94 / 10.65 |")
-    assert len(main) == 4 and all(line.count("|") == 16 for line in main[2:])  # 2 main rows + 2 detail rows
-    assert main[3].split(" | ")[5] == "1"  # the seeds column
+    assert len(main) == 4 and all(line.count("|") == 17 for line in main[2:])  # 2 main rows + 2 detail rows
+    assert main[3].split(" | ")[4:7] == ["bf16", "1", "1"]  # the training precision, cases and seeds columns
     assert any(line.startswith("with F_c > without in reconstruction (Rec.): **held** (single seed; ", 2)
                for line in lines)
     assert "Seeds per setting: 1 (single seed" in "\n".join(lines)
@@ -174,7 +176,8 @@ def test_seeds_give_mean_and_spread_and_seed_aware_verdicts(tmp_path: Path) -> N
     assert "| Rec. | w/ F_c | 30.10 ± 0.46 |" in text and "Seeds per setting: 3 (cells: mean ± sample SD" in text
     assert ("with F_c > without in reconstruction (Rec.): **not resolved at this budget** (3 seeds; w/ F_c "
             "30.10 ± 0.46 dB, w/o F_c 29.83 ± 0.31 dB; margin +0.267 dB vs threshold 0.458 dB)") in text
-    assert "`w/ F_c-seed0` (+ 2 `-seed<s>` folders) | 5 | 1 | 3 |" in text
+    # these results carry no training precision (evaluations older than the record): shown as "?"
+    assert "`w/ F_c-seed0` (+ 2 `-seed<s>` folders) | 5 | ? | 1 | 3 |" in text
     decided = report.group_table(group, _seeded({"w/ F_c": [31.0, 31.1, 30.9], "w/o F_c": [30.0, 30.1, 29.9]}))
     assert decided["claims"][0]["verdict"] == "yes" and "**held** (3 seeds;" in report.markdown(decided)
     reversed_ = report.group_table(group, _seeded({"w/ F_c": [30.0, 30.1, 29.9], "w/o F_c": [31.0, 31.1, 30.9]}))
@@ -211,3 +214,14 @@ def test_fc_control_group_reports_every_arm_and_its_claims() -> None:
     assert group.row("w/ F_c, best checkpoint").checkpoint == "best"
     assert group.row("w/ F_c, F_c of zeros at test").fc_input == "zeros"
     assert group.row("w/ F_c, F_c of zeros at test").variant == group.row("w/ F_c").variant  # no training
+
+
+def test_training_precision_of_the_seeds_is_named_once_or_each() -> None:
+    seeds = _seeded({"w/ F_c": [30.0, 30.1, 29.9], "w/o F_c": [31.0, 31.1, 30.9]})
+    for index, result in enumerate(seeds[("w/ F_c", "rec")]):
+        result["training_precision"] = "bf16" if index < 2 else "fp32"
+    for result in seeds[("w/o F_c", "rec")]:
+        result["training_precision"] = "fp32"
+    rows = {r["setting"]: r for r in report.group_table(GROUPS["rec_fc"], seeds)["rows"]}
+    assert rows["w/o F_c"]["training_precision"] == "fp32"
+    assert rows["w/ F_c"]["training_precision"] == "bf16 / fp32"  # seeds that differ are visible, not hidden
