@@ -39,3 +39,16 @@ def check_reused_precision(stage_dir: Path, precision: str) -> None:
         raise InputError(f"{stage_dir} is finished in {trained} but --precision {precision} was asked for: a "
                          "finished stage is reused, never retrained, so run the other precision under its own "
                          "$codebrain_results (same preprocessed data) or use --precision auto to reuse it")
+
+
+def scored_checkpoint(stage_dir: Path, checkpoint: str) -> str:
+    """The checkpoint to score for a row asking for ``checkpoint`` of the finished stage in ``stage_dir``:
+    ``final`` instead of ``best`` when the best validation was at the final iteration (the same weights, so the
+    evaluation is made once and shared), else ``checkpoint``."""
+    if checkpoint != "best":
+        return checkpoint
+    best, final = (stage_dir / f"checkpoint_{name}.pth" for name in ("best", "final"))
+    if not (best.is_file() and final.is_file()):
+        return checkpoint  # the evaluation reports the missing file
+    iterations = [load_checkpoint(path, what="training checkpoint").get("iteration") for path in (best, final)]
+    return "final" if iterations[0] is not None and iterations[0] == iterations[1] else checkpoint

@@ -41,7 +41,7 @@ from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from codebrain_seg.variants import resolve_loss_weights
 from evaluation.ablation import report
-from evaluation.ablation.cache import check_reused_precision, evaluation_is_current
+from evaluation.ablation.cache import check_reused_precision, evaluation_is_current, scored_checkpoint
 from evaluation.ablation.groups import (
     Group,
     Variant,
@@ -270,13 +270,14 @@ def run_ablations(dataset: str | int, fold: int = 0, configuration: str | None =
     trained = train_models(dataset_name, fold, configuration, unique, iterations, device, **training_options)
     eval_device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
     results: dict[tuple[Variant, str, str], list[dict[str, Any]]] = {}
-    for variant, stage, fc_input, checkpoint in evaluations(groups):
+    for variant, stage, fc_input, requested in evaluations(groups):
         for seed_index in range(seeds):
             model = models[seeded(variant, seed_index)]
+            checkpoint = scored_checkpoint(model.stage_dirs[1], requested) if stage == "rec" else requested
             summary = evaluate_model(dataset_name, fold, configuration, model, stage, cases, eval_device,
                                      evaluation_slices, batch_size, fc_input, checkpoint)
             folder = _evaluation_dir(model, stage, cases, fc_input, checkpoint)
-            results.setdefault((variant, stage, fc_input, checkpoint), []).append(
+            results.setdefault((variant, stage, fc_input, requested), []).append(
                 _row_result(model, stage, summary, folder))
     out_dir = Path(output_dir) if output_dir else ablation_folder(dataset_name, plans["plans_name"], configuration,
                                                                    fold, cases)

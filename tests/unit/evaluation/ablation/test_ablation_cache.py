@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codebrain_seg.errors import InputError
-from evaluation.ablation.cache import check_reused_precision
+from evaluation.ablation.cache import check_reused_precision, scored_checkpoint
 
 
 def _finished_stage(folder: Path, precision: str) -> Path:
@@ -31,3 +31,19 @@ def test_the_same_precision_or_auto_reuses_it(tmp_path: Path) -> None:
     assert check_reused_precision(stage, "auto") is None
     # auto does not even read the file: a stage without a readable checkpoint is left to the usual checks
     assert check_reused_precision(tmp_path / "absent", "auto") is None
+
+
+def _checkpoint(path: Path, iteration: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format_version": 1, "iteration": iteration, "precision": "fp32"}, path)
+
+
+def test_the_best_checkpoint_is_scored_as_the_final_one_only_when_it_is_the_final_iteration(tmp_path: Path) -> None:
+    stage = tmp_path / "stage1"
+    _checkpoint(stage / "checkpoint_final.pth", 1000)
+    assert scored_checkpoint(stage, "best") == "best"  # no best checkpoint: left to the evaluation's error
+    _checkpoint(stage / "checkpoint_best.pth", 750)
+    assert scored_checkpoint(stage, "best") == "best"  # an earlier validation won: its own evaluation
+    _checkpoint(stage / "checkpoint_best.pth", 1000)
+    assert scored_checkpoint(stage, "best") == "final"  # the last validation won: the same weights, scored once
+    assert scored_checkpoint(stage, "final") == "final" and scored_checkpoint(tmp_path / "absent", "final") == "final"
