@@ -15,7 +15,7 @@ def build_parser(prog: str, what: str, default_name: str) -> argparse.ArgumentPa
     """Argument parser shared by the converter commands."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Convert {what} into an nnU-Net v2 raw dataset "
                                                             f"($codebrain_raw/DatasetXXX_Name).")
-    parser.add_argument("source", type=Path, help=f"folder holding the {what} files")
+    parser.add_argument("source", type=Path, help=f"source folder: {what}")
     parser.add_argument("-d", "--dataset-id", type=int, required=True, help="dataset id, 1..999")
     parser.add_argument("--name", default=None, help=f"short dataset name (default: {default_name})")
     parser.add_argument("--skip-bad", action="store_true",
