@@ -7,10 +7,12 @@ trainers themselves, so the figure is the loop's: :class:`trainers.stage1.CodeBr
 ``validate`` on one batch, a checkpoint write on disk, and, when the dataset is preprocessed, the data loader's batch
 (augmentation included; on a CPU it runs in the training process). Figures are cached in
 ``$codebrain_preprocessed/machine_step_costs.json`` under a key of the machine (CPU model, cores, threads, torch
-version) and the candidate, so planning again costs nothing.
+version), of the code that runs a step (the networks and trainers: a faster kernel makes old figures wrong) and of
+the candidate, so planning again costs nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+import codebrain_seg.networks as networks
 from codebrain_seg import paths
 from codebrain_seg.device import preferred_memory_format
 from codebrain_seg.io import atomic_path
@@ -48,6 +51,15 @@ def machine_key(device: str) -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{model} | {os.cpu_count()} cores | {default_cpu_threads()} threads | torch {torch.__version__} | {device}"
+
+
+def code_fingerprint(folders: Sequence[Path] = (Path(networks.__file__).parent, Path(__file__).parent)) -> str:
+    """A short hash of the sources a training step runs (by default ``codebrain_seg/networks`` and ``trainers``)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for source in sorted(Path(folder).glob("*.py")):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _median_seconds(function: Callable[[], Any], repeats: int) -> float:
@@ -126,7 +138,7 @@ def measured_step_costs(plans: dict[str, Any], configuration: str, device: str =
     per machine (cache: ``$codebrain_preprocessed/machine_step_costs.json``)."""
     cache = cache or paths.preprocessed_root() / CACHE_NAME
     config = plans["configurations"][configuration]
-    scope = {"machine": machine_key(device), "crop": config["crop_size"], "channels": plans["channel_names"],
+    scope = {"machine": machine_key(device), "code": code_fingerprint(), "crop": config["crop_size"], "channels": plans["channel_names"],
              "data": str(data[0]) if data else None,
              "memory_format": str(preferred_memory_format(torch.device("cuda" if device == "cuda" else "cpu")))}
 

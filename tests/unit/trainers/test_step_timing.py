@@ -52,6 +52,19 @@ def test_costs_are_cached_per_machine_and_candidate(tmp_path, monkeypatch, one_t
     assert len(stored) == 1 and step_timing.machine_key("cpu") in next(iter(stored))
     costs(TINY, 1)  # another batch size is another candidate
     assert len(calls) == 2
+    # a change to the networks or trainers (a faster kernel) makes the stored figures stale: measured again
+    monkeypatch.setattr(step_timing, "code_fingerprint", lambda: "changed-code")
+    step_timing.measured_step_costs(tiny_plans(), "2d_cpu", cache=cache)(TINY, 2)
+    assert len(calls) == 3 and len(json.loads(cache.read_text())) == 3
+
+
+def test_code_fingerprint_follows_the_sources(tmp_path):
+    (tmp_path / "block.py").write_text("x = 1\n")
+    first = step_timing.code_fingerprint([tmp_path])
+    assert first == step_timing.code_fingerprint([tmp_path]) and len(first) == 12
+    (tmp_path / "block.py").write_text("x = 2\n")
+    assert step_timing.code_fingerprint([tmp_path]) != first
+    assert step_timing.code_fingerprint() != first  # the default: this project's networks and trainers
 
 
 @pytest.mark.parametrize("requested,iterations,expected", [

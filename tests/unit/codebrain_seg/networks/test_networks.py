@@ -53,6 +53,42 @@ def test_layernorm2d_normalises_each_pixel_over_channels() -> None:
     assert y_last.is_contiguous(memory_format=torch.channels_last) and y.is_contiguous()
 
 
+def test_layernorm2d_in_bf16_stays_bf16_with_fp32_statistics() -> None:
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = (torch.randn(2, 6, 5, 7) * 3 + 40).contiguous(memory_format=torch.channels_last)  # large mean
+    rounded = x.to(torch.bfloat16)
+    expected = norm(rounded.float())  # fp32 arithmetic on the same (bf16-rounded) input
+    for layout in (torch.channels_last, torch.contiguous_format):  # fused kernel / written-out fallback
+        y = norm(rounded.contiguous(memory_format=layout))
+        assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=layout)
+        # only the output's rounding (8 significant bits, |y| < 6): statistics of bf16 arithmetic on a mean
+        # of 40 would be off by up to 0.1
+        torch.testing.assert_close(y.float(), expected, atol=0.03, rtol=0.01)
+
+
+def test_nafblock_under_bf16_autocast_keeps_a_bf16_residual_stream() -> None:
+    """fp32 beta / gamma / affine terms must not promote the block's output (and the next block's work) to fp32."""
+    torch.manual_seed(0)
+    block = NAFBlock(8).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        block.beta.fill_(0.5)
+        block.gamma.fill_(0.5)
+    x = torch.randn(2, 8, 12, 12).contiguous(memory_format=torch.channels_last)
+    expected = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    error = (y.float() - expected).square().mean() / expected.square().mean()
+    assert error < 1e-3, f"relative squared error {error:.2e}"
+    y.float().square().sum().backward()
+    assert block.beta.grad.dtype == torch.float32 and block.beta.grad.abs().sum() > 0
+    assert block.norm1.weight.grad.dtype == torch.float32 and block.norm1.weight.grad.abs().sum() > 0
+
+
 def test_encoder_and_decoder_shapes_and_widths() -> None:
     encoder = Encoder(in_channels=3, width=4, depth=2)
     assert encoder.out_channels == 32
