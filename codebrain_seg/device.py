@@ -28,6 +28,11 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def amx_cpu() -> bool:
+    """True when this CPU has AMX tiles (Intel Xeon 4th generation and later): oneDNN's fastest bf16 path."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())  # private probe, as above
+
+
 def avoid_amx_for_3d_training() -> bool:
     """Cap oneDNN below AMX in this process when the CPU has AMX; True when the cap was set now.
 
@@ -40,7 +45,7 @@ def avoid_amx_for_3d_training() -> bool:
     nothing by it (AMX speeds up bf16 and int8); 2D CodeBrain training in bf16, 1.56x faster with AMX, is
     not capped.
     """
-    if "ONEDNN_MAX_CPU_ISA" in os.environ or not getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+    if "ONEDNN_MAX_CPU_ISA" in os.environ or not amx_cpu():
         return False
     os.environ["ONEDNN_MAX_CPU_ISA"] = ONEDNN_3D_SAFE_ISA
     logger.info("oneDNN capped at %s for 3D training on this AMX CPU (ONEDNN_MAX_CPU_ISA; set it yourself to "

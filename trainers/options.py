@@ -8,16 +8,17 @@ from typing import Any
 
 import torch
 
-from codebrain_seg.device import native_bf16
+from codebrain_seg.device import amx_cpu
 from codebrain_seg.errors import InputError
 
 # Options that must be positive when given (None = the plans' or the machine's value): a 0 must not silently
 # mean "the default" (``--iterations 0`` once started a 2,600-iteration run).
-# ``torch.compile`` costs minutes of compilation up front (about 5 for the paper network on a 2-core CPU, 7 on one
-# AVX2 thread) and does not pay everywhere (benchmarks/bench_training.py; docs/benchmarks.md): on a CPU with native
-# bf16 (AVX512-BF16) it ran the paper network's Stage I step 1.5x faster, on an AVX2-only CPU in fp32 it ran it
-# 0.74x as fast (0.046 against 0.062 slices/s). So "auto" compiles runs of at least this many iterations on CUDA
-# and on CPUs with native bf16, and leaves short runs (tests, the demo, CPU budgets) and other CPUs uncompiled.
+# ``torch.compile`` costs minutes of compilation up front (about 4 for the paper network on a 2-core CPU, 7 on one
+# AVX2 thread) and does not pay everywhere (benchmarks/bench_training.py; docs/benchmarks.md), paper network's
+# Stage I step, bf16 where native: on an Intel Xeon with AMX 1.4x faster; on an AMD EPYC with AVX512-BF16 (no AMX)
+# 0.91-0.98x once the NAFBlocks kept a bf16 residual stream (eager bf16 no longer has elementwise work in fp32 for
+# the compiler to fuse); on an AVX2-only CPU in fp32 0.74x. So "auto" compiles runs of at least this many
+# iterations on CUDA and on AMX CPUs, and leaves short runs (tests, the demo, CPU budgets) and other CPUs eager.
 COMPILE_MIN_ITERATIONS = 10_000
 POSITIVE = ("iterations", "batch_size", "val_every", "save_every", "log_every", "num_threads",
             "max_val_slices_per_case")
@@ -61,14 +62,14 @@ class TrainingOptions:
 
 def choose_compile(requested: bool | None, iterations: int, device: torch.device) -> bool:
     """Whether a stage runs under ``torch.compile``: as requested, or (``None`` = auto) for runs of at least
-    :data:`COMPILE_MIN_ITERATIONS` iterations where it was measured to pay: CUDA, or a CPU with native bf16 and a
-    C++ compiler for inductor's kernels."""
+    :data:`COMPILE_MIN_ITERATIONS` iterations where it was measured to pay: CUDA, or a CPU with AMX and a C++
+    compiler for inductor's kernels."""
     if requested is not None:
         return bool(requested)
     if device.type == "cuda":
         pays = True
     else:
-        pays = native_bf16(device) and (shutil.which("g++") is not None or shutil.which("c++") is not None)
+        pays = amx_cpu() and (shutil.which("g++") is not None or shutil.which("c++") is not None)
     return iterations >= COMPILE_MIN_ITERATIONS and pays
 
 
