@@ -8,8 +8,9 @@ its peak resident memory is its own. Every case is measured in fp32 and with bf1
 picks by itself (``--precision auto``) on CPUs with native bf16 (AMX / AVX512-BF16) and which runs the paper
 configuration about twice as fast there; ``--compile`` adds the paper configuration under ``torch.compile`` (batch 1
 and 2; the first step's time, compilation included, is printed). The figure ``paper_batchB_default_over_fp32`` is
-what a user gets by default (``--precision auto --compile auto`` for the paper's 300k iterations: bf16 and compiled
-on a CPU with native bf16) over fp32, both measured in this run.
+what a user gets by default (``--precision auto --compile auto`` for the paper's 300k iterations: bf16 on a CPU with
+native bf16, compiled only on AMX CPUs and GPUs: ``trainers.options.choose_compile``) over fp32, both measured in
+this run.
 
 On a shared machine other processes steal cycles and two OpenMP threads suffer badly from it: the best
 iteration is reported (closest to the machine's capacity), the median (what a run sees under the current
