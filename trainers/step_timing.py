@@ -138,8 +138,8 @@ def measured_step_costs(plans: dict[str, Any], configuration: str, device: str =
     per machine (cache: ``$codebrain_preprocessed/machine_step_costs.json``)."""
     cache = cache or paths.preprocessed_root() / CACHE_NAME
     config = plans["configurations"][configuration]
-    scope = {"machine": machine_key(device), "code": code_fingerprint(), "crop": config["crop_size"], "channels": plans["channel_names"],
-             "data": str(data[0]) if data else None,
+    scope = {"machine": machine_key(device), "code": code_fingerprint(), "crop": config["crop_size"],
+             "channels": plans["channel_names"], "data": str(data[0]) if data else None,
              "memory_format": str(preferred_memory_format(torch.device("cuda" if device == "cuda" else "cpu")))}
 
     def costs(size: NetworkSize, batch_size: int) -> StepCosts:

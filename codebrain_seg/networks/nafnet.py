@@ -30,15 +30,15 @@ class LayerNorm2d(nn.Module):
         A bf16 / fp16 ``x`` (what autocast's convolutions emit) stays in that dtype: the affine terms are cast
         to it, so the residual stream of a NAFBlock is not promoted to fp32 by fp32 parameters.
         """
-        if x.dtype in (torch.bfloat16, torch.float16) and x.is_contiguous(memory_format=torch.channels_last):
+        if x.dtype not in (torch.bfloat16, torch.float16):
+            return self._written_out(x)
+        if x.is_contiguous(memory_format=torch.channels_last):
             # Channels-last (B, C, H, W) is a contiguous (B, H, W, C): the fused kernel normalises its last
             # dimension with fp32 statistics, in one pass instead of the written-out chain's eight.
             normalised = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight.to(x.dtype),
                                       self.bias.to(x.dtype), self.eps)
             return normalised.permute(0, 3, 1, 2)
-        if x.dtype in (torch.bfloat16, torch.float16):
-            return self._written_out(x.float()).to(x.dtype)  # rare layout: fp32 arithmetic, like the fused kernel
-        return self._written_out(x)
+        return self._written_out(x.float()).to(x.dtype)  # rare layout: fp32 arithmetic, like the fused kernel
 
     def _written_out(self, x: Tensor) -> Tensor:
         # Written out rather than F.layer_norm on a permuted view: in fp32 on CPU this is several times
