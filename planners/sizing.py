@@ -25,11 +25,12 @@ STAGE_START_SECONDS = 10.0
 # Without a time budget each stage gets this long and at least this many iterations (the 2d_cpu promise).
 CPU_SECONDS_PER_STAGE = 1800.0
 CPU_MIN_ITERATIONS = 1000
-# With a time budget: the iterations below which a larger network is not worth its cost. The reference reached its
-# best held-out quality per minute here with 2000 + 2000 iterations in 45 minutes of a 2-core CPU (issue 16), while
-# 300 + 300 iterations of a larger network in 27 minutes scored 1 dB lower: at these budgets iterations buy more than
-# width, so the largest network that still gets this many iterations is chosen.
-BUDGET_MIN_ITERATIONS = 2000
+# With a time budget: the iterations per stage below which a larger network is not worth its cost. Measured on the
+# real cases (fold 0, 45 minutes on a 2-core AVX512-BF16 CPU, docs/results/real_data.md): 16/32/32/2 at 900 + 900
+# iterations scored 0.22 dB more held-out T1Gd PSNR than 8/16/16/1 at 2,300 + 2,300 in the same minutes, while
+# 300 + 300 iterations of a larger network were 1 dB behind. Width pays while the iterations stay in the
+# low thousands; 1,500 sits between the measured points.
+BUDGET_MIN_ITERATIONS = 1500
 # With a budget, validation only picks the better checkpoint and costs more per slice than a training step (it
 # decodes every single-missing pattern; 0.64 s per slice against 0.58 for training on the real cases, one thread):
 # five validations of 96 slices took a quarter of a 45-minute budget, so a budgeted stage validates twice.
@@ -197,8 +198,8 @@ def size_cpu_configuration(ladder: Sequence[NetworkSize], batch_size: int, valid
         planned = tuple(planned_stage_seconds(costs.stage(s), iterations, val_every, validation_slices)
                         for s in (1, 2))
     what = (f"a budget of {budget_minutes:g} minutes for both stages (validation and checkpoints included): the "
-            f"largest network of the ladder that still trains >= {floor} iterations per stage (at these budgets "
-            "iterations buy more quality than width), both stages the same iterations, validation "
+            f"largest network of the ladder that still trains >= {floor} iterations per stage (below that, iterations "
+            "buy more held-out quality than width; above it, width), both stages the same iterations, validation "
             f"{VALIDATIONS_PER_STAGE} times per stage" if budget_minutes is not None else
             f"the largest network of the ladder that trains >= {floor} Stage I iterations within "
             f"{seconds:.0f} s (validation included); iterations fill that time")

@@ -41,8 +41,8 @@ def test_planned_seconds_count_start_iterations_validations_and_checkpoints():
 
 def test_budget_picks_the_largest_network_that_still_gets_the_minimum_iterations():
     asked: list[int] = []
-    # 45 minutes for both stages: width 24 gets (2700 - overheads) / 0.9 ~ 2900 iterations, width 32 ~ 1700
-    sized = size_cpu_configuration(LADDER, 4, 20, fake_costs({16: 0.4, 24: 0.6, 32: 1.0, 64: 3.0}, asked),
+    # 45 minutes for both stages: width 24 gets (2700 - overheads) / 0.9 ~ 2900 iterations, width 32 ~ 1150
+    sized = size_cpu_configuration(LADDER, 4, 20, fake_costs({16: 0.4, 24: 0.6, 32: 1.5, 64: 3.0}, asked),
                                    budget_minutes=45)
     assert sized.network == LADDER[1]
     assert sized.iterations >= BUDGET_MIN_ITERATIONS
@@ -70,7 +70,7 @@ def test_without_budget_stage_one_fills_half_an_hour_with_at_least_the_cpu_minim
 
 
 def test_timing_block_records_the_prediction_and_its_source():
-    sized = size_cpu_configuration(LADDER, 4, 20, fake_costs({16: 0.4, 24: 0.6, 32: 1.0, 64: 3.0}, []),
+    sized = size_cpu_configuration(LADDER, 4, 20, fake_costs({16: 0.4, 24: 0.6, 32: 1.5, 64: 3.0}, []),
                                    budget_minutes=45)
     timing = sized.timing(4, 20, 45)
     assert timing["source"] == "fake" and timing["budget_minutes"] == 45
