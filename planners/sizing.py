@@ -28,8 +28,9 @@ CPU_MIN_ITERATIONS = 1000
 # With a time budget: the iterations per stage below which a larger network is not worth its cost. Measured on the
 # real cases (fold 0, 45 minutes on a 2-core AVX512-BF16 CPU, docs/results/real_data.md): 16/32/32/2 at 900 + 900
 # iterations scored 0.22 dB more held-out T1Gd PSNR than 8/16/16/1 at 2,300 + 2,300 in the same minutes, while
-# 300 + 300 iterations of a larger network were 1 dB behind. Width pays while the iterations stay in the
-# low thousands; 1,500 sits between the measured points.
+# 300 + 300 iterations of a larger network were 1 dB behind. On a faster day of the same CPU 8/16/16/1 at 2,800,
+# 16/32/32/2 at 1,900 and 16/48/48/3 at 1,000 iterations tied on held-out T1Gd (18.58-18.61 dB), but 16/32/32/2
+# led the validation over every missing pattern by 1.1 dB: the floor sits where it picks that middle ground.
 BUDGET_MIN_ITERATIONS = 1500
 # With a budget, validation only picks the better checkpoint and costs more per slice than a training step (it
 # decodes every single-missing pattern; 0.64 s per slice against 0.58 for training on the real cases, one thread):
