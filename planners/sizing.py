@@ -30,7 +30,8 @@ CPU_MIN_ITERATIONS = 1000
 # iterations scored 0.22 dB more held-out T1Gd PSNR than 8/16/16/1 at 2,300 + 2,300 in the same minutes, while
 # 300 + 300 iterations of a larger network were 1 dB behind. On a faster day of the same CPU 8/16/16/1 at 2,800,
 # 16/32/32/2 at 1,900 and 16/48/48/3 at 1,000 iterations tied on held-out T1Gd (18.58-18.61 dB), but 16/32/32/2
-# led the validation over every missing pattern by 1.1 dB: the floor sits where it picks that middle ground.
+# led Stage II's validation over every missing pattern (19.99 dB, 16/48/48/3 18.89; 8/16/16/1 18.86 at 2,300):
+# the floor sits where it picks that middle ground.
 BUDGET_MIN_ITERATIONS = 1500
 # With a budget, validation only picks the better checkpoint and costs more per slice than a training step (it
 # decodes every single-missing pattern; 0.64 s per slice against 0.58 for training on the real cases, one thread):
@@ -200,7 +201,7 @@ def size_cpu_configuration(ladder: Sequence[NetworkSize], batch_size: int, valid
                         for s in (1, 2))
     what = (f"a budget of {budget_minutes:g} minutes for both stages (validation and checkpoints included): the "
             f"largest network of the ladder that still trains >= {floor} iterations per stage (below that, iterations "
-            "buy more held-out quality than width; above it, width), both stages the same iterations, validation "
+            "buy more quality than width), both stages the same iterations, validation "
             f"{VALIDATIONS_PER_STAGE} times per stage" if budget_minutes is not None else
             f"the largest network of the ladder that trains >= {floor} Stage I iterations within "
             f"{seconds:.0f} s (validation included); iterations fill that time")
