@@ -5,7 +5,8 @@ stages of ``2d_cpu`` as planned, and prints per stage the planned seconds, the m
 With ``--evaluate`` it then imputes T1Gd of every held-out case of the fold and prints the calibrated brain PSNR
 (:func:`codebrain_seg.metrics.calibrated_brain_psnr`: ground truth scaled by its 0.5-99.5 brain percentiles,
 prediction mapped by one least-squares affine fit over the brain, PSNR over brain voxels) of the final and the best
-checkpoint.
+checkpoint, decoded as imputation does by default (expected levels), as the reference decodes (``count``), and
+with test-time mirroring (``codebrain_impute --mirror``, about 4x the seconds).
 
 With ``--default-network`` (and ``--time-budget``) it trains instead the network that the plan *without* a budget
 picks (today's ``2d_cpu``) for the iterations that fill the same minutes at its measured costs: the budget's choice
@@ -83,23 +84,34 @@ def _train_timed(dataset: int, fold: int, record_path: Path,
     return record
 
 
+# Inference settings scored: the default, the reference's decoding of the Stage II levels, test-time mirroring.
+SETTINGS = {"": {}, "_count": {"code_decoding": "count"}, "_mirror": {"mirroring": True}}
+
+
 def _evaluate(dataset: int, fold: int, preprocessed: Path) -> None:
     raw = paths.raw_dataset_dir(dataset)
     split = read_json(preprocessed / "splits_final.json")[fold]
+    iterations = {}
     for checkpoint in ("final", "best"):
         predictor = CodeBrainPredictor.from_results(dataset, fold, CONFIGURATION, "cpu", checkpoint=checkpoint)
+        iterations[checkpoint] = predictor.model_info["stage2_iteration"]
+        if checkpoint == "best" and iterations["best"] == iterations["final"]:
+            print(f"best checkpoint = final (Stage II iteration {iterations['final']})")
+            continue
         missing = predictor.channel_names.index(MISSING)
-        scores = []
-        for case in split["val"]:
-            volumes = [read_nifti(image_path(raw, case, c)) for c in range(predictor.num_channels)]
-            images = np.stack([v.data for v in volumes]).astype(np.float32)
-            available = [c != missing for c in range(predictor.num_channels)]
-            output = predictor.impute_arrays(images, available, volumes[0].affine)
-            brain = np.any(images[np.asarray(available)] != 0, axis=0)
-            scores.append(calibrated_brain_psnr(output[missing], images[missing], brain))
-        every = ", ".join(f"{s:.2f}" for s in scores)
-        print(f"heldout_{MISSING}_calibrated_brain_psnr_{checkpoint}: {np.mean(scores):.2f} dB over "
-              f"{len(scores)} cases ({every})")
+        for suffix, options in SETTINGS.items():
+            predictor.apply_options(options)
+            scores = []
+            for case in split["val"]:
+                volumes = [read_nifti(image_path(raw, case, c)) for c in range(predictor.num_channels)]
+                images = np.stack([v.data for v in volumes]).astype(np.float32)
+                available = [c != missing for c in range(predictor.num_channels)]
+                output = predictor.impute_arrays(images, available, volumes[0].affine)
+                brain = np.any(images[np.asarray(available)] != 0, axis=0)
+                scores.append(calibrated_brain_psnr(output[missing], images[missing], brain))
+            every = ", ".join(f"{s:.2f}" for s in scores)
+            print(f"heldout_{MISSING}_calibrated_brain_psnr_{checkpoint}{suffix}: {np.mean(scores):.2f} dB over "
+                  f"{len(scores)} cases ({every})", flush=True)
 
 
 def main() -> None:

@@ -220,13 +220,22 @@ def grading_loss(logits: Tensor, levels: Tensor, fsq_levels: Sequence[int]) -> T
     return (per_output * weights).sum()
 
 
-def decode_grading(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
-    """Integer levels ``(B, d, h, w)`` (int64): number of positive logits in each channel's group."""
+def decode_grading(logits: Tensor, fsq_levels: Sequence[int], expected: bool = False) -> Tensor:
+    """Levels ``(B, d, h, w)`` of ordinal logits ``(B, sum(L_i - 1), h, w)``.
+
+    Default (the reference's decode): int64, the number of positive logits in each channel's group. With
+    ``expected``: float32, the expected level ``sum_t sigmoid(logit_t)`` (each output estimates P(level > t)) —
+    between grid levels where the head is unsure, which lowers the decoder's squared error (held-out PSNR in
+    ``docs/results/real_data.md``).
+    """
     fsq_levels = [int(level) for level in fsq_levels]
     _check_logits(logits, sum(level - 1 for level in fsq_levels), "grading")
     channel_of, _ = _ordinal_layout(fsq_levels, logits.device)
     shape = list(logits.shape)
     shape[1] = len(fsq_levels)
+    if expected:
+        totals = torch.zeros(shape, dtype=torch.float32, device=logits.device)
+        return totals.index_add_(1, channel_of, torch.sigmoid(logits.float()))
     counts = torch.zeros(shape, dtype=torch.long, device=logits.device)
     return counts.index_add_(1, channel_of, (logits > 0).long())
 
@@ -263,11 +272,17 @@ def classification_loss(logits: Tensor, levels: Tensor, fsq_levels: Sequence[int
     return _reduce_all_but_channels(per_position).mean()
 
 
-def decode_classification(logits: Tensor, fsq_levels: Sequence[int]) -> Tensor:
-    """Integer levels ``(B, d, h, w)`` (int64): argmax over each channel's L_i class logits."""
+def decode_classification(logits: Tensor, fsq_levels: Sequence[int], expected: bool = False) -> Tensor:
+    """Levels ``(B, d, h, w)`` of class logits ``(B, sum(L_i), h, w)``: int64 argmax over each channel's L_i
+    classes, or with ``expected`` float32 ``sum_k softmax_k * k`` (only meaningful where the classes are ordered
+    levels, i.e. FSQ, not VQ codebook indices)."""
     fsq_levels = [int(level) for level in fsq_levels]
     _check_logits(logits, sum(fsq_levels), "classification")
-    return _padded_class_logits(logits, fsq_levels).argmax(dim=1)
+    padded = _padded_class_logits(logits, fsq_levels)
+    if expected:
+        classes = torch.arange(padded.shape[1], device=logits.device, dtype=torch.float32)
+        return (padded.softmax(dim=1) * classes.view(1, -1, *[1] * (padded.dim() - 2))).sum(dim=1)
+    return padded.argmax(dim=1)
 
 
 # ---- ablations: VQ codebook and continuous codes ---------------------------------------------------------

@@ -3,7 +3,8 @@
 The finished Stage-I generator is frozen (eval mode, no gradients, not optimised). A fresh prior encoder reads
 the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or cross-entropy for the 'cls'
 ablation) against the integer levels of ``FSQ(E_posterior(x))`` of the same augmented batch. Validation is
-real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))``, scored on the missing channels.
+real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))`` with the predictor's default decoding (expected
+levels), scored on the missing channels.
 
 In the v1 variant the targets are the concatenated per-modality codes of all C modalities (available ones
 included, as in the v1 paper) and validation decodes each missing modality from its predicted code with F_c of a
@@ -52,13 +53,14 @@ def load_stage_one(path: Path, device: torch.device,
 
 
 def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor, available: Tensor | None = None,
-           source_generator: torch.Generator | None = None) -> Tensor:
+           source_generator: torch.Generator | None = None, decoding: str = "expected") -> Tensor:
     """Real imputation: all modalities ``(B, C, H, W)`` from the zero-filled stack ``(B, C, H, W)``.
 
     ``available`` (``(C,)`` or ``(B, C)`` bool) and ``source_generator`` matter for v1 only (random sources; the
-    given channels default to those of each slice that are not all zero).
+    given channels default to those of each slice that are not all zero); ``decoding`` as in
+    :meth:`PriorEncoder.logits_to_levels` (the predictor's default).
     """
-    levels = prior.logits_to_levels(prior(masked))
+    levels = prior.logits_to_levels(prior(masked), decoding)
     return generator.impute_from_codes(generator.levels_to_codes(levels), masked, available,
                                        generator=source_generator)
 
@@ -153,10 +155,12 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
             masked = masked_inputs(x, masks)
             with self.autocast():
                 target = self.generator.codes_to_levels(self.generator.encode_codes(x))
-                predicted = prior.logits_to_levels(prior(masked).float())
+                logits = prior(masked).float()
+                predicted = prior.logits_to_levels(logits)  # the accuracy counts grid levels
+                # Decoded as imputation decodes (expected levels), so the best checkpoint is chosen on what users get.
                 reconstruction = self.generator.impute_from_codes(
-                    self.generator.levels_to_codes(predicted), masked, masks.repeat_interleave(len(x), dim=0),
-                    generator=sources)
+                    self.generator.levels_to_codes(prior.logits_to_levels(logits, "expected")), masked,
+                    masks.repeat_interleave(len(x), dim=0), generator=sources)
             target = target.repeat(len(masks), 1, 1, 1)
             counts["correct"] += float((predicted == target).sum())
             counts["error"] += float((predicted.float() - target.float()).abs().sum())

@@ -11,8 +11,10 @@ What happens to a case (``CodeBrainPredictor.impute_arrays``):
    any *given* sequence; each given sequence divided by its own 99.5th brain percentile and clipped to [0, 1];
    missing ones zero; slices along the planned axis over the brain's extent; the planned in-plane crop centred on
    the brain (enlarged to the next multiple of 8 if this brain is wider than every training brain).
-2. **Inference on every slice**, ``batch_size`` slices at a time: levels = ordinal count decode of E_prior's
-   logits, codes = FSQ levels -> [-1, 1], reconstruction = D(codes, E_c(zero-filled stack)).
+2. **Inference on every slice**, ``batch_size`` slices at a time: levels = E_prior's ordinal logits decoded to
+   expected levels (``code_decoding='expected'``, the default; ``'count'`` is the reference's count of positive
+   logits), codes = FSQ levels -> [-1, 1], reconstruction = D(codes, E_c(zero-filled stack)); optionally the mean
+   over in-plane flips (``mirroring``, :mod:`codebrain_seg.inference.slice_predictor`).
 3. **Back to the original grid** with ``planners.slice_preprocessing.restore_to_original``: zero outside the field of
    view (slices without brain, voxels outside the crop) and outside the brain mask.
 
@@ -30,7 +32,7 @@ sequences only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +51,7 @@ from codebrain_seg.inference.model_folders import model_plans, variant_fold_dir
 from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.inference.slice_predictor import SlicePredictor, network_input
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from codebrain_seg.networks.codebrain import SOURCE_RULES
+from codebrain_seg.networks.codebrain import CODE_DECODINGS, SOURCE_RULES
 from codebrain_seg.variants import CodeBrainVariant
 
 
@@ -67,6 +69,9 @@ class CodeBrainPredictor(SlicePredictor):
         source_rule: v1 only: ``'random'`` or ``'relevant'`` source of F_c (module docstring).
         source_relevance: v1 only: ``{source: {target: PSNR}}`` recorded by Stage I (needed for ``'relevant'``).
         source_seed: v1 only: seed of the ``'random'`` source choices.
+        precision: ``'auto'`` (bf16 where the device computes it natively), ``'fp32'`` or ``'bf16'``.
+        code_decoding: ``'expected'`` (default) or ``'count'`` (:data:`CODE_DECODINGS`).
+        mirroring: average over the in-plane flips (about 4x the seconds).
     """
 
     uses_availability = True
@@ -75,8 +80,10 @@ class CodeBrainPredictor(SlicePredictor):
                  configuration: str, device: str | torch.device = "cpu", batch_size: int | None = None,
                  model_info: dict[str, Any] | None = None, source_rule: str = "random",
                  source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0,
-                 precision: str = "auto") -> None:
-        super().__init__(plans, configuration, device, batch_size, model_info, precision)
+                 precision: str = "auto", code_decoding: str = "expected", mirroring: bool = False) -> None:
+        super().__init__(plans, configuration, device, batch_size, model_info, precision, mirroring)
+        self.code_decoding = _checked_decoding(code_decoding)
+        self.model_info["code_decoding"] = self.code_decoding
         self.stage_one = stage_one.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
         self.prior_encoder = prior_encoder.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
         self.config = prior_encoder.config
@@ -115,6 +122,13 @@ class CodeBrainPredictor(SlicePredictor):
                                     CodeBrainVariant(ablation, loss_weights, variant, code_dim))  # type: ignore[arg-type]
         return load_predictor_from_folder(fold_dir, configuration, device, checkpoint, batch_size, source_rule)
 
+    inference_options = (*SlicePredictor.inference_options, "code_decoding")
+
+    def apply_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The shared options plus ``code_decoding`` (expected | count)."""
+        self.code_decoding = _checked_decoding(options.get("code_decoding", "expected"))
+        return super().apply_options(options)
+
     # -- slices --------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -129,7 +143,8 @@ class CodeBrainPredictor(SlicePredictor):
 
         Returns:
             ``{"reconstruction": (B, C, H, W) unclamped (v1: missing channels only, given ones 0), "levels": Stage-II
-            targets (FSQ levels ``(B, num_codes * d, H/8, W/8)`` int64; VQ indices ``(B, num_codes, ...)``; continuous
+            targets as the reference decodes them, whatever ``code_decoding`` decoded the reconstruction from (FSQ
+            levels ``(B, num_codes * d, H/8, W/8)`` int64; VQ indices ``(B, num_codes, ...)``; continuous
             codes), "confidence": (B, H/8, W/8)}`` on the CPU (confidence only with the grading head).
         """
         x = network_input(masked, self.device)
@@ -141,7 +156,8 @@ class CodeBrainPredictor(SlicePredictor):
             given[~given.any(dim=1)] = True  # a blank slice: any channel may serve as the source
         logits = self.prior_encoder(x)
         levels = self.prior_encoder.logits_to_levels(logits)
-        codes = self.stage_one.levels_to_codes(levels)
+        decoded = levels if self.code_decoding == "count" else self.prior_encoder.logits_to_levels(logits, "expected")
+        codes = self.stage_one.levels_to_codes(decoded)
         reconstruction = self.stage_one.impute_from_codes(codes, x, given, self.source_rule, self.relevance,
                                                           self._sources)
         result = {"reconstruction": reconstruction.float().cpu(), "levels": levels.cpu()}
@@ -173,6 +189,12 @@ class CodeBrainPredictor(SlicePredictor):
         return {"quantizer": self.config.quantizer, "class_counts": list(self.config.class_counts),
                 "variant": self.config.variant, "groups": {name: list(range(i * per_code, (i + 1) * per_code))
                                                            for i, name in enumerate(names)}}
+
+
+def _checked_decoding(decoding: str) -> str:
+    if decoding not in CODE_DECODINGS:
+        raise InputError(f"code decoding must be one of {', '.join(CODE_DECODINGS)}, got {decoding!r}")
+    return decoding
 
 
 def _stage_one_state(stage2: dict[str, Any], fold_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -248,7 +270,8 @@ class CodeBrainImputer(LearnedImputer):
 
     Built from an :class:`ImputationContext`: the model is loaded from ``context.model_dir`` (a ``fold_F``
     folder) when given, else from ``$codebrain_results`` by dataset, fold and configuration. ``context.options``
-    may hold ``checkpoint`` (final|best|latest), ``batch_size`` and ``source_rule`` (v1). The context's
+    may hold ``checkpoint`` (final|best|latest), ``batch_size``, ``source_rule`` (v1), ``precision``, ``mirroring``
+    and ``code_decoding`` (:meth:`CodeBrainPredictor.apply_options`). The context's
     ``ablation``, ``loss_weights``, ``variant`` and ``code_dim`` select the variant's folder
     (:func:`variant_fold_dir`). Arrays are taken in RAS voxel order unless ``affine`` is passed to :meth:`impute`.
     """

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from codebrain_seg.inference.request import ImputationContext, model_fingerprint
-from codebrain_seg.inference.slice_predictor import SlicePredictor, resolve_inference_precision
+from codebrain_seg.inference.slice_predictor import SlicePredictor
 from codebrain_seg.results_layout import model_fold_dir
 
 
@@ -24,13 +24,12 @@ class LearnedImputer:
         checkpoint, source_rule = options.get("checkpoint", "final"), options.get("source_rule", "random")
         self.predictor = self.load(fold_dir, context.configuration, context.device, checkpoint,
                                    options.get("batch_size"), source_rule)
-        # bf16 where the device computes it natively (``options["precision"]``: auto | fp32 | bf16).
-        self.predictor.precision = resolve_inference_precision(options.get("precision", "auto"),
-                                                               self.predictor.device)
-        self.predictor.model_info["precision"] = self.predictor.precision
+        # bf16 where the device computes it natively (``options["precision"]``: auto | fp32 | bf16), mirroring, and
+        # the predictor's own options (CodeBrain: code_decoding).
+        chosen = self.predictor.apply_options(options)
         self.intensity_scale = self.predictor.intensity_scale
-        # The precision changes the imputed values: it keys cached imputations too.
-        self._model = (fold_dir, checkpoint, {"source_rule": source_rule, "precision": self.predictor.precision})
+        # These options change the imputed values: they key cached imputations too.
+        self._model = (fold_dir, checkpoint, {"source_rule": source_rule, **chosen})
 
     def fingerprint(self) -> dict[str, Any]:
         """See :func:`model_fingerprint`."""

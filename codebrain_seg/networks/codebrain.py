@@ -11,8 +11,9 @@ Ablations are configuration switches (:class:`CodeBrainConfig`), never other cla
 (paper), a learned VQ codebook or continuous codes (:mod:`codebrain_seg.networks.quantizers`), ``head`` the
 Stage-II output, ``use_fc`` whether F_c is fused, ``blank_fc`` the blank-F_c control (E_c reads zeros) and
 ``fusion_init`` how the decoder's fusion weights of the code channels start. Whatever the quantiser, imputation is
-``levels = prior.logits_to_levels(prior(x_masked))``, ``codes = stage_one.levels_to_codes(levels)``,
-``x_hat = stage_one.impute_from_codes(codes, x_masked, available)``.
+``levels = prior.logits_to_levels(prior(x_masked), decoding)``, ``codes = stage_one.levels_to_codes(levels)``,
+``x_hat = stage_one.impute_from_codes(codes, x_masked, available)``; ``decoding`` is ``'expected'`` (FSQ: the
+expected level, this project's default) or the reference's ``'count'`` (:data:`CODE_DECODINGS`).
 
 ``variant`` selects the code layout. ``'cvpr'`` (default): one full-stack code of d channels from all C modalities,
 E_c and the decoder see and produce the whole stack. ``'v1'`` (Wu et al., "CodeBrain: Impute Any Brain MRI via
@@ -48,6 +49,9 @@ QUANTIZERS = ("fsq", "vq", "continuous")
 HEADS = ("grading", "cls", "regression")
 VARIANTS = ("cvpr", "v1")
 SOURCE_RULES = ("random", "relevant")
+# How Stage II's FSQ logits become the decoder's code map: 'expected' (the default of imputation and validation) or
+# the reference's 'count' (PriorEncoder.logits_to_levels).
+CODE_DECODINGS = ("expected", "count")
 # Stage-II heads each quantiser supports, the first being its default. Grading needs ordered levels, which a
 # VQ codebook does not have (its indices are arbitrary), so VQ is classified; continuous codes are regressed.
 HEADS_BY_QUANTIZER = {"fsq": ("grading", "cls"), "vq": ("cls",), "continuous": ("regression",)}
@@ -500,18 +504,26 @@ class PriorEncoder(nn.Module):
         _check_spatial(x_masked, self.config.in_channels, "x_masked")
         return self.encoder(x_masked)
 
-    def logits_to_levels(self, logits: Tensor) -> Tensor:
+    def logits_to_levels(self, logits: Tensor, decoding: str = "count") -> Tensor:
         """Decode head outputs ``(B, num_logits, h, w)`` to the quantiser's targets.
 
+        Args:
+            logits: the head's output.
+            decoding: ``'count'`` (the reference's: integer levels) or ``'expected'`` (FSQ levels only: the expected
+                level under the head's probabilities, float32; VQ indices and continuous codes are unchanged).
+
         Returns:
-            FSQ: integer levels ``(B, d, h, w)``; VQ: codebook indices ``(B, 1, h, w)`` (argmax); continuous:
-            codes ``tanh(output)`` ``(B, d, h, w)`` float32. Turn them into the decoder's code map with the
-            quantiser's ``levels_to_codes``.
+            FSQ: levels ``(B, d, h, w)``; VQ: codebook indices ``(B, 1, h, w)`` (argmax); continuous: codes
+            ``tanh(output)`` ``(B, d, h, w)`` float32. Turn them into the decoder's code map with the quantiser's
+            ``levels_to_codes`` (FSQ's takes fractional levels too).
         """
+        if decoding not in CODE_DECODINGS:
+            raise InputError(f"code decoding must be one of {CODE_DECODINGS}, got {decoding!r}")
+        expected = decoding == "expected" and self.config.quantizer == "fsq"
         if self.config.head == "grading":
-            return decode_grading(logits, self.config.target_levels)
+            return decode_grading(logits, self.config.target_levels, expected)
         if self.config.head == "cls":
-            return decode_classification(logits, self.config.class_counts)
+            return decode_classification(logits, self.config.class_counts, expected)
         return torch.tanh(logits.float())
 
 

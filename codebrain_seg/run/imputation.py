@@ -55,6 +55,8 @@ from planners.experiment_planner import get_configuration
 
 logger = logging.getLogger(__name__)
 
+# The methods whose predictor is slice-wise (codebrain_seg.inference.slice_predictor): they can mirror.
+MIRRORED_METHODS = ("codebrain", "regression")
 FILE_PATTERN = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii\.gz$")
 
 
@@ -177,7 +179,8 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
                   loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
                   code_dim: int | None = None, source_rule: str = "random", prompts: str = "learned",
                   layout: str = "shared", model_folder: str | Path | None = None,
-                  missing_slices: str | Sequence[int] | None = None) -> list[Path]:
+                  missing_slices: str | Sequence[int] | None = None, mirroring: bool = False,
+                  code_decoding: str = "expected") -> list[Path]:
     """Impute the missing sequences of every case of ``input_folder`` (module docstring); returns files written.
 
     Args:
@@ -204,10 +207,14 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
             preprocessed dataset; the variant options are then ignored.
         missing_slices: a missing-slice (cardiac) dataset only: ``'3,4,5'``, the 0-based slices missing in every
             case (default: the all-zero slices); see :func:`codebrain_seg.run.slice_imputation.impute_slices_folder`.
+        mirroring: slice-wise learned methods (codebrain, regression): the mean over the in-plane flips, about
+            four times the seconds (:mod:`codebrain_seg.inference.slice_predictor`).
+        code_decoding: codebrain: ``expected`` (default) or the reference's ``count`` decode of Stage II's levels.
     """
     if slice_dataset_plans(dataset, model_folder, fold) is not None:
-        if save_confidence:
-            raise InputError("--save-confidence comes from CodeBrain's Stage II; a missing-slice dataset has none")
+        if save_confidence or mirroring or code_decoding != "expected":
+            raise InputError("--save-confidence, --mirror and --code-decoding belong to CodeBrain's slice-wise "
+                             "sequence imputation; a missing-slice dataset has none of them")
         return impute_slices_folder(dataset, fold, input_folder, output_folder, configuration, method, device,
                                     missing_slices, checkpoint, prompts, model_folder)
     if missing_slices is not None:
@@ -236,6 +243,11 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
         plans = model_plans(model_dir)
     method = method or "codebrain"
     spec = get_method(method)
+    if mirroring and method not in MIRRORED_METHODS:
+        raise InputError(f"--mirror applies to the slice-wise learned methods ({', '.join(MIRRORED_METHODS)}), "
+                         f"not {method!r}")
+    if code_decoding != "expected" and method != "codebrain":
+        raise InputError(f"--code-decoding applies to codebrain's Stage II, not {method!r}")
     if save_confidence and method != "codebrain":
         raise InputError(f"--save-confidence needs the codebrain method (confidence comes from Stage II), "
                          f"not {method!r}")
@@ -270,7 +282,8 @@ def impute_folder(dataset: str | int | None, fold: int | str | None, input_folde
     # The model is loaded (and a missing Stage II reported) before anything is written.
     context = ImputationContext(plans=plans, dataset=dataset_name, fold=fold, configuration=configuration,
                                 device=device, options={"checkpoint": checkpoint, "batch_size": batch_size,
-                                                        "source_rule": source_rule, **method_options},
+                                                        "source_rule": source_rule, "mirroring": mirroring,
+                                                        "code_decoding": code_decoding, **method_options},
                                 codebrain=codebrain, model_dir=model_dir)
     imputer = spec.build_imputer(context)
     check_writable(output_folder)  # before minutes of computing, not at the first write

@@ -299,6 +299,31 @@ def test_predictor_api_matches_the_cli_and_the_registry(tiny_model):
     assert by_folder.predictor.batch_size == 2 and by_folder.predictor.model_info["checkpoint"].endswith("best.pth")
 
 
+def test_code_decoding_and_mirroring_change_the_output_and_are_recorded(tiny_model, tmp_path, capsys):
+    case_id = tiny_model.split["val"][0]
+    inputs = tmp_path / "in"
+    _copy_case(tiny_model.raw, case_id, inputs, drop=(1,))
+    runs = {"default": [], "count": ["--code-decoding", "count"], "mirror": ["--mirror"]}
+    imputed, models = {}, {}
+    for name, extra in runs.items():
+        outputs = tmp_path / name
+        assert impute_main(["-d", str(TINY_DATASET), "-c", TINY_CONFIG, "-i", str(inputs), "-o", str(outputs),
+                            *extra]) == 0
+        imputed[name] = read_nifti(outputs / f"{case_id}_0001.nii.gz").data
+        models[name] = json.loads((outputs / f"{case_id}_imputation.json").read_text())["model"]
+    assert [models[n]["code_decoding"] for n in runs] == ["expected", "count", "expected"]
+    assert [models[n]["mirroring"] for n in runs] == [False, False, True]
+    brain = imputed["default"] != 0
+    for other in ("count", "mirror"):
+        difference = np.abs(imputed[other] - imputed["default"])[brain]
+        assert difference.max() > 0 and difference.mean() < 0.5 * imputed["default"][brain].mean()
+    capsys.readouterr()
+    code = impute_main(["-d", str(TINY_DATASET), "-c", TINY_CONFIG, "-i", str(inputs), "-o", str(tmp_path / "bad"),
+                        "--method", "mean", "--mirror"])
+    assert code == 2 and "--mirror applies to the slice-wise learned methods" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_registry_builds_codebrain_in_a_fresh_process_and_inference_needs_no_trainer(tiny_model):
     script = ("import sys\n"
               "import codebrain_seg.inference.codebrain\n"

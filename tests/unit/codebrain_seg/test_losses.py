@@ -172,6 +172,23 @@ def test_decode_grading_counts_positive_logits_without_monotonicity() -> None:
     assert decode_grading(logits, [5]).item() == 2
 
 
+def test_expected_decodes_are_the_mean_level_and_agree_with_the_count_when_sure() -> None:
+    # P(level > t) = 0.9, 0.5, 0.2, 0.1 for L = 5: expected level 1.7; the count says 1 (one logit above 0).
+    probabilities = torch.tensor([0.9, 0.5, 0.2, 0.1])
+    logits = torch.logit(probabilities).view(1, 4, 1, 1)
+    expected = decode_grading(logits, [5], expected=True)
+    assert expected.dtype == torch.float32 and expected.shape == (1, 1, 1, 1)
+    assert expected.item() == pytest.approx(1.7, abs=1e-5)
+    assert decode_grading(logits, [5]).item() == 1
+    levels = _all_level_combinations()
+    sure = levels_to_ordinal_targets(levels, LEVELS) * 40 - 20
+    torch.testing.assert_close(decode_grading(sure, LEVELS, expected=True), levels.float())
+    # classes: softmax-weighted level; 0.5 / 0.5 on levels 1 and 3 of L = 4 -> 2.0, argmax says 1
+    class_logits = torch.tensor([-30.0, 0.0, -30.0, 0.0]).view(1, 4, 1, 1)
+    assert decode_classification(class_logits, [4], expected=True).item() == pytest.approx(2.0, abs=1e-5)
+    assert decode_classification(class_logits, [4]).item() == 1
+
+
 def test_grading_shape_errors() -> None:
     with pytest.raises(ValueError, match="33 channels"):
         grading_loss(torch.zeros(1, 32, 2, 2), torch.zeros(1, 6, 2, 2, dtype=torch.long), LEVELS)

@@ -1,4 +1,5 @@
-"""The slice pipeline of the learned imputers: empty slices skipped, batch size from memory, bf16 where native."""
+"""The slice pipeline of the learned imputers: empty slices skipped, batch size from memory, bf16 where native,
+test-time mirroring."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +39,43 @@ def test_slices_without_any_given_signal_are_not_computed():
     output, _ = predictor.predict_stack(stack)
     assert predictor.batches == [[pytest.approx(0.1), pytest.approx(0.3)], [pytest.approx(0.4)]]
     assert np.allclose(output[0, [1, 3, 4]], 2 * stack[0, [1, 3, 4]]) and not output[:, [0, 2]].any()
+
+
+class Ramp(SlicePredictor):
+    """Adds a ramp along the slice's height and a column mark along its width: not flip-equivariant."""
+
+    supports_confidence = True
+
+    def __init__(self, **options):
+        super().__init__(PLANS, "2d_cpu", **options)
+
+    def predict_slices(self, masked):
+        x = torch.as_tensor(masked)
+        ramp = torch.arange(x.shape[2], dtype=torch.float32).view(1, 1, -1, 1) / 100
+        column = torch.zeros(x.shape[3]).index_fill_(0, torch.tensor([0]), 0.2).view(1, 1, 1, -1)
+        confidence = torch.zeros(len(x), 4, 4)
+        confidence[:, 0, 0] = 1.0  # the top-left corner
+        return {"reconstruction": x + ramp + column, "confidence": confidence}
+
+
+def test_mirroring_averages_the_in_plane_flips_and_keys_the_options():
+    stack = np.zeros((2, 3, 16, 16), np.float32)
+    stack[0, 1] = 0.3
+    plain, _ = Ramp(precision="fp32").predict_stack(stack)
+    assert plain[0, 1, 15, 5] == pytest.approx(0.45) and plain[0, 1, 0, 0] == pytest.approx(0.5)
+    mirrored = Ramp(precision="fp32", mirroring=True)
+    assert mirrored.model_info["mirroring"] is True
+    output, confidence = mirrored.predict_stack(stack, with_confidence=True)
+    # the ramp's flips average to its mean 0.075 at every row; the column mark sits at both edges, halved
+    assert np.allclose(output[0, 1, :, 1:15], 0.3 + 0.075) and np.allclose(output[0, 1, :, [0, 15]], 0.475)
+    assert not output[:, [0, 2]].any()
+    # the confidence is flipped back too: the corner's weight lands in all four corners, a quarter each
+    _, unmirrored = Ramp(precision="fp32").predict_stack(stack, with_confidence=True)
+    assert unmirrored[1, 0, 0] == pytest.approx(1.0) and unmirrored[1, 15, 15] == pytest.approx(0.0)
+    assert confidence[1, 0, 0] == pytest.approx(0.25) and confidence[1, 15, 15] == pytest.approx(0.25)
+    assert np.allclose(confidence[1], confidence[1][::-1, ::-1]) and confidence[1, 8, 8] == pytest.approx(0.0)
+    options = Ramp().apply_options({"precision": "fp32", "mirroring": True})
+    assert options == {"precision": "fp32", "mirroring": True}
 
 
 def test_batch_size_from_memory_and_its_bounds(monkeypatch):

@@ -173,6 +173,16 @@ def test_prior_encoder_heads() -> None:
     assert class_logits.shape == (2, 39, 3, 3)
     levels = classes.logits_to_levels(class_logits)
     assert int(levels[:, :3].max()) <= 7 and int(levels[:, 3:].max()) <= 4
+    # 'expected': fractional FSQ levels within each channel's range, near the count where the head is sure
+    expected = grading.logits_to_levels(logits.detach(), "expected")
+    assert expected.dtype == torch.float32 and expected.shape == (2, 6, 3, 3)
+    assert float(expected.min()) >= 0 and float(expected[:, :3].max()) <= 7 and float(expected[:, 3:].max()) <= 4
+    assert not torch.equal(expected, expected.round())
+    with pytest.raises(ValueError, match="code decoding must be one of"):
+        grading.logits_to_levels(logits, "mean")
+    vq = PriorEncoder(CodeBrainConfig(in_channels=4, quantizer="vq", head="cls", codebook_size=16, **SMALL))
+    vq_logits = vq(x)
+    assert torch.equal(vq.logits_to_levels(vq_logits, "expected"), vq.logits_to_levels(vq_logits))  # unordered
 
 
 def test_inputs_must_be_divisible_by_eight() -> None:
