@@ -7,8 +7,8 @@ With a trained model of ``--dataset`` (``$codebrain_results``; e.g. the one ``be
 trains), it prints:
 
 * the **whole command**: wall seconds of ``codebrain_impute`` on one held-out case (a fresh process: Python start,
-  imports, model loading, reading, imputing, writing), without and with ``--save-confidence``, and the peak resident
-  memory of those processes;
+  imports, model loading, reading, imputing, writing), without and with ``--save-confidence``, the peak resident
+  memory of those processes, and the seconds with ``--mirror`` (test-time mirroring);
 * the **precision agreement**: PSNR of the bf16-autocast output against the fp32 output of the same model on the
   same case (over the brain, data range = the fp32 output's brain range), and the in-process seconds of each. The
   predictor picks bf16 by itself only where the CPU computes it natively (AMX / AVX512-BF16); elsewhere bf16 is
@@ -48,10 +48,9 @@ def _child_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _command_seconds(args: argparse.Namespace, source: Path, output: Path, confidence: bool) -> float:
+def _command_seconds(args: argparse.Namespace, source: Path, output: Path, *flags: str) -> float:
     command = [sys.executable, "-m", "codebrain_seg.cli.impute", "-d", str(args.dataset), "-f", str(args.fold),
-               "-c", args.configuration, "-i", str(source), "-o", str(output)] + (
-        ["--save-confidence"] if confidence else [])
+               "-c", args.configuration, "-i", str(source), "-o", str(output), *flags]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -95,13 +94,18 @@ def main(argv: list[str] | None = None) -> None:
         for channel in range(predictor.num_channels):
             if channel != missing:
                 (source / image_path(raw, case, channel).name).symlink_to(image_path(raw, case, channel))
-        plain = [_command_seconds(args, source, Path(work) / f"out{i}", False) for i in range(args.repeats)]
-        confident = [_command_seconds(args, source, Path(work) / f"conf{i}", True) for i in range(args.repeats)]
+        plain = [_command_seconds(args, source, Path(work) / f"out{i}") for i in range(args.repeats)]
+        confident = [_command_seconds(args, source, Path(work) / f"conf{i}", "--save-confidence")
+                     for i in range(args.repeats)]
+        peak_mb = _child_peak_rss_mb()
+        mirrored = [_command_seconds(args, source, Path(work) / f"mirror{i}", "--mirror") for i in range(args.repeats)]
     print(f"command_seconds_per_volume: {min(plain):.1f} (best of {len(plain)}: "
           f"{', '.join(f'{s:.1f}' for s in plain)}; codebrain_impute in a new process, start to files written)")
     print(f"command_seconds_per_volume_with_confidence: {min(confident):.1f} "
           f"({', '.join(f'{s:.1f}' for s in confident)})")
-    print(f"command_peak_rss_mb: {_child_peak_rss_mb():.0f}")
+    print(f"command_peak_rss_mb: {peak_mb:.0f}")
+    print(f"command_seconds_per_volume_with_mirror: {min(mirrored):.1f} ({', '.join(f'{s:.1f}' for s in mirrored)}; "
+          "--mirror, four passes per slice)")
 
     volumes = [read_nifti(image_path(raw, case, c)) for c in range(predictor.num_channels)]
     images = np.stack([v.data for v in volumes]).astype(np.float32)
