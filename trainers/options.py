@@ -20,6 +20,10 @@ from codebrain_seg.errors import InputError
 # the compiler to fuse); on an AVX2-only CPU in fp32 0.74x. So "auto" compiles runs of at least this many
 # iterations on CUDA and on AMX CPUs, and leaves short runs (tests, the demo, CPU budgets) and other CPUs eager.
 COMPILE_MIN_ITERATIONS = 10_000
+# How CodeBrain's Stage II prior encoder starts: from the trained Stage I common encoder E_c (same architecture and
+# the same input, the zero-filled stack; only the code head is new), or from random weights as the reference does.
+# On the real cases' 45-minute budget run the warm start raised held-out T1Gd (docs/results/real_data.md).
+PRIOR_INITS = ("common_encoder", "random")
 POSITIVE = ("iterations", "batch_size", "val_every", "save_every", "log_every", "num_threads",
             "max_val_slices_per_case")
 
@@ -47,6 +51,7 @@ class TrainingOptions:
     variant: str = "cvpr"  # CodeBrain code layout: 'cvpr' (full-stack code) or 'v1' (per-modality codes)
     code_dim: int | None = None  # FSQ channels of a code, 5 levels each; None = the plans' levels (v1: 7 x 5)
     num_threads: int | None = None
+    prior_init: str = "common_encoder"  # CodeBrain Stage II: E_prior starts from Stage I's E_c, or 'random'
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,6 +61,8 @@ class TrainingOptions:
                 flag = "--" + name.replace("_", "-")
                 raise InputError(f"{flag} must be a positive integer, got {value!r} (leave it out for the plans' "
                                  f"or the machine's value)")
+        if self.prior_init not in PRIOR_INITS:
+            raise InputError(f"--prior-init must be one of {', '.join(PRIOR_INITS)}, got {self.prior_init!r}")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers!r}")
 

@@ -1,6 +1,7 @@
 """CodeBrain Stage II: predict the Stage-I codes from the masked stack (CodeBrain, CVPR 2026).
 
-The finished Stage-I generator is frozen (eval mode, no gradients, not optimised). A fresh prior encoder reads
+The finished Stage-I generator is frozen (eval mode, no gradients, not optimised). A prior encoder, started from
+Stage I's common encoder E_c (``prior_init='common_encoder'``, the default; ``'random'`` as the reference), reads
 the zero-filled stack ``x * m`` and is trained with the ordinal grading loss (or cross-entropy for the 'cls'
 ablation) against the integer levels of ``FSQ(E_posterior(x))`` of the same augmented batch. Validation is
 real imputation: ``y = D(decode(E_prior(x * m)), E_c(x * m))`` with the predictor's default decoding (expected
@@ -65,6 +66,21 @@ def impute(generator: StageOneModel, prior: PriorEncoder, masked: Tensor, availa
                                        generator=source_generator)
 
 
+def warm_start(prior: PriorEncoder, generator: StageOneModel) -> bool:
+    """Copy Stage I's common encoder E_c into the prior encoder's encoder; False (nothing copied) where they differ.
+
+    E_c already reads the zero-filled stack through the same encoder architecture (the cvpr layout), so only the
+    1x1 code head starts fresh. No F_c, or the v1 layout (E_c reads one sequence, E_prior the stack): nothing.
+    """
+    if generator.common_encoder is None:
+        return False
+    source, target = generator.common_encoder.state_dict(), prior.encoder.state_dict()
+    if any(key not in target or target[key].shape != value.shape for key, value in source.items()):
+        return False
+    prior.encoder.load_state_dict(source, strict=False)  # the head (``projection``) is the one key not in E_c
+    return True
+
+
 class CodeBrainStageTwoTrainer(BaseTrainer):
     """Stage II: the prior encoder learns to grade each code channel from the masked stack."""
 
@@ -102,7 +118,11 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
         self.fsq_levels = list(self.network_config.target_levels)  # every code channel of every code
         self.class_counts = list(self.network_config.class_counts)
         self.stage1_iteration = int(stage1_state["iteration"])
-        self.networks = {"prior_encoder": PriorEncoder(self.network_config)}
+        self.prior_initialised_from = "random"
+        prior = PriorEncoder(self.network_config)
+        if self.options.prior_init == "common_encoder" and warm_start(prior, self.generator):
+            self.prior_initialised_from = "common_encoder"
+        self.networks = {"prior_encoder": prior}
 
     def configure_optimizers(self) -> None:
         """AdamW with the generator's settings, cosine-annealed per iteration (reference section 6)."""
@@ -112,7 +132,8 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
         """Architecture and Stage-I provenance; best / final also hold the frozen generator for inference."""
         extra: dict[str, Any] = {"network_config": self.network_config.to_dict(),
                                  "stage1_checkpoint": str(self.stage1_checkpoint),
-                                 "stage1_iteration": self.stage1_iteration}
+                                 "stage1_iteration": self.stage1_iteration,
+                                 "prior_initialised_from": self.prior_initialised_from}
         if self.source_relevance is not None:
             extra["source_relevance"] = self.source_relevance
         if name in ("checkpoint_best.pth", "checkpoint_final.pth"):

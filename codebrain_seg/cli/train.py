@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto = bf16 autocast where the hardware computes bf16 natively (recent GPUs; CPUs with "
                              "AMX or AVX512-BF16), else fp32")
+    parser.add_argument("--prior-init", choices=["common_encoder", "random"], default="common_encoder",
+                        help="CodeBrain Stage II: start the prior encoder from Stage I's common encoder (default; "
+                             "same input, only the code head is new) or from random weights, as the reference")
     args = parser.parse_args(argv)
     ablation = args.ablation
     if args.method == "copedit":
@@ -67,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ablation = copedit_ablation(args.prompts, args.layout)
     elif (args.prompts, args.layout) != ("learned", "shared"):
         parser.error("--prompts and --layout apply to --method copedit only")
+    if args.method != "codebrain" and args.prior_init != "common_encoder":
+        parser.error("--prior-init applies to --method codebrain (its Stage II) only")
 
     def run() -> None:
         folders = run_training(args.dataset, args.fold, args.configuration, args.stage, method=args.method,
@@ -77,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                compile={"auto": None, "on": True, "off": False}[args.compile],
                                num_workers=args.num_workers, seed=args.seed, val_every=args.val_every,
                                save_every=args.save_every, batch_size=args.batch_size, log_every=args.log_every,
-                               precision=args.precision)
+                               precision=args.precision, prior_init=args.prior_init)
         if os.environ.get("RANK", "0") == "0":
             for stage, folder in folders.items():
                 print(f"stage {stage}: {folder}")
