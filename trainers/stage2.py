@@ -101,7 +101,8 @@ class CodeBrainStageTwoTrainer(BaseTrainer):
                 "codebrain_train with --stage 1 (or --stage all) for this dataset, fold and configuration first")
 
     def build_networks(self) -> None:
-        """Frozen Stage-I generator from its final checkpoint; a fresh prior encoder with the configured head."""
+        """Frozen Stage-I generator from its final checkpoint; a prior encoder with the configured head, started
+        from E_c unless ``prior_init`` is ``'random'``."""
         self.generator, stage1_state = load_stage_one(self.stage1_checkpoint, self.device, self.memory_format)
         trained = self.generator.config
         expected = code_levels(self.options.variant, self.options.code_dim, self.planned.fsq_levels)

@@ -41,6 +41,19 @@ def check_reused_precision(stage_dir: Path, precision: str) -> None:
                          "$codebrain_results (same preprocessed data) or use --precision auto to reuse it")
 
 
+def check_reused_prior_init(stage_dir: Path, prior_init: str) -> None:
+    """InputError when the finished CodeBrain Stage II in ``stage_dir`` started its prior encoder otherwise than
+    ``prior_init`` asks (checkpoints from before the warm start record nothing: they started from random weights)."""
+    state = load_checkpoint(stage_dir / "checkpoint_final.pth", what="training checkpoint")
+    trained = state.get("prior_initialised_from", "random")
+    if trained != prior_init:
+        raise InputError(f"{stage_dir} is a Stage II whose prior encoder started from {trained}, but the ablation "
+                         f"trains every arm's from {prior_init} (an arm without F_c has no common encoder to start "
+                         "from): a finished stage is reused, never retrained, so retrain that stage with "
+                         f"codebrain_train --stage 2 --prior-init {prior_init} --overwrite, or run the ablation under "
+                         "its own $codebrain_results")
+
+
 def scored_checkpoint(stage_dir: Path, checkpoint: str) -> str:
     """The checkpoint to score for a row asking for ``checkpoint`` of the finished stage in ``stage_dir``:
     ``final`` instead of ``best`` when the best validation was at the final iteration (the same weights, so the

@@ -41,7 +41,12 @@ from codebrain_seg.run.methods import get_method
 from codebrain_seg.run.training import results_folder, run_training
 from codebrain_seg.variants import resolve_loss_weights
 from evaluation.ablation import report
-from evaluation.ablation.cache import check_reused_precision, evaluation_is_current, scored_checkpoint
+from evaluation.ablation.cache import (
+    check_reused_precision,
+    check_reused_prior_init,
+    evaluation_is_current,
+    scored_checkpoint,
+)
 from evaluation.ablation.groups import (
     Group,
     Variant,
@@ -130,8 +135,13 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
                  iterations: int | None = None, device: str = "auto", **training_options: Any) -> dict[str, list[int]]:
     """Train the missing stages of each model in order; returns ``{model name: stages trained now}``.
 
-    A finished stage is reused, after :func:`check_reused_precision` against ``training_options['precision']``.
+    A finished stage is reused, after :func:`check_reused_precision` against ``training_options['precision']``
+    and, for Stage II, :func:`check_reused_prior_init` (every arm's prior encoder starts from random weights unless
+    ``training_options['prior_init']`` says otherwise).
     """
+    # Like for like: an arm without F_c has no common encoder for Stage II to start from, so every arm's prior
+    # encoder starts from random weights, as in the papers' ablations.
+    training_options.setdefault("prior_init", "random")
     if iterations is not None:
         # Only the final checkpoint is scored: validating twice per stage shows the curve without the trainer's
         # default of ten validations, which on real cases costs as much as the training itself.
@@ -141,6 +151,8 @@ def train_models(dataset: str | int, fold: int, configuration: str, models: Sequ
         for stage in model.stages:
             if finished(model.stage_dirs[stage]):
                 check_reused_precision(model.stage_dirs[stage], training_options.get("precision", "auto"))
+                if stage == 2:
+                    check_reused_prior_init(model.stage_dirs[stage], training_options["prior_init"])
                 logger.info("ablation: %s stage %d is finished (%s); reused, not retrained", model.name, stage,
                             model.stage_dirs[stage])
                 continue

@@ -1,4 +1,4 @@
-"""evaluation/ablation/cache.py: a finished stage is reused only in the precision asked for."""
+"""evaluation/ablation/cache.py: a finished stage is reused only in the precision (and Stage II's start) asked for."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codebrain_seg.errors import InputError
-from evaluation.ablation.cache import check_reused_precision, scored_checkpoint
+from evaluation.ablation.cache import check_reused_precision, check_reused_prior_init, scored_checkpoint
 
 
 def _finished_stage(folder: Path, precision: str) -> Path:
@@ -31,6 +31,22 @@ def test_the_same_precision_or_auto_reuses_it(tmp_path: Path) -> None:
     assert check_reused_precision(stage, "auto") is None
     # auto does not even read the file: a stage without a readable checkpoint is left to the usual checks
     assert check_reused_precision(tmp_path / "absent", "auto") is None
+
+
+def test_a_stage_two_started_otherwise_is_refused_and_old_checkpoints_count_as_random(tmp_path: Path) -> None:
+    warm = tmp_path / "CodeBrain__codebrainPlans__2d_cpu" / "fold_0" / "stage2"
+    warm.mkdir(parents=True)
+    torch.save({"format_version": 1, "iteration": 10, "prior_initialised_from": "common_encoder"},
+               warm / "checkpoint_final.pth")
+    with pytest.raises(InputError) as caught:
+        check_reused_prior_init(warm, "random")
+    message = str(caught.value)
+    assert str(warm) in message and "started from common_encoder" in message and "--prior-init random" in message
+    assert check_reused_prior_init(warm, "common_encoder") is None
+    old = _finished_stage(tmp_path / "old" / "stage2", "bf16")  # written before the warm start: no record
+    assert check_reused_prior_init(old, "random") is None
+    with pytest.raises(InputError, match="started from random"):
+        check_reused_prior_init(old, "common_encoder")
 
 
 def _checkpoint(path: Path, iteration: int) -> None:

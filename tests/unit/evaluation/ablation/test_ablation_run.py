@@ -90,6 +90,7 @@ def test_seeds_resolve_to_seed_folders_with_seed_zero_in_todays(tmp_path: Path, 
     assert [(c["ablation"], c["seed_index"], c["seed"], c["stage"]) for c in calls] == [
         ("none", 0, 7, 1), ("none", 0, 7, 2), ("no_fc", 0, 7, 1),
         ("none", 1, 7, 1), ("none", 1, 7, 2), ("no_fc", 1, 7, 1)]  # run_training adds the index to the seed
+    assert {c["prior_init"] for c in calls} == {"random"}  # like for like: no_fc has no E_c to start from
     assert list(trained) == [m.name for m in unique[:2] + unique[3:5]]
 
 
