@@ -8,6 +8,7 @@ from typing import Sequence
 
 from codebrain_seg.cli.common import run_cli
 from codebrain_seg.cli.impute import add_model_variant_arguments
+from codebrain_seg.networks.codebrain import CODE_DECODINGS
 from evaluation.imputation.evaluate import PROTOCOLS, evaluate_imputation
 
 PROG = "codebrain_evaluate_imputation"
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default=None, help="output folder (default: see above)")
     parser.add_argument("--evaluation-slices", type=int, default=None,
                         help="middle slices per case scored by the paper protocol (default: the plans')")
+    parser.add_argument("--code-decoding", choices=list(CODE_DECODINGS), default="expected",
+                        help="codebrain: Stage II's levels decoded to their expected value (default, as "
+                             "codebrain_impute) or counted as the reference does (count)")
     add_model_variant_arguments(parser)
     return parser
 
@@ -66,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   output_dir=Path(args.output) if args.output else None, patterns=args.patterns,
                                   figure_cases=args.figure_cases, evaluation_slices=args.evaluation_slices,
                                   ablation=args.ablation, loss_weights=args.loss_weights, variant=args.variant,
-                                  code_dim=args.code_dim, source_rule=args.source_rule)
+                                  code_dim=args.code_dim, source_rule=args.source_rule,
+                                  code_decoding=args.code_decoding)
         print(f"imputation evaluation: {out / 'tables.md'}")
 
     return run_cli(run)

@@ -267,7 +267,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
                         output_dir: Path | None = None, patterns: Sequence[str] | None = None,
                         figure_cases: int = 1, evaluation_slices: int | None = None, *, ablation: str = "none",
                         loss_weights: Sequence[float] | str | None = None, variant: str = "cvpr",
-                        code_dim: int | None = None, source_rule: str = "random", seed_index: int = 0) -> Path:
+                        code_dim: int | None = None, source_rule: str = "random", seed_index: int = 0,
+                        code_decoding: str = "expected") -> Path:
     """Run the harness (module docstring) and write every output; returns the output folder.
 
     Args:
@@ -291,6 +292,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         source_rule: v1 models: ``random`` (default) or ``relevant`` F_c source.
         seed_index: which seed of a seeded experiment (``codebrain_ablate --seeds``) to load: K > 0 is the
             ``-seedK`` folder, 0 the ordinary one.
+        code_decoding: codebrain: ``expected`` (default) or the reference's ``count``; it keys the evaluation (a
+            rerun with the other one replaces it).
     """
     protocols = list(dict.fromkeys(protocols))
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -318,7 +321,8 @@ def evaluate_imputation(dataset: str | int, fold: int | str = 0, configuration: 
         raise InputError(f"patterns {unknown} are not valid for {len(names)} sequences")
     case_files = find_cases(dataset_name, fold, cases, len(names))
     imputers = build_methods(list(dict.fromkeys(methods)), plans, dataset_name, fold, configuration, device,
-                             {"checkpoint": checkpoint, "batch_size": batch_size, "source_rule": source_rule},
+                             {"checkpoint": checkpoint, "batch_size": batch_size, "source_rule": source_rule,
+                              "code_decoding": code_decoding},
                              codebrain=codebrain)
     out_dir = (Path(output_dir) if output_dir
                else evaluation_folder(dataset_name, fold, configuration, cases, trainer, source_rule))
