@@ -10,7 +10,7 @@ from codebrain_seg.cli.variant_arguments import add_variant_arguments
 from codebrain_seg.run.methods import trainable_methods
 from codebrain_seg.run.training import run_training
 from codebrain_seg.variants import copedit_ablation
-from trainers.options import COMPILE_MIN_ITERATIONS
+from trainers.options import COMPILE_MIN_ITERATIONS, PRIOR_INITS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="auto = bf16 autocast where the hardware computes bf16 natively (recent GPUs; CPUs with "
                              "AMX or AVX512-BF16), else fp32")
-    parser.add_argument("--prior-init", choices=["common_encoder", "random"], default="common_encoder",
+    parser.add_argument("--prior-init", choices=list(PRIOR_INITS), default=PRIOR_INITS[0],
                         help="CodeBrain Stage II: start the prior encoder from Stage I's common encoder (default; "
                              "same input, only the code head is new) or from random weights, as the reference")
     args = parser.parse_args(argv)
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ablation = copedit_ablation(args.prompts, args.layout)
     elif (args.prompts, args.layout) != ("learned", "shared"):
         parser.error("--prompts and --layout apply to --method copedit only")
-    if args.method != "codebrain" and args.prior_init != "common_encoder":
+    if args.method != "codebrain" and args.prior_init != PRIOR_INITS[0]:
         parser.error("--prior-init applies to --method codebrain (its Stage II) only")
 
     def run() -> None:

@@ -51,7 +51,7 @@ from codebrain_seg.inference.model_folders import model_plans, variant_fold_dir
 from codebrain_seg.inference.request import ImputationContext
 from codebrain_seg.inference.slice_predictor import SlicePredictor, network_input
 from codebrain_seg.networks import CodeBrainConfig, PriorEncoder, StageOneModel
-from codebrain_seg.networks.codebrain import CODE_DECODINGS, SOURCE_RULES
+from codebrain_seg.networks.codebrain import SOURCE_RULES, check_code_decoding
 from codebrain_seg.variants import CodeBrainVariant
 
 
@@ -82,7 +82,7 @@ class CodeBrainPredictor(SlicePredictor):
                  source_relevance: dict[str, dict[str, float]] | None = None, source_seed: int = 0,
                  precision: str = "auto", code_decoding: str = "expected", mirroring: bool = False) -> None:
         super().__init__(plans, configuration, device, batch_size, model_info, precision, mirroring)
-        self.code_decoding = _checked_decoding(code_decoding)
+        self.code_decoding = check_code_decoding(code_decoding)
         self.model_info["code_decoding"] = self.code_decoding
         self.stage_one = stage_one.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
         self.prior_encoder = prior_encoder.to(self.device, memory_format=preferred_memory_format(self.device)).eval()
@@ -126,7 +126,7 @@ class CodeBrainPredictor(SlicePredictor):
 
     def apply_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The shared options plus ``code_decoding`` (expected | count)."""
-        self.code_decoding = _checked_decoding(options.get("code_decoding", "expected"))
+        self.code_decoding = check_code_decoding(options.get("code_decoding", "expected"))
         return super().apply_options(options)
 
     # -- slices --------------------------------------------------------------------------------------------
@@ -189,12 +189,6 @@ class CodeBrainPredictor(SlicePredictor):
         return {"quantizer": self.config.quantizer, "class_counts": list(self.config.class_counts),
                 "variant": self.config.variant, "groups": {name: list(range(i * per_code, (i + 1) * per_code))
                                                            for i, name in enumerate(names)}}
-
-
-def _checked_decoding(decoding: str) -> str:
-    if decoding not in CODE_DECODINGS:
-        raise InputError(f"code decoding must be one of {', '.join(CODE_DECODINGS)}, got {decoding!r}")
-    return decoding
 
 
 def _stage_one_state(stage2: dict[str, Any], fold_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:

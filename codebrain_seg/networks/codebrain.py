@@ -52,6 +52,13 @@ SOURCE_RULES = ("random", "relevant")
 # How Stage II's FSQ logits become the decoder's code map: 'expected' (the default of imputation and validation) or
 # the reference's 'count' (PriorEncoder.logits_to_levels).
 CODE_DECODINGS = ("expected", "count")
+
+
+def check_code_decoding(decoding: str) -> str:
+    """``decoding`` if it is one of :data:`CODE_DECODINGS`, else InputError naming them."""
+    if decoding not in CODE_DECODINGS:
+        raise InputError(f"code decoding must be one of {', '.join(CODE_DECODINGS)}, got {decoding!r}")
+    return decoding
 # Stage-II heads each quantiser supports, the first being its default. Grading needs ordered levels, which a
 # VQ codebook does not have (its indices are arbitrary), so VQ is classified; continuous codes are regressed.
 HEADS_BY_QUANTIZER = {"fsq": ("grading", "cls"), "vq": ("cls",), "continuous": ("regression",)}
@@ -517,9 +524,7 @@ class PriorEncoder(nn.Module):
             ``tanh(output)`` ``(B, d, h, w)`` float32. Turn them into the decoder's code map with the quantiser's
             ``levels_to_codes`` (FSQ's takes fractional levels too).
         """
-        if decoding not in CODE_DECODINGS:
-            raise InputError(f"code decoding must be one of {CODE_DECODINGS}, got {decoding!r}")
-        expected = decoding == "expected" and self.config.quantizer == "fsq"
+        expected = check_code_decoding(decoding) == "expected" and self.config.quantizer == "fsq"
         if self.config.head == "grading":
             return decode_grading(logits, self.config.target_levels, expected)
         if self.config.head == "cls":
